@@ -1,0 +1,34 @@
+"""edgerun: pack trained models for edge boards and run them with a numpy-only runtime.
+
+``import edgerun`` stays light (numpy only): readers, backends and converters load on use.
+"""
+
+from __future__ import annotations
+
+from edgerun.errors import (
+    BundleError,
+    EdgerunError,
+    InputError,
+    MissingDependencyError,
+    ModelFormatError,
+    ProfileError,
+    UnsafePathError,
+    UnsupportedOpError,
+)
+from edgerun.specs import Quantization, TensorSpec
+
+__all__ = [
+    "BundleError",
+    "EdgerunError",
+    "InputError",
+    "MissingDependencyError",
+    "ModelFormatError",
+    "ProfileError",
+    "Quantization",
+    "TensorSpec",
+    "UnsafePathError",
+    "UnsupportedOpError",
+    "__version__",
+]
+
+__version__ = "0.1.0"

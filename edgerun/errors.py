@@ -1,0 +1,40 @@
+"""The exceptions edgerun raises for user errors.
+
+Every problem a user can cause (a bad file, a wrong feed, an unknown board) is an
+``EdgerunError``; the CLI turns exactly these into one line and exit status 2, so anything
+else that escapes is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class EdgerunError(Exception):
+    """Base class of every error edgerun raises on purpose."""
+
+
+class ModelFormatError(EdgerunError):
+    """A model file is malformed: bad protobuf or flatbuffer, bad tensor, bad external data."""
+
+
+class UnsafePathError(ModelFormatError):
+    """A path in a model or bundle would leave its folder or archive."""
+
+
+class BundleError(EdgerunError):
+    """A bundle is corrupt, tampered with, truncated or from a newer edgerun."""
+
+
+class ProfileError(EdgerunError):
+    """A device profile is missing, malformed or names an unknown board."""
+
+
+class MissingDependencyError(EdgerunError):
+    """An optional package is needed and not installed; the message names the extra."""
+
+
+class UnsupportedOpError(EdgerunError):
+    """A model uses an operator the chosen backend cannot run."""
+
+
+class InputError(EdgerunError):
+    """Feeds given to a session do not match its inputs."""

@@ -1,0 +1,169 @@
+"""What is inside a model: the report behind ``edgerun inspect``.
+
+MACs count multiply-accumulates of Conv, ConvTranspose, Gemm and MatMul for one inference,
+with every symbolic or unknown input dimension taken as 1 (batch 1), from shapes edgerun
+infers itself so that the report needs no onnx package on the board.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgerun.modelfile import ModelFile, open_model
+from edgerun.runtime import dtypes
+from edgerun.runtime.graph import Graph, Node
+from edgerun.runtime.passes.shape_inference import Shape, infer_shapes
+
+
+@dataclass
+class ModelReport:
+    path: str
+    format: str
+    file_bytes: int
+    ir_version: int
+    producer: str
+    opsets: dict[str, int]
+    inputs: list[dict[str, Any]]
+    outputs: list[dict[str, Any]]
+    nodes: int
+    op_histogram: dict[str, int]
+    parameters: int
+    parameter_bytes: int
+    macs: int
+    macs_by_op: dict[str, int]
+    macs_unknown: list[str]  # nodes whose MACs could not be counted (shapes unknown)
+    manifest: dict[str, Any] | None = field(default=None)
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def inspect_model(path: str | os.PathLike[str]) -> ModelReport:
+    model_file = open_model(path)
+    model = model_file.model
+    graph = model.graph
+    macs_by_op, unknown = count_macs(graph)
+    count, nbytes = parameter_totals(graph)
+    return ModelReport(
+        path=str(path),
+        format=model_file.format,
+        file_bytes=Path(path).stat().st_size,
+        ir_version=model.ir_version,
+        producer=" ".join(p for p in (model.producer_name, model.producer_version) if p),
+        opsets={(d or "ai.onnx"): v for d, v in sorted(model.opset_imports.items())},
+        inputs=[s.to_json() for s in model.inputs],
+        outputs=[s.to_json() for s in model.outputs],
+        nodes=len(graph.walk()),
+        op_histogram=op_histogram(graph),
+        parameters=count,
+        parameter_bytes=nbytes,
+        macs=sum(macs_by_op.values()),
+        macs_by_op=macs_by_op,
+        macs_unknown=unknown,
+        manifest=_manifest_summary(model_file),
+    )
+
+
+def op_histogram(graph: Graph) -> dict[str, int]:
+    """Op counts over the graph and its subgraphs; other domains' ops are 'domain::Op'."""
+    counts = Counter(
+        f"{n.domain}::{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type
+        for n in graph.walk()
+    )
+    return dict(counts.most_common())
+
+
+def parameter_totals(graph: Graph) -> tuple[int, int]:
+    """(element count, bytes as stored on disk) of the initializers, dense and sparse."""
+    count = bits = 0
+    for name, array in graph.initializers.items():
+        count += array.size
+        bits += array.size * _bits(graph.initializer_types.get(name, 1), array)
+    for sparse in graph.sparse_initializers.values():
+        count += sparse.values.size
+        bits += sparse.values.size * dtypes.element_type(sparse.values_type).bits
+        bits += sparse.indices.nbytes * 8
+    return count, -(-bits // 8)
+
+
+def _bits(code: int, array: Any) -> int:
+    etype = dtypes.element_type(code)
+    return etype.bits if etype.bits else array.dtype.itemsize * 8
+
+
+def count_macs(graph: Graph) -> tuple[dict[str, int], list[str]]:
+    batch_one = {
+        v.name: _concrete(v.type.shape)
+        for v in graph.real_inputs
+        if v.type and v.type.shape is not None
+    }
+    shapes = infer_shapes(graph, batch_one)
+    by_op: Counter[str] = Counter()
+    unknown: list[str] = []
+    for node in graph.nodes:
+        counter = MAC_RULES.get(node.op_type)
+        if counter is None or node.domain not in ("", "ai.onnx"):
+            continue
+        ins = [shapes.get(n) for n in node.inputs]
+        out = shapes.get(node.outputs[0])
+        if out is None or any(s is None for s in ins[:2]) or not _all_int(out, *ins[:2]):
+            unknown.append(node.name or node.outputs[0])
+            continue
+        by_op[node.op_type] += counter(node, ins, out)
+    return dict(by_op), unknown
+
+
+def _concrete(shape: Shape) -> Shape:
+    return tuple(d if isinstance(d, int) else 1 for d in shape)
+
+
+def _all_int(*shapes: Any) -> bool:
+    return all(all(isinstance(d, int) for d in s) for s in shapes)
+
+
+def _conv_macs(node: Node, ins: list, out: Shape) -> int:
+    weight = ins[1]  # (M, C/group, k...)
+    return math.prod(out) * math.prod(weight[1:])
+
+
+def _conv_transpose_macs(node: Node, ins: list, out: Shape) -> int:
+    x, weight = ins[0], ins[1]  # weight (C, M/group, k...)
+    return math.prod(x) * math.prod(weight[1:])
+
+
+def _gemm_macs(node: Node, ins: list, out: Shape) -> int:
+    a = ins[0]
+    k = a[0] if node.attr("transA", 0) else a[1]
+    return math.prod(out) * k
+
+
+def _matmul_macs(node: Node, ins: list, out: Shape) -> int:
+    a = ins[0]
+    return math.prod(out) * a[-1]
+
+
+MAC_RULES = {
+    "Conv": _conv_macs,
+    "ConvTranspose": _conv_transpose_macs,
+    "Gemm": _gemm_macs,
+    "MatMul": _matmul_macs,
+}
+
+
+def _manifest_summary(model_file: ModelFile) -> dict[str, Any] | None:
+    manifest = model_file.manifest
+    if manifest is None:
+        return None
+    return {
+        "format_version": manifest.format_version,
+        "device": (manifest.profile or {}).get("name"),
+        "applied": manifest.applied,
+        "accuracy": manifest.accuracy,
+        "source": manifest.source,
+        "edgerun_version": manifest.edgerun_version,
+    }

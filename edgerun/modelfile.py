@@ -1,0 +1,61 @@
+"""Opens whatever a user points edgerun at: an ``.onnx`` file or an ``.edgerun`` bundle.
+
+Weights stay in the file: the model is read through a memory map, its tensors are views.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from edgerun.errors import ModelFormatError
+from edgerun.runtime.external import FolderResolver, check_relative
+from edgerun.runtime.graph import Model
+from edgerun.runtime.onnx_reader import map_file, parse_model
+
+if TYPE_CHECKING:
+    from edgerun.bundle import Bundle, Manifest
+
+
+@dataclass
+class ModelFile:
+    model: Model
+    format: str  # "onnx"
+    manifest: Manifest | None = None  # set for bundles
+    bundle: Bundle | None = None
+
+
+def open_model(path: str | os.PathLike[str]) -> ModelFile:
+    path = Path(path)
+    if path.is_dir():
+        raise ModelFormatError(f"{path}: is a folder, not a model file")
+    if not path.exists():
+        raise ModelFormatError(f"{path}: no such file")
+    if path.suffix == ".edgerun":
+        return _open_bundle(path)
+    if path.suffix == ".tflite":
+        raise ModelFormatError(
+            f"{path}: .tflite files are not supported yet (the TFLite reader is issue 9)"
+        )
+    model = parse_model(map_file(path), FolderResolver(path.parent), what=str(path))
+    return ModelFile(model, "onnx")
+
+
+def _open_bundle(path: Path) -> ModelFile:
+    from edgerun.bundle import open_bundle
+
+    bundle = open_bundle(path)
+    manifest = bundle.manifest
+    if manifest.model_format != "onnx":
+        raise ModelFormatError(
+            f"{path}: bundles of {manifest.model_format} models are not supported yet"
+        )
+
+    def member(location: str) -> memoryview:
+        check_relative(location, str(path))
+        return bundle.member(location)
+
+    model = parse_model(bundle.model, member, what=f"{path}:{manifest.model.name}")
+    return ModelFile(model, "onnx", manifest, bundle)

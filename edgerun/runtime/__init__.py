@@ -1,0 +1,1 @@
+"""The numpy runtime: model readers, the graph IR, passes, kernels and the execution plan."""

@@ -1,0 +1,539 @@
+"""Reads an ONNX ModelProto into edgerun's graph IR with numpy only.
+
+The file is memory-mapped and initializers become numpy views over the map (or over the
+memory-mapped external-data files), so loading a model costs its structure, not its weights.
+External data resolves only inside the model's folder or bundle (see ``external.py``).
+"""
+
+from __future__ import annotations
+
+import math
+import mmap
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from edgerun.errors import ModelFormatError
+from edgerun.runtime import dtypes
+from edgerun.runtime.graph import (
+    ATTR_FLOAT,
+    ATTR_FLOATS,
+    ATTR_GRAPH,
+    ATTR_GRAPHS,
+    ATTR_INT,
+    ATTR_INTS,
+    ATTR_SPARSE_TENSOR,
+    ATTR_SPARSE_TENSORS,
+    ATTR_STRING,
+    ATTR_STRINGS,
+    ATTR_TENSOR,
+    ATTR_TENSORS,
+    ATTR_TYPE_PROTO,
+    ATTR_TYPE_PROTOS,
+    Attribute,
+    Function,
+    Graph,
+    Model,
+    Node,
+    SparseTensor,
+    ValueInfo,
+    ValueType,
+)
+from edgerun.runtime.protobuf import (
+    FIXED32,
+    LEN,
+    VARINT,
+    WireReader,
+    decode_varints,
+    signed64,
+)
+
+# Given an external-data location, returns that file's whole contents as a buffer.
+ExternalResolver = Callable[[str], memoryview]
+
+MAX_DEPTH = 64  # nested subgraphs; deeper is refused rather than risking the C stack
+EXTERNAL_KEYS = {"location", "offset", "length", "checksum"}
+
+
+def read_onnx(path: str | os.PathLike[str]) -> Model:
+    """Read an ``.onnx`` file; its external data may only come from its own folder."""
+    from edgerun.runtime.external import FolderResolver
+
+    path = Path(path)
+    buf = map_file(path)
+    return parse_model(buf, FolderResolver(path.parent), what=str(path))
+
+
+def map_file(path: Path) -> memoryview:
+    """Memory-map a whole file read-only (an empty file gets an empty buffer)."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size == 0:
+                return memoryview(b"")
+            return memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+    except OSError as exc:
+        raise ModelFormatError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def parse_model(buf: memoryview, external: ExternalResolver | None, what: str = "model") -> Model:
+    if len(buf) == 0:
+        raise ModelFormatError(f"{what}: empty file, not an ONNX model")
+    return _Parser(WireReader(buf, what), external).model(0, len(buf))
+
+
+class _Repeated:
+    """A repeated numeric field, packed (byte ranges) or not (single values), in file order."""
+
+    def __init__(self) -> None:
+        self.chunks: list[tuple[int, int] | int] = []
+
+    def add(self, wire: int, a: int, b: int) -> None:
+        self.chunks.append((a, b) if wire != VARINT else a)
+
+    def __bool__(self) -> bool:
+        return bool(self.chunks)
+
+    def varints(self, r: WireReader) -> np.ndarray:
+        parts = [
+            decode_varints(r.array(*c, "u1")) if isinstance(c, tuple) else np.array([c], np.uint64)
+            for c in self.chunks
+        ]
+        return np.concatenate(parts) if len(parts) != 1 else parts[0]
+
+    def fixed(self, r: WireReader, dtype: str) -> np.ndarray:
+        if any(not isinstance(c, tuple) for c in self.chunks):
+            raise r.fail("a fixed-width repeated field was encoded as varints")
+        parts = [r.array(a, b, dtype) for a, b in self.chunks]  # type: ignore[misc]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+class _Parser:
+    def __init__(self, r: WireReader, external: ExternalResolver | None) -> None:
+        self.r = r
+        self.external = external
+        self.depth = 0
+
+    def expect(self, wire: int, want: int, field: str) -> None:
+        if wire != want:
+            raise self.r.fail(f"field {field} has the wrong protobuf wire type")
+
+    # -- ModelProto ---------------------------------------------------------------------
+    def model(self, start: int, end: int) -> Model:
+        r = self.r
+        m = Model(graph=None, opset_imports={})  # type: ignore[arg-type]
+        for num, wire, a, b in r.fields(start, end):
+            if num == 1:
+                m.ir_version = signed64(a)
+            elif num == 8:
+                domain, version = self.opset_id(a, b)
+                m.opset_imports[domain] = version
+            elif num in (2, 3, 4, 6):
+                self.expect(wire, LEN, "ModelProto text")
+                name = {2: "producer_name", 3: "producer_version", 4: "domain", 6: "doc_string"}
+                setattr(m, name[num], r.text(a, b))
+            elif num == 5:
+                m.model_version = signed64(a)
+            elif num == 7:
+                self.expect(wire, LEN, "ModelProto.graph")
+                m.graph = self.graph(a, b)
+            elif num == 14:
+                key, value = self.string_entry(a, b)
+                m.metadata[key] = value
+            elif num == 25:
+                m.functions.append(self.function(a, b))
+        if m.graph is None:
+            raise r.fail("not an ONNX model (no graph); is this the right file?")
+        return m
+
+    def opset_id(self, start: int, end: int) -> tuple[str, int]:
+        domain, version = "", 0
+        for num, _wire, a, b in self.r.fields(start, end):
+            if num == 1:
+                domain = self.r.text(a, b)
+            elif num == 2:
+                version = signed64(a)
+        return ("" if domain == "ai.onnx" else domain), version
+
+    def string_entry(self, start: int, end: int) -> tuple[str, str]:
+        key = value = ""
+        for num, wire, a, b in self.r.fields(start, end):
+            self.expect(wire, LEN, "StringStringEntryProto")
+            if num == 1:
+                key = self.r.text(a, b)
+            elif num == 2:
+                value = self.r.text(a, b)
+        return key, value
+
+    # -- GraphProto ---------------------------------------------------------------------
+    def graph(self, start: int, end: int) -> Graph:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.r.fail(f"subgraphs nested deeper than {MAX_DEPTH} levels")
+        r = self.r
+        g = Graph(name="", nodes=[], inputs=[], outputs=[])
+        for num, _wire, a, b in r.fields(start, end):
+            if num == 1:
+                g.nodes.append(self.node(a, b))
+            elif num == 2:
+                g.name = r.text(a, b)
+            elif num == 5:
+                name, array, code = self.tensor(a, b)
+                g.initializers[name] = array
+                g.initializer_types[name] = code
+            elif num == 15:
+                sparse = self.sparse_tensor(a, b)
+                g.sparse_initializers[sparse.name] = sparse
+            elif num == 10:
+                g.doc_string = r.text(a, b)
+            elif num in (11, 12, 13):
+                {11: g.inputs, 12: g.outputs, 13: g.value_info}[num].append(self.value_info(a, b))
+        self.depth -= 1
+        return g
+
+    def node(self, start: int, end: int) -> Node:
+        r = self.r
+        n = Node(op_type="", inputs=[], outputs=[])
+        for num, wire, a, b in r.fields(start, end):
+            self.expect(wire, LEN, "NodeProto")
+            if num == 1:
+                n.inputs.append(r.text(a, b))
+            elif num == 2:
+                n.outputs.append(r.text(a, b))
+            elif num == 3:
+                n.name = r.text(a, b)
+            elif num == 4:
+                n.op_type = r.text(a, b)
+            elif num == 7:
+                n.domain = r.text(a, b)
+            elif num == 8:
+                n.overload = r.text(a, b)
+            elif num == 5:
+                attribute = self.attribute(a, b)
+                n.attributes[attribute.name] = attribute
+            elif num == 6:
+                n.doc_string = r.text(a, b)
+        if n.domain == "ai.onnx":
+            n.domain = ""
+        return n
+
+    def value_info(self, start: int, end: int) -> ValueInfo:
+        name, vtype, doc = "", None, ""
+        for num, wire, a, b in self.r.fields(start, end):
+            self.expect(wire, LEN, "ValueInfoProto")
+            if num == 1:
+                name = self.r.text(a, b)
+            elif num == 2:
+                vtype = self.type_proto(a, b)
+            elif num == 3:
+                doc = self.r.text(a, b)
+        return ValueInfo(name, vtype, doc)
+
+    def type_proto(self, start: int, end: int) -> ValueType:
+        r = self.r
+        vtype = ValueType("none")
+        denotation = ""
+        for num, _wire, a, b in r.fields(start, end):
+            if num in (1, 8):
+                elem, shape = self.tensor_type(a, b)
+                vtype = ValueType("tensor" if num == 1 else "sparse_tensor", elem, shape)
+            elif num in (4, 9):
+                inner = self.first_type(a, b, 1)
+                vtype = ValueType("sequence" if num == 4 else "optional", elem=inner)
+            elif num == 5:
+                vtype = self.map_type(a, b)
+            elif num == 7:
+                vtype = ValueType("opaque")
+            elif num == 6:
+                denotation = r.text(a, b)
+        if denotation:
+            vtype = ValueType(vtype.kind, vtype.elem_type, vtype.shape, vtype.elem, denotation)
+        return vtype
+
+    def first_type(self, start: int, end: int, field: int) -> ValueType | None:
+        found = None
+        for num, wire, a, b in self.r.fields(start, end):
+            if num == field and wire == LEN:
+                found = self.type_proto(a, b)
+        return found
+
+    def map_type(self, start: int, end: int) -> ValueType:
+        key, value = 0, None
+        for num, _wire, a, b in self.r.fields(start, end):
+            if num == 1:
+                key = a
+            elif num == 2:
+                value = self.type_proto(a, b)
+        return ValueType("map", key, elem=value)
+
+    def tensor_type(self, start: int, end: int) -> tuple[int, tuple | None]:
+        elem, shape = 0, None
+        for num, _wire, a, b in self.r.fields(start, end):
+            if num == 1:
+                elem = a
+            elif num == 2:
+                shape = tuple(self.dimension(da, db) for _, _, da, db in self.r.fields(a, b))
+        return elem, shape
+
+    def dimension(self, start: int, end: int) -> int | str | None:
+        dim: int | str | None = None
+        for num, _wire, a, b in self.r.fields(start, end):
+            if num == 1:
+                dim = signed64(a)
+            elif num == 2:
+                dim = self.r.text(a, b)
+        return dim
+
+    # -- AttributeProto -----------------------------------------------------------------
+    def attribute(self, start: int, end: int) -> Attribute:
+        r = self.r
+        name, ref, atype = "", "", 0
+        scalar: dict[int, object] = {}
+        floats, ints = _Repeated(), _Repeated()
+        lists: dict[int, list] = {9: [], 10: [], 11: [], 23: [], 15: []}
+        types: list[int] = []
+        for num, wire, a, b in r.fields(start, end):
+            if num == 1:
+                name = r.text(a, b)
+            elif num == 21:
+                ref = r.text(a, b)
+            elif num == 20:
+                atype = a
+            elif num == 2:
+                self.expect(wire, FIXED32, "AttributeProto.f")
+                scalar[2] = float(r.array(a, b, "<f4")[0])
+            elif num == 3:
+                scalar[3] = signed64(a)
+            elif num == 4:
+                scalar[4] = r.raw(a, b)
+            elif num in (5, 10):
+                _, array, code = self.tensor(a, b)
+                scalar.setdefault(5, array) if num == 5 else lists[10].append(array)
+                types.append(code)
+            elif num in (6, 11):
+                g = self.graph(a, b)
+                scalar.setdefault(6, g) if num == 6 else lists[11].append(g)
+            elif num in (22, 23):
+                s = self.sparse_tensor(a, b)
+                scalar.setdefault(22, s) if num == 22 else lists[23].append(s)
+            elif num in (14, 15):
+                t = self.type_proto(a, b)
+                scalar.setdefault(14, t) if num == 14 else lists[15].append(t)
+            elif num == 7:
+                floats.add(wire, a, b)
+            elif num == 8:
+                ints.add(wire, a, b)
+            elif num == 9:
+                lists[9].append(r.raw(a, b))
+        atype = atype or self._guess_attr_type(scalar, floats, ints, lists)
+        value: object
+        if atype == ATTR_FLOATS:
+            value = [float(v) for v in floats.fixed(r, "<f4")] if floats else []
+        elif atype == ATTR_INTS:
+            value = ints.varints(r).view(np.int64).tolist() if ints else []
+        elif atype in _LIST_FIELD:
+            value = lists[_LIST_FIELD[atype]]
+        elif atype in _SCALAR_FIELD:
+            if _SCALAR_FIELD[atype] not in scalar and not ref:
+                raise r.fail(f"attribute {name!r} has type {atype} but no value")
+            value = scalar.get(_SCALAR_FIELD[atype])
+        else:
+            raise r.fail(f"attribute {name!r} has unknown type {atype}")
+        return Attribute(name, atype, value, ref, tuple(types))
+
+    @staticmethod
+    def _guess_attr_type(scalar: dict, floats: _Repeated, ints: _Repeated, lists: dict) -> int:
+        # IR < 3 files may omit AttributeProto.type; the field that is set decides.
+        for atype, field in _SCALAR_FIELD.items():
+            if field in scalar:
+                return atype
+        if floats:
+            return ATTR_FLOATS
+        if ints:
+            return ATTR_INTS
+        for atype, field in _LIST_FIELD.items():
+            if lists[field]:
+                return atype
+        return 0
+
+    # -- TensorProto ----------------------------------------------------------------------
+    def tensor(self, start: int, end: int) -> tuple[str, np.ndarray, int]:
+        """Returns (name, array in storage dtype, element type code)."""
+        r = self.r
+        name, code, raw = "", 0, None
+        dims: list[int] = []
+        dims_field, fields = _Repeated(), {n: _Repeated() for n in (4, 5, 7, 10, 11)}
+        strings: list[bytes] = []
+        external: dict[str, str] = {}
+        location = 0
+        for num, wire, a, b in r.fields(start, end):
+            if num == 1:
+                dims_field.add(wire, a, b)
+            elif num == 2:
+                code = a
+            elif num == 3:
+                raise r.fail("segmented tensors are not supported")
+            elif num in fields:
+                fields[num].add(wire, a, b)
+            elif num == 6:
+                strings.append(r.raw(a, b))
+            elif num == 8:
+                name = r.text(a, b)
+            elif num == 9:
+                self.expect(wire, LEN, "TensorProto.raw_data")
+                raw = (a, b)
+            elif num == 13:
+                key, value = self.string_entry(a, b)
+                external[key] = value
+            elif num == 14:
+                location = a
+        if dims_field:
+            dims = dims_field.varints(r).view(np.int64).tolist()
+        where = f"tensor {name!r}"
+        if code not in dtypes.ELEMENT_TYPES:
+            raise r.fail(f"{where} has unknown or undefined element type {code}")
+        if any(d < 0 for d in dims):
+            raise r.fail(f"{where} has a negative dimension {dims}")
+        count = math.prod(dims)
+        etype = dtypes.ELEMENT_TYPES[code]
+        if location == 1:
+            data = self.external_bytes(external, where)
+            array = self.from_bytes(data, etype, count, where)
+        elif raw is not None:
+            array = self.from_bytes(r.array(raw[0], raw[1], "u1"), etype, count, where)
+        else:
+            array = self.from_typed(etype, fields, strings, count, where)
+        return name, array.reshape(dims), code
+
+    def from_bytes(
+        self, data: np.ndarray, etype: dtypes.ElementType, count: int, where: str
+    ) -> np.ndarray:
+        if etype.code == 8:
+            raise self.r.fail(f"{where}: string tensors cannot use raw_data")
+        if etype.bits < 8:
+            need = -(-count * etype.bits // 8)
+            if data.size != need:
+                raise self.r.fail(f"{where}: holds {data.size} bytes, its shape needs {need}")
+            return dtypes.unpack_bits(data, etype.code, count)
+        need = count * etype.storage.itemsize
+        if data.size != need:
+            raise self.r.fail(f"{where}: holds {data.size} bytes, its shape needs {need}")
+        return data.view(etype.storage)
+
+    def from_typed(
+        self, etype: dtypes.ElementType, fields: dict, strings: list, count: int, where: str
+    ) -> np.ndarray:
+        code, r = etype.code, self.r
+        if code == 8:
+            array = np.empty(len(strings), dtype=object)
+            array[:] = strings
+        elif code in (1, 14):
+            array = fields[4].fixed(r, "<f4") if fields[4] else np.zeros(0, "<f4")
+            array = array.view(etype.storage)
+        elif code in (11, 15):
+            array = fields[10].fixed(r, "<f8") if fields[10] else np.zeros(0, "<f8")
+            array = array.view(etype.storage)
+        elif code == 7:
+            array = fields[7].varints(r).view(np.int64) if fields[7] else np.zeros(0, np.int64)
+        elif code in (12, 13):
+            array = (fields[11].varints(r) if fields[11] else np.zeros(0, np.uint64)).astype(
+                etype.storage
+            )
+        else:
+            words = fields[5].varints(r).astype(np.uint32) if fields[5] else np.zeros(0, np.uint32)
+            if etype.bits < 8 and etype.bits != 6:
+                if words.size * 8 < count * etype.bits:
+                    raise r.fail(f"{where}: holds too few packed values for its shape")
+                array = dtypes.unpack_bits(words.astype(np.uint8), code, count)
+            elif code == 9:
+                array = words != 0
+            elif etype.bits == 6:
+                array = (words & 0x3F).astype(np.uint8)
+            else:  # one element per word, in its low bits
+                unsigned = np.dtype(f"u{etype.storage.itemsize}")
+                array = words.astype(unsigned).view(etype.storage)
+        if array.size != count:
+            raise r.fail(f"{where}: holds {array.size} values, its shape needs {count}")
+        return array
+
+    def external_bytes(self, entries: dict[str, str], where: str) -> np.ndarray:
+        r = self.r
+        unknown = set(entries) - EXTERNAL_KEYS
+        if unknown:
+            raise r.fail(f"{where}: unknown external_data key(s) {sorted(unknown)}")
+        location = entries.get("location", "")
+        if self.external is None:
+            raise r.fail(f"{where}: external data {location!r} but no folder to read it from")
+        try:
+            offset = int(entries.get("offset", "0"))
+            length = int(entries["length"]) if "length" in entries else None
+        except ValueError:
+            raise r.fail(f"{where}: external_data offset/length are not integers") from None
+        buf = self.external(location)
+        if offset < 0 or (length is not None and length < 0):
+            raise r.fail(f"{where}: negative external_data offset or length")
+        stop = len(buf) if length is None else offset + length
+        if offset > len(buf) or stop > len(buf):
+            raise r.fail(f"{where}: external data {location!r} is shorter than offset + length")
+        return np.frombuffer(buf, dtype=np.uint8, count=stop - offset, offset=offset)
+
+    def sparse_tensor(self, start: int, end: int) -> SparseTensor:
+        values = indices = None
+        values_type = 0
+        name = ""
+        dims: list[int] = []
+        dims_field = _Repeated()
+        for num, wire, a, b in self.r.fields(start, end):
+            if num == 1:
+                name, values, values_type = self.tensor(a, b)
+            elif num == 2:
+                _, indices, _ = self.tensor(a, b)
+            elif num == 3:
+                dims_field.add(wire, a, b)
+        if values is None or indices is None:
+            raise self.r.fail(f"sparse tensor {name!r} lacks values or indices")
+        if dims_field:
+            dims = dims_field.varints(self.r).view(np.int64).tolist()
+        return SparseTensor(values, indices, tuple(dims), values_type, name)
+
+    # -- FunctionProto ----------------------------------------------------------------------
+    def function(self, start: int, end: int) -> Function:
+        r = self.r
+        f = Function("", "", [], [], [], {}, [], {})
+        for num, _wire, a, b in r.fields(start, end):
+            if num in (1, 10, 8, 13):
+                attr = {1: "name", 10: "domain", 8: "doc_string", 13: "overload"}[num]
+                setattr(f, attr, r.text(a, b))
+            elif num in (4, 5, 6):
+                {4: f.inputs, 5: f.outputs, 6: f.attributes}[num].append(r.text(a, b))
+            elif num == 11:
+                attribute = self.attribute(a, b)
+                f.attribute_defaults[attribute.name] = attribute
+            elif num == 7:
+                f.nodes.append(self.node(a, b))
+            elif num == 9:
+                domain, version = self.opset_id(a, b)
+                f.opset_imports[domain] = version
+            elif num == 12:
+                f.value_info.append(self.value_info(a, b))
+        return f
+
+
+_SCALAR_FIELD = {
+    ATTR_FLOAT: 2,
+    ATTR_INT: 3,
+    ATTR_STRING: 4,
+    ATTR_TENSOR: 5,
+    ATTR_GRAPH: 6,
+    ATTR_SPARSE_TENSOR: 22,
+    ATTR_TYPE_PROTO: 14,
+}
+_LIST_FIELD = {
+    ATTR_STRINGS: 9,
+    ATTR_TENSORS: 10,
+    ATTR_GRAPHS: 11,
+    ATTR_SPARSE_TENSORS: 23,
+    ATTR_TYPE_PROTOS: 15,
+}

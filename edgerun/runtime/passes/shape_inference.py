@@ -1,0 +1,412 @@
+"""Static shape inference over the graph IR, one small rule per op type.
+
+Shapes are tuples of dims: an int, a symbolic name (carried through unchanged where an op
+only moves it), or None when unknown. An op without a rule, or with unknown inputs, leaves its
+outputs unknown (falling back to the model's own value_info) instead of guessing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgerun.runtime.graph import Graph, Node
+from edgerun.specs import Dim
+
+Shape = tuple[Dim, ...]
+
+
+@dataclass(frozen=True)
+class Known:
+    """What inference knows about one value: its shape and, for small constants, its data."""
+
+    shape: Shape | None
+    value: np.ndarray | None = None  # constants and shape arithmetic (Shape -> Reshape)
+
+
+Rule = Callable[[Node, list[Known | None]], list[Shape | None]]
+RULES: dict[str, Rule] = {}
+
+
+def rule(*op_types: str) -> Callable[[Rule], Rule]:
+    def register(fn: Rule) -> Rule:
+        for op in op_types:
+            if op in RULES:
+                raise RuntimeError(f"duplicate shape rule for {op}")
+            RULES[op] = fn
+        return fn
+
+    return register
+
+
+def infer_shapes(graph: Graph, inputs: dict[str, Shape] | None = None) -> dict[str, Shape | None]:
+    """Shapes of every value in ``graph``; ``inputs`` overrides the declared input shapes."""
+    known: dict[str, Known] = {}
+    for name, array in graph.initializers.items():
+        small = array if array.size <= 64 and array.dtype.kind in "iu" else None
+        known[name] = Known(tuple(array.shape), small)
+    for v in graph.real_inputs:
+        shape = (inputs or {}).get(v.name, v.type.shape if v.type else None)
+        known[v.name] = Known(shape)
+    annotated = {v.name: v.type.shape for v in graph.value_info + graph.outputs if v.type}
+    for node in graph.nodes:
+        args = [known.get(name) if name else None for name in node.inputs]
+        shapes, values = _apply(node, args)
+        for i, out in enumerate(node.outputs):
+            shape = shapes[i] if i < len(shapes) else None
+            known[out] = Known(shape if shape is not None else annotated.get(out), values.get(i))
+    return {name: k.shape for name, k in known.items()}
+
+
+def _apply(node: Node, args: list[Known | None]) -> tuple[list[Shape | None], dict]:
+    if node.domain not in ("", "ai.onnx"):
+        return [], {}
+    if node.op_type == "Shape" and args and args[0] is not None and args[0].shape is not None:
+        dims = args[0].shape
+        if all(isinstance(d, int) for d in dims):
+            return [(len(dims),)], {0: np.array(dims, np.int64)}
+        return [(len(dims),)], {}
+    if node.op_type == "Constant" and node.attr("value") is not None:
+        value = node.attr("value")
+        small = value if value.size <= 64 and value.dtype.kind in "iu" else None
+        return [tuple(value.shape)], {0: small}
+    fn = RULES.get(node.op_type)
+    if fn is None:
+        return [], {}
+    try:
+        return fn(node, args), {}
+    except (TypeError, ValueError, IndexError, KeyError):
+        return [], {}  # inconsistent or unknown inputs: leave the outputs unknown
+
+
+def _shape(args: list[Known | None], i: int) -> Shape:
+    if i >= len(args) or args[i] is None or args[i].shape is None:  # type: ignore[union-attr]
+        raise ValueError("unknown input shape")
+    return args[i].shape  # type: ignore[union-attr]
+
+
+def _value(args: list[Known | None], i: int) -> np.ndarray:
+    if i >= len(args) or args[i] is None or args[i].value is None:  # type: ignore[union-attr]
+        raise ValueError("input value unknown")
+    return args[i].value  # type: ignore[union-attr]
+
+
+def broadcast(*shapes: Shape) -> Shape:
+    rank = max(len(s) for s in shapes)
+    out: list[Dim] = []
+    for dims in zip(*[(1,) * (rank - len(s)) + tuple(s) for s in shapes], strict=True):
+        concrete = {d for d in dims if isinstance(d, int) and d != 1}
+        symbolic = {d for d in dims if not isinstance(d, int)}
+        if len(concrete) > 1:
+            raise ValueError("shapes do not broadcast")
+        out.append(
+            concrete.pop()
+            if concrete
+            else (symbolic.pop() if len(symbolic) == 1 else (1 if not symbolic else None))
+        )
+    return tuple(out)
+
+
+UNARY = [
+    "Abs",
+    "Acos",
+    "Acosh",
+    "Asin",
+    "Asinh",
+    "Atan",
+    "Atanh",
+    "BitwiseNot",
+    "Cast",
+    "CastLike",
+    "Ceil",
+    "Celu",
+    "Clip",
+    "Cos",
+    "Cosh",
+    "Elu",
+    "Erf",
+    "Exp",
+    "Floor",
+    "Gelu",
+    "HardSigmoid",
+    "HardSwish",
+    "Hardmax",
+    "Identity",
+    "IsInf",
+    "IsNaN",
+    "LRN",
+    "LeakyRelu",
+    "Log",
+    "LogSoftmax",
+    "Mish",
+    "Neg",
+    "Not",
+    "PRelu",
+    "Reciprocal",
+    "Relu",
+    "Round",
+    "Selu",
+    "Shrink",
+    "Sigmoid",
+    "Sign",
+    "Sin",
+    "Sinh",
+    "Softmax",
+    "Softplus",
+    "Softsign",
+    "Sqrt",
+    "Tan",
+    "Tanh",
+    "ThresholdedRelu",
+    "Dropout",
+    "BatchNormalization",
+    "InstanceNormalization",
+    "LayerNormalization",
+    "MeanVarianceNormalization",
+    "LpNormalization",
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "DynamicQuantizeLinear",
+]
+BINARY = [
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Pow",
+    "Mod",
+    "And",
+    "Or",
+    "Xor",
+    "Equal",
+    "Greater",
+    "GreaterOrEqual",
+    "Less",
+    "LessOrEqual",
+    "BitShift",
+    "BitwiseAnd",
+    "BitwiseOr",
+    "BitwiseXor",
+    "Max",
+    "Min",
+    "Mean",
+    "Sum",
+    "Where",
+]
+
+
+@rule(*UNARY)
+def _same(node: Node, args: list[Known | None]) -> list[Shape | None]:
+    shape = _shape(args, 0)
+    return (
+        [shape] * len(node.outputs) if node.op_type != "DynamicQuantizeLinear" else [shape, (), ()]
+    )
+
+
+@rule(*BINARY)
+def _broadcast(node: Node, args: list[Known | None]) -> list[Shape | None]:
+    return [broadcast(*(_shape(args, i) for i in range(len(args)) if args[i] is not None))]
+
+
+def _spatial_out(size: Dim, kernel: int, stride: int, dilation: int, pads: int, ceil: bool) -> Dim:
+    if not isinstance(size, int):
+        return None
+    effective = dilation * (kernel - 1) + 1
+    span = (size + pads - effective) / stride
+    return int(math.ceil(span) if ceil else math.floor(span)) + 1
+
+
+def _window(node: Node, x: Shape, kernel: list[int]) -> list[Dim]:
+    n = len(kernel)
+    strides = node.attr("strides") or [1] * n
+    dilations = node.attr("dilations") or [1] * n
+    pads = node.attr("pads") or [0] * (2 * n)
+    auto_pad = (node.attr("auto_pad") or b"NOTSET").decode()
+    ceil = bool(node.attr("ceil_mode", 0))
+    out: list[Dim] = []
+    for i in range(n):
+        size = x[2 + i]
+        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+            out.append(-(-size // strides[i]) if isinstance(size, int) else None)
+        elif auto_pad == "VALID":
+            out.append(_spatial_out(size, kernel[i], strides[i], dilations[i], 0, False))
+        else:
+            out.append(
+                _spatial_out(size, kernel[i], strides[i], dilations[i], pads[i] + pads[i + n], ceil)
+            )
+    return out
+
+
+@rule("Conv", "ConvInteger", "QLinearConv")
+def _conv(node: Node, args: list[Known | None]) -> list[Shape | None]:
+    w_index = 3 if node.op_type == "QLinearConv" else 1
+    x, w = _shape(args, 0), _shape(args, w_index)
+    kernel = node.attr("kernel_shape") or list(w[2:])
+    return [(x[0], w[0], *_window(node, x, kernel))]
+
+
+@rule("ConvTranspose")
+def _conv_transpose(node: Node, args: list[Known | None]) -> list[Shape | None]:
+    x, w = _shape(args, 0), _shape(args, 1)
+    group = node.attr("group", 1)
+    kernel = node.attr("kernel_shape") or list(w[2:])
+    n = len(kernel)
+    if node.attr("output_shape"):
+        return [(x[0], w[1] * group, *node.attr("output_shape")[-n:])]
+    strides = node.attr("strides") or [1] * n
+    dilations = node.attr("dilations") or [1] * n
+    pads = node.attr("pads") or [0] * (2 * n)
+    extra = node.attr("output_padding") or [0] * n
+    spatial = [
+        strides[i] * (x[2 + i] - 1)
+        + extra[i]
+        + (kernel[i] - 1) * dilations[i]
+        + 1
+        - pads[i]
+        - pads[i + n]
+        for i in range(n)
+    ]
+    return [(x[0], w[1] * group, *spatial)]
+
+
+@rule("MaxPool", "AveragePool", "LpPool")
+def _pool(node: Node, args: list[Known | None]) -> list[Shape | None]:
+    x = _shape(args, 0)
+    out = (x[0], x[1], *_window(node, x, node.attr("kernel_shape")))
+    return [out, out][: len(node.outputs)]
+
+
+@rule("GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool")
+def _global_pool(node: Node, args: list[Known | None]) -> list[Shape | None]:
+    x = _shape(args, 0)
+    return [(x[0], x[1], *([1] * (len(x) - 2)))]
+
+
+@rule("Gemm")
+def _gemm(node: Node, args: list[Known | None]) -> list[Shape | None]:
+    a, b = _shape(args, 0), _shape(args, 1)
+    m = a[1] if node.attr("transA", 0) else a[0]
+    n = b[0] if node.attr("transB", 0) else b[1]
+    return [(m, n)]
+
+
+@rule("MatMul", "MatMulInteger", "QLinearMatMul")
+def _matmul(node: Node, args: list[Known | None]) -> list[Shape | None]:
+    a = _shape(args, 0)
+    b = _shape(args, 3 if node.op_type == "QLinearMatMul" else 1)
+    if len(a) == 1 and len(b) == 1:
+        return [()]
+    if len(a) == 1:
+        return [(*b[:-2], b[-1])]
+    if len(b) == 1:
+        return [a[:-1]]
+    return [(*broadcast(a[:-2], b[:-2]), a[-2], b[-1])]
+
+
+@rule("Flatten")
+def _flatten(node: Node, args: list[Known | None]) -> list[Shape | None]:
+    x = _shape(args, 0)
+    axis = node.attr("axis", 1) % (len(x) + 1) if x else 0
+    return [(_product(x[:axis]), _product(x[axis:]))]
+
+
+def _product(dims: Shape) -> Dim:
+    if len(dims) == 1:
+        return dims[0]  # a lone symbolic dim keeps its name
+    return math.prod(dims) if all(isinstance(d, int) for d in dims) else None  # type: ignore[arg-type]
+
+
+@rule("Reshape")
+def _reshape(node: Node, args: list[Known | None]) -> list[Shape | None]:
+    x, target = _shape(args, 0), [int(v) for v in _value(args, 1)]
+    allowzero = node.attr("allowzero", 0)
+    dims: list[Dim] = [x[i] if (d == 0 and not allowzero) else d for i, d in enumerate(target)]
+    if -1 in dims:
+        known = [d for d in dims if d != -1]
+        total, rest = _product(x), _product(tuple(known))
+        dims[dims.index(-1)] = total // rest if total is not None and rest else None
+    return [tuple(dims)]
+
+
+@rule("Transpose")
+def _transpose(node: Node, args: list[Known | None]) -> list[Shape | None]:
+    x = _shape(args, 0)
+    perm = node.attr("perm") or list(range(len(x)))[::-1]
+    return [tuple(x[p] for p in perm)]
+
+
+@rule("Concat")
+def _concat(node: Node, args: list[Known | None]) -> list[Shape | None]:
+    shapes = [_shape(args, i) for i in range(len(args))]
+    axis = node.attr("axis") % len(shapes[0])
+    sizes = [s[axis] for s in shapes]
+    total = sum(sizes) if all(isinstance(d, int) for d in sizes) else None  # type: ignore[arg-type]
+    return [(*shapes[0][:axis], total, *shapes[0][axis + 1 :])]
+
+
+def _axes(node: Node, args: list[Known | None], index: int) -> list[int] | None:
+    if node.attr("axes") is not None:
+        return list(node.attr("axes"))
+    if index < len(args) and args[index] is not None:
+        return [int(v) for v in _value(args, index)]
+    return None
+
+
+@rule("Unsqueeze")
+def _unsqueeze(node: Node, args: list[Known | None]) -> list[Shape | None]:
+    x, axes = _shape(args, 0), _axes(node, args, 1)
+    rank = len(x) + len(axes)  # type: ignore[arg-type]
+    positions = sorted(a % rank for a in axes)  # type: ignore[union-attr]
+    out = list(x)
+    for a in positions:
+        out.insert(a, 1)
+    return [tuple(out)]
+
+
+@rule("Squeeze")
+def _squeeze(node: Node, args: list[Known | None]) -> list[Shape | None]:
+    x, axes = _shape(args, 0), _axes(node, args, 1)
+    drop = {a % len(x) for a in axes} if axes else {i for i, d in enumerate(x) if d == 1}
+    return [tuple(d for i, d in enumerate(x) if i not in drop)]
+
+
+REDUCE = [
+    "ReduceMean",
+    "ReduceSum",
+    "ReduceMax",
+    "ReduceMin",
+    "ReduceProd",
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceLogSum",
+    "ReduceLogSumExp",
+    "ReduceSumSquare",
+    "ArgMax",
+    "ArgMin",
+]
+
+
+@rule(*REDUCE)
+def _reduce(node: Node, args: list[Known | None]) -> list[Shape | None]:
+    x = _shape(args, 0)
+    if node.op_type in ("ArgMax", "ArgMin"):
+        axes: list[int] | None = [node.attr("axis", 0)]
+    else:
+        axes = _axes(node, args, 1)
+    if not axes:
+        if node.attr("noop_with_empty_axes", 0):
+            return [x]
+        axes = list(range(len(x)))
+    chosen = {a % len(x) for a in axes}
+    keep = node.attr("keepdims", 1)
+    return [tuple(1 if i in chosen else d for i, d in enumerate(x) if keep or i not in chosen)]
+
+
+@rule("Gather")
+def _gather(node: Node, args: list[Known | None]) -> list[Shape | None]:
+    x, idx = _shape(args, 0), _shape(args, 1)
+    axis = node.attr("axis", 0) % len(x)
+    return [(*x[:axis], *idx, *x[axis + 1 :])]

@@ -1,0 +1,106 @@
+"""Protocol-buffer wire format, read directly from a buffer (usually a memory map).
+
+Only what ONNX needs: a field iterator over a byte range and vectorised decoders for packed
+repeated fields. Length-delimited fields come back as byte ranges, so big payloads
+(initializers' raw_data) are never copied; they become numpy views in the ONNX reader.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from edgerun.errors import ModelFormatError
+
+VARINT, FIXED64, LEN, FIXED32 = 0, 1, 2, 5
+
+
+class WireReader:
+    """Field-level access to one protobuf-encoded buffer."""
+
+    def __init__(self, buf: memoryview, what: str) -> None:
+        self.buf = buf
+        self.what = what  # names the file in errors
+
+    def fail(self, problem: str) -> ModelFormatError:
+        return ModelFormatError(f"{self.what}: {problem}")
+
+    def varint(self, pos: int, end: int) -> tuple[int, int]:
+        buf, result, shift = self.buf, 0, 0
+        while pos < end:
+            byte = buf[pos]
+            pos += 1
+            result |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                return result, pos
+            shift += 7
+            if shift >= 70:
+                break
+        raise self.fail("truncated or malformed protobuf varint")
+
+    def fields(self, start: int, end: int) -> Iterator[tuple[int, int, int, int]]:
+        """Yield (field number, wire type, a, b) for each field in ``[start, end)``.
+
+        For varints ``a`` is the value; otherwise ``[a, b)`` is the payload's byte range.
+        """
+        pos = start
+        while pos < end:
+            key, pos = self.varint(pos, end)
+            number, wire = key >> 3, key & 7
+            if number == 0:
+                raise self.fail("not a valid protobuf (field number 0)")
+            if wire == VARINT:
+                value, pos = self.varint(pos, end)
+                yield number, wire, value, 0
+                continue
+            if wire == LEN:
+                size, pos = self.varint(pos, end)
+                stop = pos + size
+            elif wire == FIXED64:
+                stop = pos + 8
+            elif wire == FIXED32:
+                stop = pos + 4
+            else:
+                raise self.fail(f"not a valid protobuf (wire type {wire} in field {number})")
+            if stop > end:
+                raise self.fail("truncated protobuf message (a field runs past its end)")
+            yield number, wire, pos, stop
+            pos = stop
+        if pos != end:
+            raise self.fail("truncated protobuf message")
+
+    def text(self, a: int, b: int) -> str:
+        try:
+            return bytes(self.buf[a:b]).decode("utf-8")
+        except UnicodeDecodeError:
+            raise self.fail("a string field is not valid UTF-8") from None
+
+    def raw(self, a: int, b: int) -> bytes:
+        return bytes(self.buf[a:b])
+
+    def array(self, a: int, b: int, dtype: str) -> np.ndarray:
+        """A read-only numpy view of bytes ``[a, b)``; no copy."""
+        return np.frombuffer(
+            self.buf, dtype=np.dtype(dtype), count=(b - a) // np.dtype(dtype).itemsize, offset=a
+        )
+
+
+def signed64(value: int) -> int:
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def decode_varints(data: np.ndarray) -> np.ndarray:
+    """Decode a packed run of varints (uint8 array) into uint64, whole-array."""
+    if data.size == 0:
+        return np.zeros(0, dtype=np.uint64)
+    ends = data < 0x80
+    if not ends[-1]:
+        raise ModelFormatError("truncated packed varint field")
+    starts = np.flatnonzero(np.concatenate(([True], ends[:-1])))
+    group = np.cumsum(np.concatenate(([0], ends[:-1].astype(np.int64))))
+    position = np.arange(data.size) - starts[group]
+    if position.max() > 9:
+        raise ModelFormatError("malformed packed varint field (more than 10 bytes)")
+    parts = (data & 0x7F).astype(np.uint64) << (7 * position).astype(np.uint64)
+    return np.bitwise_or.reduceat(parts, starts)
