@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from edgerun.api import Session, load
 from edgerun.errors import (
     BundleError,
     EdgerunError,
@@ -25,10 +26,12 @@ __all__ = [
     "ModelFormatError",
     "ProfileError",
     "Quantization",
+    "Session",
     "TensorSpec",
     "UnsafePathError",
     "UnsupportedOpError",
     "__version__",
+    "load",
 ]
 
 __version__ = "0.1.0"

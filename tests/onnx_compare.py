@@ -24,6 +24,7 @@ def onnx_tensor_storage(t: onnx.TensorProto, base_dir: str = "") -> np.ndarray:
 def assert_tensor(ours: np.ndarray, code: int, proto: onnx.TensorProto, base_dir: str = "") -> None:
     assert code == proto.data_type
     expected = onnx_tensor_storage(proto, base_dir)
+    ours = dtypes.to_storage(ours, code) if ours.dtype != object else ours
     assert ours.shape == tuple(proto.dims)
     assert ours.dtype == expected.dtype, (ours.dtype, expected.dtype)
     if ours.dtype == object:

@@ -19,7 +19,8 @@ HEAVY = [
 
 def test_import_edgerun_pulls_nothing_heavy() -> None:
     code = (
-        "import sys, json, edgerun, edgerun.inspection, edgerun.profiles, edgerun.bundle, edgerun.modelfile; "
+        "import sys, json, edgerun, edgerun.inspection, edgerun.profiles, edgerun.bundle, "
+        "edgerun.modelfile, edgerun.doctor; "
         f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -33,9 +33,9 @@ def _root(
 
 
 def _register() -> None:
-    from edgerun.cli import devices, doctor, inspect
+    from edgerun.cli import devices, doctor, inspect, run
 
-    for module in (devices, inspect, doctor):
+    for module in (run, devices, inspect, doctor):
         module.register(app)
 
 

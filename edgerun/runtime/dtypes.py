@@ -7,7 +7,9 @@ byte, which is the value itself and so needs no decoding by kernels.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -65,6 +67,7 @@ ELEMENT_TYPES: dict[int, ElementType] = {
 BY_NAME: dict[str, ElementType] = {t.name: t for t in ELEMENT_TYPES.values()}
 SUB_BYTE = {t.code for t in ELEMENT_TYPES.values() if 0 < t.bits < 8}
 SIGNED_SUB_BYTE = {22, 26}
+SUB_BYTE_INTEGERS = {21, 22, 25, 26}
 
 
 def element_type(code: int) -> ElementType:
@@ -89,3 +92,60 @@ def unpack_bits(packed: np.ndarray, code: int, count: int) -> np.ndarray:
         sign = 1 << (bits - 1)
         return ((values.astype(np.int16) ^ sign) - sign).astype(np.int8)
     return values
+
+
+# ONNX element type -> the ml_dtypes name of the same type
+ML_DTYPES = {
+    16: "bfloat16",
+    17: "float8_e4m3fn",
+    18: "float8_e4m3fnuz",
+    19: "float8_e5m2",
+    20: "float8_e5m2fnuz",
+    21: "uint4",
+    22: "int4",
+    23: "float4_e2m1fn",
+    24: "float8_e8m0fnu",
+    25: "uint2",
+    26: "int2",
+    27: "float6_e2m3fn",
+    28: "float6_e3m2fn",
+}
+
+
+@functools.cache
+def _ml_dtypes() -> Any:
+    try:
+        import ml_dtypes
+    except ImportError:
+        return None
+    return ml_dtypes
+
+
+def runtime_dtype(code: int) -> np.dtype:
+    """How the runtime holds values of ``code``: numpy's own dtype, else ml_dtypes' where it
+    is installed (it computes with them), else the storage dtype (bits, or small integers)."""
+    etype = element_type(code)
+    ml = _ml_dtypes() if code in ML_DTYPES else None
+    if ml is None or not hasattr(ml, ML_DTYPES[code]):
+        return etype.storage
+    return np.dtype(getattr(ml, ML_DTYPES[code]))
+
+
+def to_runtime(array: np.ndarray, code: int) -> np.ndarray:
+    """Storage form -> runtime form (a view where the bits are the same)."""
+    target = runtime_dtype(code)
+    if array.dtype == target:
+        return array
+    if code in SUB_BYTE_INTEGERS:
+        return array.astype(target)
+    return array.view(target)
+
+
+def to_storage(array: np.ndarray, code: int) -> np.ndarray:
+    """Runtime form -> storage form: bits for float types numpy lacks, values for small ints."""
+    etype = element_type(code)
+    if array.dtype == etype.storage:
+        return array
+    if code in SUB_BYTE_INTEGERS:
+        return array.astype(etype.storage)
+    return array.view(etype.storage)

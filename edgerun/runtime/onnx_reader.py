@@ -405,7 +405,7 @@ class _Parser:
             array = self.from_bytes(r.array(raw[0], raw[1], "u1"), etype, count, where)
         else:
             array = self.from_typed(etype, fields, strings, count, where)
-        return name, array.reshape(dims), code
+        return name, dtypes.to_runtime(array.reshape(dims), code), code
 
     def from_bytes(
         self, data: np.ndarray, etype: dtypes.ElementType, count: int, where: str

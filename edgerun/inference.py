@@ -1,0 +1,154 @@
+"""One inference from files or random inputs: the library behind ``edgerun run``."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgerun.api import Session
+from edgerun.errors import InputError
+from edgerun.specs import Dim, TensorSpec
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """'1x3x224x224' -> (1, 3, 224, 224)."""
+    try:
+        dims = tuple(int(d) for d in text.lower().split("x"))
+    except ValueError:
+        raise InputError(f"bad shape {text!r}; write it like 1x3x224x224") from None
+    if any(d < 0 for d in dims):
+        raise InputError(f"bad shape {text!r}: negative dimension")
+    return dims
+
+
+def concrete_shape(spec: TensorSpec, override: tuple[int, ...] | None) -> tuple[int, ...]:
+    """The shape to feed: the override, else the spec with symbolic dims taken as 1."""
+    if override is not None:
+        return override
+    if spec.shape is None:
+        raise InputError(f"input {spec.name!r} has unknown rank; give its shape with --shape")
+    return tuple(_dim(d) for d in spec.shape)
+
+
+def _dim(d: Dim) -> int:
+    return d if isinstance(d, int) and d >= 0 else 1
+
+
+def random_feeds(
+    specs: list[TensorSpec], shapes: dict[str, tuple[int, ...]] | None = None, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """Inputs in each dtype's sensible range: floats in [0, 1), integers in [0, 10), bools."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for spec in specs:
+        shape = concrete_shape(spec, (shapes or {}).get(spec.name))
+        feeds[spec.name] = _random(rng, spec, shape)
+    return feeds
+
+
+def _random(rng: np.random.Generator, spec: TensorSpec, shape: tuple[int, ...]) -> np.ndarray:
+    from edgerun.feeds import storage_dtype
+
+    dtype = storage_dtype(spec)
+    if dtype is None or dtype.kind == "O":
+        raise InputError(f"input {spec.name!r} of type {spec.dtype} needs a file (--input)")
+    if dtype.kind == "b":
+        return rng.random(shape) < 0.5
+    if dtype.kind in "iu":
+        return rng.integers(0, 10, size=shape).astype(dtype)
+    return rng.random(shape, dtype=np.float64).astype(dtype)
+
+
+def read_feeds(files: dict[str, Path], npz: Path | None) -> dict[str, np.ndarray]:
+    """Arrays from ``name=file.npy`` pairs and/or one ``.npz`` (never unpickled)."""
+    feeds: dict[str, np.ndarray] = {}
+    if npz is not None:
+        with _load(npz) as archive:
+            feeds.update({name: archive[name] for name in archive.files})
+    for name, path in files.items():
+        feeds[name] = _load(path)
+    return feeds
+
+
+def _load(path: Path) -> Any:
+    try:
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except (ValueError, OSError) as exc:
+        raise InputError(f"{path}: not a numpy .npy/.npz file ({exc})") from None
+
+
+def save_outputs(outputs: dict[str, np.ndarray], path: Path) -> None:
+    """Write an .npz atomically: a temp file in the same folder, then rename."""
+    fd, temp = tempfile.mkstemp(dir=path.parent or ".", prefix=".", suffix=".npz.tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **outputs)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class OutputSummary:
+    name: str
+    shape: list[int]
+    dtype: str
+    min: float | None
+    max: float | None
+    mean: float | None
+    top5: list[tuple[int, float]] | None  # (class index, value) for classifier-shaped outputs
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def summarize(name: str, value: Any) -> OutputSummary:
+    array = np.asarray(value)
+    numeric = array.size > 0 and array.dtype.kind in "biuf"
+    as_float = array.astype(np.float64) if numeric else None
+    top5 = None
+    if numeric and array.ndim in (1, 2) and array.shape[-1] >= 5 and array.size == array.shape[-1]:
+        row = as_float.reshape(-1)  # type: ignore[union-attr]
+        best = np.argsort(-row, kind="stable")[:5]
+        top5 = [(int(i), float(row[i])) for i in best]
+    return OutputSummary(
+        name=name,
+        shape=list(array.shape),
+        dtype=str(array.dtype),
+        min=float(as_float.min()) if numeric else None,  # type: ignore[union-attr]
+        max=float(as_float.max()) if numeric else None,  # type: ignore[union-attr]
+        mean=float(as_float.mean()) if numeric else None,  # type: ignore[union-attr]
+        top5=top5,
+    )
+
+
+@dataclass
+class RunResult:
+    backend: str
+    backend_reason: str
+    inputs: dict[str, np.ndarray]
+    outputs: dict[str, np.ndarray]
+    random_inputs: bool
+
+
+def run_once(
+    session: Session,
+    files: dict[str, Path] | None = None,
+    npz: Path | None = None,
+    shapes: dict[str, tuple[int, ...]] | None = None,
+    seed: int = 0,
+) -> RunResult:
+    """One inference: feeds from files when given, else random ones shaped by the specs."""
+    given = read_feeds(files or {}, npz)
+    missing = [s for s in session.inputs if s.name not in given]
+    feeds = {**random_feeds(missing, shapes, seed), **given} if missing else given
+    outputs = session.run(feeds)
+    return RunResult(session.backend, session.backend_reason, feeds, outputs, bool(missing))

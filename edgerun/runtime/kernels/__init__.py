@@ -1,0 +1,1 @@
+"""Kernels by op family; each module registers its functions with ``@kernel``."""

@@ -1,0 +1,307 @@
+"""From graph IR to a flat list of steps: checked once at load, run many times.
+
+Building a plan does every lookup and check (topological order, opset resolution,
+attribute names, constant folding, last use); ``Plan.run`` is then a loop over immutable
+steps with a per-call dict of live tensors, which is the whole thread-safety story
+(STYLE.md rule 3). Tensors are dropped right after their last use.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edgerun.errors import ModelFormatError, UnsupportedOpError
+from edgerun.runtime import registry
+from edgerun.runtime.graph import (
+    ATTR_GRAPH,
+    ATTR_GRAPHS,
+    ATTR_SPARSE_TENSOR,
+    ATTR_STRING,
+    ATTR_STRINGS,
+    Attribute,
+    Graph,
+    Node,
+    SparseTensor,
+    subgraphs,
+)
+from edgerun.runtime.passes.inline_functions import inline_functions
+
+# Never folded at load: their results differ per run, or may be far larger than their inputs.
+NOT_FOLDED = {
+    "RandomNormal",
+    "RandomUniform",
+    "RandomNormalLike",
+    "RandomUniformLike",
+    "Multinomial",
+    "Bernoulli",
+    "ConstantOfShape",
+    "Expand",
+    "Tile",
+    "Range",
+    "EyeLike",
+    "Resize",
+    "Upsample",
+}
+MAX_FOLDED_BYTES = 16 << 20
+
+StepHook = Callable[["Step", float], None]
+
+
+@dataclass(frozen=True)
+class Step:
+    node: Node
+    kernel: registry.KernelInfo
+    inputs: tuple[str, ...]  # "" where an optional input is absent
+    outputs: tuple[str, ...]  # "" where an optional output is not wanted
+    attributes: Mapping[str, Any]
+    scope: tuple[str, ...]  # outer values the node's subgraphs read
+    free_after: tuple[str, ...]  # values dead once this step has run
+
+
+def densify(sparse: SparseTensor) -> np.ndarray:
+    dense = np.zeros(sparse.dims, dtype=sparse.values.dtype)
+    indices = np.asarray(sparse.indices, dtype=np.int64)
+    if indices.ndim == 2:  # [nnz, rank] coordinates
+        dense[tuple(indices.T)] = sparse.values
+    else:  # [nnz] linear positions
+        dense.reshape(-1)[indices] = sparse.values
+    return dense
+
+
+class Plan:
+    """An executable graph; subgraphs of If/Loop/Scan become plans of their own."""
+
+    def __init__(
+        self,
+        graph: Graph,
+        opsets: Mapping[str, int],
+        outer: frozenset[str] = frozenset(),
+        functions: list | None = None,
+    ) -> None:
+        self.functions = functions or []
+        self.graph = inline_functions(graph, self.functions)
+        self.opsets = dict(opsets)
+        self.input_names = [v.name for v in self.graph.real_inputs]
+        self.output_names = [v.name for v in self.graph.outputs]
+        self.constants: dict[str, np.ndarray] = dict(self.graph.initializers)
+        self.constants.update({k: densify(s) for k, s in self.graph.sparse_initializers.items()})
+        available = set(self.constants) | set(self.input_names) | set(outer)
+        ordered = _topological(self.graph.nodes, available)
+        steps = [self._step(node, available | _all_outputs(ordered)) for node in ordered]
+        steps = self._fold(steps)
+        self.free_names = sorted(_free_names(self.graph))  # outer values it reads
+        self.steps = _with_last_use(steps, set(self.output_names), set(self.constants))
+
+    # -- building -------------------------------------------------------------------------
+    def _step(self, node: Node, visible: set[str]) -> Step:
+        domain = "" if node.domain == "ai.onnx" else node.domain
+        where = f"node {node.name!r} ({node.op_type})" if node.name else f"a {node.op_type} node"
+        if domain not in self.opsets:
+            raise ModelFormatError(
+                f"{where} uses domain {domain!r}, which the model does not import"
+            )
+        opset = self.opsets[domain]
+        info = registry.resolve(domain, node.op_type, opset)
+        if info is None:
+            raise UnsupportedOpError(
+                f"unsupported operator {domain or 'ai.onnx'}::{node.op_type} at opset {opset} "
+                f"({where}); the numpy runtime does not implement it"
+            )
+        attrs = {name: self._attribute(a, visible) for name, a in node.attributes.items()}
+        unknown = set(attrs) - info.attributes
+        if unknown and not info.variadic_attributes:
+            raise UnsupportedOpError(
+                f"{where}: attribute(s) {', '.join(sorted(unknown))} of "
+                f"{node.op_type}-{info.since} are not supported"
+            )
+        scope = sorted({n for p in attrs.values() for n in _plans_in(p) for n in n.free_names})
+        return Step(node, info, tuple(node.inputs), tuple(node.outputs), attrs, tuple(scope), ())
+
+    def _attribute(self, a: Attribute, visible: set[str]) -> Any:
+        if a.type == ATTR_STRING:
+            return a.value.decode("utf-8", "replace")
+        if a.type == ATTR_STRINGS:
+            return [s.decode("utf-8", "replace") for s in a.value]
+        if a.type == ATTR_GRAPH:
+            return Plan(a.value, self.opsets, frozenset(visible), self.functions)
+        if a.type == ATTR_GRAPHS:
+            return [Plan(g, self.opsets, frozenset(visible), self.functions) for g in a.value]
+        if a.type == ATTR_SPARSE_TENSOR:
+            return densify(a.value)
+        return a.value
+
+    def _fold(self, steps: list[Step]) -> list[Step]:
+        """Run, at load, every step whose inputs are all constants."""
+        kept = []
+        for step in steps:
+            foldable = (
+                step.node.op_type not in NOT_FOLDED
+                and not step.scope
+                and not any(_plans_in(v) for v in step.attributes.values())
+                and all(not n or n in self.constants for n in step.inputs)
+            )
+            if not foldable:
+                kept.append(step)
+                continue
+            results = self._execute(step, self.constants)
+            if sum(getattr(r, "nbytes", 0) for r in results) > MAX_FOLDED_BYTES:
+                kept.append(step)
+                continue
+            for name, value in zip(step.outputs, results, strict=False):
+                if name:
+                    self.constants[name] = value
+        return kept
+
+    # -- running --------------------------------------------------------------------------
+    def run(
+        self,
+        feeds: Mapping[str, np.ndarray],
+        scope: Mapping[str, Any] | None = None,
+        hook: StepHook | None = None,
+    ) -> list[Any]:
+        env: dict[str, Any] = dict(self.constants)
+        if scope:
+            env.update(scope)
+        env.update(feeds)
+        for step in self.steps:
+            results = self._execute(step, env) if hook is None else _timed(self, step, env, hook)
+            for name, value in zip(step.outputs, results, strict=False):
+                if name:
+                    env[name] = value
+            for name in step.free_after:
+                env.pop(name, None)
+        return [env[name] for name in self.output_names]
+
+    def call(self, args: list[Any], scope: Mapping[str, Any] | None = None) -> list[Any]:
+        """Run as a subgraph: positional inputs, outer values in ``scope``."""
+        names = [v.name for v in self.graph.inputs]
+        return self.run(dict(zip(names, args, strict=False)), scope)
+
+    @staticmethod
+    def _execute(step: Step, env: Mapping[str, Any]) -> tuple:
+        args = [env[n] if n else None for n in step.inputs]
+        kwargs = dict(step.attributes)
+        if step.kernel.needs_scope:
+            kwargs["scope"] = {n: env[n] for n in step.scope if n in env}
+        try:
+            result = step.kernel.fn(*args, **kwargs)
+        except (ValueError, IndexError, TypeError) as exc:
+            name = step.node.name or step.node.op_type
+            raise ModelFormatError(f"node {name!r} ({step.node.op_type}) failed: {exc}") from exc
+        if isinstance(result, tuple | list) and step.node.op_type not in _RETURNS_LIST:
+            return tuple(_as_array(r) for r in result)
+        return (_as_array(result),)
+
+
+_RETURNS_LIST = {
+    "SequenceConstruct",
+    "SplitToSequence",
+    "SequenceInsert",
+    "SequenceErase",
+    "SequenceEmpty",
+}
+
+
+def _as_array(value: Any) -> Any:
+    if value is None or isinstance(value, np.ndarray | list):
+        return value
+    return np.asarray(value)
+
+
+def _timed(plan: Plan, step: Step, env: Mapping[str, Any], hook: StepHook) -> tuple:
+    from time import perf_counter
+
+    start = perf_counter()
+    results = plan._execute(step, env)
+    hook(step, perf_counter() - start)
+    return results
+
+
+def _plans_in(value: Any) -> list[Plan]:
+    if isinstance(value, Plan):
+        return [value]
+    if isinstance(value, list) and value and isinstance(value[0], Plan):
+        return value
+    return []
+
+
+def _all_outputs(nodes: list[Node]) -> set[str]:
+    return {o for n in nodes for o in n.outputs if o}
+
+
+def _topological(nodes: list[Node], available: set[str]) -> list[Node]:
+    """Nodes in an order where every input exists before use (Kahn's algorithm)."""
+    producer = {o: i for i, n in enumerate(nodes) for o in n.outputs if o}
+    for node in nodes:
+        for name in _node_reads(node):
+            if name not in available and name not in producer:
+                raise ModelFormatError(
+                    f"input {name!r} of node {node.name or node.op_type!r} is not a graph input, "
+                    "an initializer, or any node's output"
+                )
+    waiting = [sum(1 for n in _node_reads(node) if n in producer) for node in nodes]
+    users: dict[int, list[int]] = {}
+    for i, node in enumerate(nodes):
+        for name in _node_reads(node):
+            if name in producer:
+                users.setdefault(producer[name], []).append(i)
+    ready = [i for i, w in enumerate(waiting) if w == 0]  # a heap: keeps file order where free
+    order: list[int] = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for user in users.get(i, []):
+            waiting[user] -= 1
+            if waiting[user] == 0:
+                heapq.heappush(ready, user)
+    if len(order) != len(nodes):
+        stuck = next(nodes[i] for i, w in enumerate(waiting) if w > 0)
+        raise ModelFormatError(
+            f"the graph has a cycle through node {stuck.name or stuck.op_type!r}"
+        )
+    return [nodes[i] for i in order]
+
+
+def _node_reads(node: Node) -> list[str]:
+    """Names a node reads: its inputs, plus outer values its subgraphs use."""
+    names = [n for n in node.inputs if n]
+    for sub in subgraphs(node):
+        names.extend(_free_names(sub))
+    return names
+
+
+def _free_names(graph: Graph) -> set[str]:
+    """Values ``graph`` (or its subgraphs) reads but does not define itself."""
+    defined = (
+        {v.name for v in graph.inputs} | set(graph.initializers) | set(graph.sparse_initializers)
+    )
+    defined |= {o for n in graph.nodes for o in n.outputs}
+    read: set[str] = set()
+    for node in graph.nodes:
+        read.update(n for n in node.inputs if n)
+        for sub in subgraphs(node):
+            read |= _free_names(sub)
+    read |= {v.name for v in graph.outputs}
+    return read - defined
+
+
+def _with_last_use(steps: list[Step], keep: set[str], constants: set[str]) -> list[Step]:
+    """Give each step the list of values that die after it (never outputs or constants)."""
+    last: dict[str, int] = {}
+    for i, step in enumerate(steps):
+        for name in (*step.inputs, *step.scope, *step.outputs):
+            if name:
+                last[name] = i
+    dying: dict[int, list[str]] = {}
+    for name, i in last.items():
+        if name not in keep and name not in constants:
+            dying.setdefault(i, []).append(name)
+    return [
+        Step(s.node, s.kernel, s.inputs, s.outputs, s.attributes, s.scope, tuple(dying.get(i, ())))
+        for i, s in enumerate(steps)
+    ]

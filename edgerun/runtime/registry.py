@@ -1,0 +1,81 @@
+"""The kernel registry: (domain, op type, since-version) -> one small function.
+
+Filled by the ``@kernel`` decorator as kernel modules import (STYLE.md rule 2): nothing is
+kept by hand, a duplicate key is an error at import, and resolution takes the newest
+version not newer than the model's opset for that domain.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+Kernel = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class KernelInfo:
+    fn: Kernel
+    domain: str
+    op_type: str
+    since: int
+    attributes: frozenset[str]  # keyword parameters: the ONNX attribute names it takes
+    variadic_attributes: bool  # takes **kwargs (accepts any attribute)
+    needs_scope: bool  # control flow: receives ``scope=`` (outer values its subgraphs read)
+
+
+REGISTRY: dict[tuple[str, str], dict[int, KernelInfo]] = {}
+_loaded = False
+
+
+def kernel(
+    op_type: str, since: int, domain: str = "", scope: bool = False
+) -> Callable[[Kernel], Kernel]:
+    """Register ``fn`` as op ``op_type`` of ``domain`` from opset ``since`` on."""
+
+    def register(fn: Kernel) -> Kernel:
+        versions = REGISTRY.setdefault((domain, op_type), {})
+        if since in versions:
+            raise RuntimeError(
+                f"duplicate kernel for {domain or 'ai.onnx'}::{op_type} since {since}"
+            )
+        params = inspect.signature(fn).parameters.values()
+        keywords = frozenset(
+            p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name != "scope"
+        )
+        variadic = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+        versions[since] = KernelInfo(fn, domain, op_type, since, keywords, variadic, scope)
+        return fn
+
+    return register
+
+
+def load_all() -> None:
+    """Import every kernel module once, which fills REGISTRY."""
+    global _loaded
+    if _loaded:
+        return
+    from edgerun.runtime import kernels
+
+    for module in pkgutil.iter_modules(kernels.__path__):
+        importlib.import_module(f"{kernels.__name__}.{module.name}")
+    _loaded = True
+
+
+def resolve(domain: str, op_type: str, opset: int) -> KernelInfo | None:
+    """The kernel for ``op_type`` at ``opset``: the newest since-version <= opset."""
+    load_all()
+    versions = REGISTRY.get((domain, op_type))
+    if not versions:
+        return None
+    eligible = [v for v in versions if v <= opset]
+    return versions[max(eligible)] if eligible else None
+
+
+def supported_ops() -> dict[tuple[str, str], list[int]]:
+    load_all()
+    return {key: sorted(v) for key, v in sorted(REGISTRY.items())}

@@ -1,0 +1,133 @@
+"""Conv family kernels against onnxruntime on cases the node suite does not cover."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import helper
+
+from edgerun.runtime.registry import resolve
+
+ort = pytest.importorskip("onnxruntime")
+rng = np.random.default_rng(0)
+
+
+def run_ort(op, inputs, attrs, opset=19, out_dtype=None):
+    names = [f"i{k}" for k in range(len(inputs))]
+    node = helper.make_node(op, names, ["y"], **attrs)
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [
+            helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
+            for n, a in zip(names, inputs, strict=True)
+        ],
+        [
+            helper.make_tensor_value_info(
+                "y", helper.np_dtype_to_tensor_dtype(np.dtype(out_dtype or inputs[0].dtype)), None
+            )
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, dict(zip(names, inputs, strict=True)))[0]
+
+
+def ours(op, inputs, attrs, opset=19):
+    return resolve("", op, opset).fn(*inputs, **attrs)
+
+
+CONV_CASES = [
+    ((2, 4, 9, 9), (6, 4, 3, 3), {"pads": [1, 0, 2, 1], "strides": [2, 1]}),
+    ((1, 6, 10, 8), (6, 3, 3, 2), {"group": 2, "dilations": [2, 1]}),
+    ((1, 8, 7, 7), (8, 1, 3, 3), {"group": 8, "auto_pad": "SAME_UPPER", "strides": [2, 2]}),
+    ((1, 4, 7, 7), (8, 1, 3, 3), {"group": 4, "auto_pad": "SAME_LOWER"}),  # multiplier 2
+    ((1, 3, 5, 6, 7), (4, 3, 2, 3, 2), {"strides": [1, 2, 1], "pads": [1, 1, 0, 0, 1, 1]}),
+    ((2, 3, 11), (5, 3, 4), {"auto_pad": "VALID", "strides": [3]}),
+    ((1, 16, 5, 5), (8, 16, 1, 1), {}),
+]
+
+
+@pytest.mark.parametrize(("xs", "ws", "attrs"), CONV_CASES)
+def test_conv(xs, ws, attrs):
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    b = rng.standard_normal(ws[0]).astype(np.float32)
+    np.testing.assert_allclose(
+        ours("Conv", [x, w, b], attrs), run_ort("Conv", [x, w, b], attrs), rtol=1e-4, atol=1e-4
+    )
+
+
+TRANSPOSE_CASES = [
+    (
+        (1, 4, 5, 5),
+        (4, 3, 3, 3),
+        {"strides": [2, 2], "pads": [1, 0, 0, 1], "output_padding": [1, 1]},
+    ),
+    ((2, 4, 4, 6), (4, 2, 3, 2), {"group": 2, "dilations": [2, 1], "strides": [1, 2]}),
+    ((1, 2, 4, 4), (2, 3, 3, 3), {"strides": [2, 2], "auto_pad": "SAME_UPPER"}),
+    ((1, 2, 4, 4), (2, 3, 3, 3), {"strides": [2, 2], "output_shape": [9, 10]}),
+    ((1, 2, 6), (2, 2, 3), {"strides": [3], "pads": [2, 1]}),
+]
+
+
+@pytest.mark.parametrize(("xs", "ws", "attrs"), TRANSPOSE_CASES)
+def test_conv_transpose(xs, ws, attrs):
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    got = ours("ConvTranspose", [x, w], attrs)
+    np.testing.assert_allclose(got, run_ort("ConvTranspose", [x, w], attrs), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("xt", [np.uint8, np.int8])
+@pytest.mark.parametrize("channels", [3, 40])  # 40*9 taps: K*255*255 >= 2^24, the float64 path
+def test_conv_integer(xt, channels):
+    info = np.iinfo(xt)
+    x = rng.integers(info.min, info.max, (1, channels, 6, 6), endpoint=True).astype(xt)
+    # onnxruntime's mixed-sign (u8 x s8) kernels saturate int16 pair sums on AVX2; 7-bit
+    # weights keep its answer exact (ours is exact either way)
+    top = 127 if xt == np.int8 else 255
+    w = rng.integers(0, top, (4, channels, 3, 3), endpoint=True).astype(np.uint8)
+    xz, wz = np.array(7, xt), np.array(top // 2, np.uint8)
+    attrs = {"pads": [1, 1, 1, 1]}
+    got = ours("ConvInteger", [x, w, xz, wz], attrs)
+    assert got.dtype == np.int32
+    np.testing.assert_array_equal(
+        got, run_ort("ConvInteger", [x, w, xz, wz], attrs, out_dtype=np.int32)
+    )
+
+
+@pytest.mark.parametrize(
+    ("xt", "wt", "yt"),
+    [(np.uint8, np.uint8, np.uint8), (np.int8, np.int8, np.int8), (np.uint8, np.int8, np.uint8)],
+)
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_qlinear_conv(xt, wt, yt, per_channel):
+    m = 6
+    x = rng.integers(np.iinfo(xt).min, np.iinfo(xt).max, (2, 4, 7, 7), endpoint=True).astype(xt)
+    lo, hi = (np.iinfo(wt).min, np.iinfo(wt).max) if xt == wt else (-64, 63)  # see above
+    w = rng.integers(lo, hi, (m, 2, 3, 3), endpoint=True).astype(wt)
+    ws = (rng.random(m if per_channel else 1) * 0.02 + 0.001).astype(np.float32)
+    wz = (
+        np.zeros(m if per_channel else 1, wt)
+        if wt == np.int8
+        else np.full(m if per_channel else 1, 120, wt)
+    )
+    if not per_channel:
+        ws, wz = ws.reshape(()), wz.reshape(())
+    b = rng.integers(-5000, 5000, m).astype(np.int32)
+    inputs = [
+        x,
+        np.array(0.05, np.float32),
+        np.array(3, xt),
+        w,
+        ws,
+        wz,
+        np.array(0.17, np.float32),
+        np.array(5, yt),
+        b,
+    ]
+    attrs = {"group": 2, "strides": [2, 1], "pads": [1, 1, 0, 2]}
+    got = ours("QLinearConv", inputs, attrs)
+    assert got.dtype == yt
+    np.testing.assert_array_equal(got, run_ort("QLinearConv", inputs, attrs, out_dtype=yt))

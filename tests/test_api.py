@@ -1,0 +1,140 @@
+"""edgerun.load / Session.run as DESIGN.md promises: checked feeds, clear load errors, threads."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+import edgerun
+from edgerun.errors import InputError, ModelFormatError, UnsupportedOpError
+
+
+@pytest.fixture(scope="module")
+def cnn(tiny_cnn_path: Path) -> edgerun.Session:
+    return edgerun.load(tiny_cnn_path, backend="numpy")
+
+
+def _image(batch: int = 1) -> np.ndarray:
+    return np.random.default_rng(1).random((batch, 3, 32, 32), dtype=np.float32)
+
+
+def test_run_matches_onnxruntime(cnn: edgerun.Session, tiny_cnn_path: Path) -> None:
+    import onnxruntime as ort
+
+    x = _image(2)
+    expected = ort.InferenceSession(str(tiny_cnn_path), providers=["CPUExecutionProvider"]).run(
+        None, {"image": x}
+    )
+    got = cnn.run({"image": x})
+    assert list(got) == ["probabilities"]
+    np.testing.assert_allclose(got["probabilities"], expected[0], rtol=1e-4, atol=1e-5)
+
+
+def test_specs_and_backend(cnn: edgerun.Session) -> None:
+    assert [(s.name, s.shape, s.dtype) for s in cnn.inputs] == [
+        ("image", ("batch", 3, 32, 32), "float32")
+    ]
+    assert cnn.outputs[0].name == "probabilities"
+    assert cnn.backend == "numpy"
+
+
+WRONG_FEEDS = {
+    "missing": ({}, "missing input"),
+    "unknown": ({"image": _image(), "extra": _image()}, "unknown input"),
+    "dtype": ({"image": _image().astype(np.float64)}, "must be float32"),
+    "rank": ({"image": _image()[0]}, "must have rank 4"),
+    "fixed_dim": ({"image": np.zeros((1, 4, 32, 32), np.float32)}, "size 3 on axis 1"),
+    "not_a_dict": ([_image()], "must be a dict"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(WRONG_FEEDS))
+def test_wrong_feeds_are_refused_before_compute(
+    case: str, cnn: edgerun.Session, monkeypatch
+) -> None:
+    feeds, message = WRONG_FEEDS[case]
+    monkeypatch.setattr(cnn._impl.plan, "run", lambda *a, **k: pytest.fail("computed"))
+    with pytest.raises(InputError, match=message):
+        cnn.run(feeds)
+
+
+def test_one_session_from_eight_threads(cnn: edgerun.Session) -> None:
+    inputs = [_image(1) + np.float32(i) for i in range(16)]
+    sequential = [cnn.run({"image": x})["probabilities"] for x in inputs]
+    with ThreadPoolExecutor(8) as pool:
+        parallel = list(pool.map(lambda x: cnn.run({"image": x})["probabilities"], inputs))
+    for a, b in zip(sequential, parallel, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def _save(
+    tmp_path: Path, nodes: list, inputs: list[str], outputs: list[str], opset: int = 17, **kw
+) -> Path:
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2]) for n in inputs],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2]) for n in outputs],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", opset), *kw.get("extra_opsets", [])]
+    )
+    path = tmp_path / "m.onnx"
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def test_unsupported_op_fails_at_load_naming_it(tmp_path: Path) -> None:
+    node = helper.make_node("Frobnicate", ["x"], ["y"], name="frob1", domain="com.example")
+    path = _save(
+        tmp_path, [node], ["x"], ["y"], extra_opsets=[helper.make_opsetid("com.example", 3)]
+    )
+    with pytest.raises(
+        UnsupportedOpError, match=r"com\.example::Frobnicate at opset 3 \(node 'frob1'"
+    ):
+        edgerun.load(path, backend="numpy")
+
+
+def test_unknown_attribute_fails_at_load(tmp_path: Path) -> None:
+    node = helper.make_node("Relu", ["x"], ["y"], name="r", bogus=1)
+    with pytest.raises(UnsupportedOpError, match="bogus"):
+        edgerun.load(_save(tmp_path, [node], ["x"], ["y"]), backend="numpy")
+
+
+def test_a_cycle_is_a_load_error(tmp_path: Path) -> None:
+    nodes = [
+        helper.make_node("Add", ["x", "b"], ["a"], name="first"),
+        helper.make_node("Relu", ["a"], ["b"], name="second"),
+    ]
+    with pytest.raises(ModelFormatError, match="cycle"):
+        edgerun.load(_save(tmp_path, nodes, ["x"], ["b"]), backend="numpy")
+
+
+def test_an_input_nobody_produces_is_a_load_error(tmp_path: Path) -> None:
+    nodes = [helper.make_node("Add", ["x", "ghost"], ["y"], name="adder")]
+    with pytest.raises(ModelFormatError, match="'ghost' of node 'adder'"):
+        edgerun.load(_save(tmp_path, nodes, ["x"], ["y"]), backend="numpy")
+
+
+def test_nodes_out_of_order_still_run(tmp_path: Path) -> None:
+    nodes = [
+        helper.make_node("Neg", ["a"], ["y"], name="second"),
+        helper.make_node("Relu", ["x"], ["a"], name="first"),
+    ]
+    session = edgerun.load(_save(tmp_path, nodes, ["x"], ["y"]), backend="numpy")
+    out = session.run({"x": np.array([-1.0, 2.0], np.float32)})["y"]
+    np.testing.assert_array_equal(out, [0.0, -2.0])
+
+
+def test_unknown_backend_is_refused(tiny_cnn_path: Path) -> None:
+    with pytest.raises(edgerun.EdgerunError, match="unknown backend"):
+        edgerun.load(tiny_cnn_path, backend="cuda")
+
+
+def test_onnx_checker_agrees_the_example_is_valid(tiny_cnn_path: Path) -> None:
+    onnx.checker.check_model(onnx.load(tiny_cnn_path), full_check=True)
