@@ -18,12 +18,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
-import onnx  # noqa: E402
-from onnx.backend.test.loader import load_node_model_tests  # noqa: E402
-from onnx.backend.test.runner import Runner  # noqa: E402
+import numpy as np
+import onnx
+from onnx.backend.test.loader import load_node_model_tests
+from onnx.backend.test.runner import Runner
 
-from tests.runtime.onnx_backend import EdgerunBackend  # noqa: E402
+from tests.runtime.onnx_backend import EdgerunBackend
 
 
 def _normalize(item: object) -> object:

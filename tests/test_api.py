@@ -138,3 +138,117 @@ def test_unknown_backend_is_refused(tiny_cnn_path: Path) -> None:
 
 def test_onnx_checker_agrees_the_example_is_valid(tiny_cnn_path: Path) -> None:
     onnx.checker.check_model(onnx.load(tiny_cnn_path), full_check=True)
+
+
+@pytest.fixture(scope="module")
+def cnn_bundle(tiny_cnn_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from edgerun.bundle import write_bundle
+    from edgerun.modelfile import open_model
+
+    model = open_model(tiny_cnn_path).model
+    path = tmp_path_factory.mktemp("bundle") / "tiny-cnn.rpi4.edgerun"
+    return write_bundle(
+        path,
+        tiny_cnn_path,
+        model_format="onnx",
+        inputs=model.inputs,
+        outputs=model.outputs,
+        source={"framework": "onnx", "name": tiny_cnn_path.name, "sha256": None},
+    )
+
+
+def test_a_bundle_runs_like_its_model(cnn_bundle: Path, cnn: edgerun.Session) -> None:
+    x = _image(1)
+    from_bundle = edgerun.load(cnn_bundle, backend="numpy").run({"image": x})
+    np.testing.assert_array_equal(
+        from_bundle["probabilities"], cnn.run({"image": x})["probabilities"]
+    )
+
+
+def test_bundle_weights_are_mapped_not_copied(cnn_bundle: Path) -> None:
+    from edgerun.modelfile import open_model
+
+    weights = open_model(cnn_bundle).model.graph.initializers["conv2.w"]
+    assert not weights.flags.owndata and not weights.flags.writeable
+
+
+def test_run_and_inspect_a_bundle_from_the_command_line(cnn_bundle: Path, tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "out.npz"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgerun.cli",
+            "run",
+            str(cnn_bundle),
+            "--output",
+            str(out),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    summary = json.loads(run.stdout)
+    assert summary["outputs"][0]["shape"] == [1, 10] and len(summary["outputs"][0]["top5"]) == 5
+    assert np.load(out)["probabilities"].shape == (1, 10)
+    inspect = subprocess.run(
+        [sys.executable, "-m", "edgerun.cli", "inspect", str(cnn_bundle), "--json"],
+        capture_output=True,
+        text=True,
+    )
+    assert inspect.returncode == 0, inspect.stderr
+    assert json.loads(inspect.stdout)["manifest"]["source"]["name"] == "tiny-cnn.onnx"
+
+
+def test_run_with_input_files(tiny_cnn_path: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    x = _image(1)
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "out.npz"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgerun.cli",
+            "run",
+            str(tiny_cnn_path),
+            "--input",
+            f"image={tmp_path / 'x.npy'}",
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    expected = edgerun.load(tiny_cnn_path, backend="numpy").run({"image": x})["probabilities"]
+    np.testing.assert_array_equal(np.load(out)["probabilities"], expected)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--input", "image=missing.npy"], "no such file"),
+        (["--input", "image"], "write it as name=value"),
+        (["--shape", "image=1xthree"], "bad shape"),
+    ],
+)
+def test_run_refuses_bad_arguments_with_status_2(
+    tiny_cnn_path: Path, args: list[str], message: str
+) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "edgerun.cli", "run", str(tiny_cnn_path), *args],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
