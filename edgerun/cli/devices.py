@@ -26,7 +26,6 @@ def devices(
     rows = [
         [
             p.name,
-            p.title,
             p.cpu.arch,
             p.cpu.cores,
             f"{p.cpu.clock_ghz:g} GHz",
@@ -36,7 +35,7 @@ def devices(
         ]
         for p in found
     ]
-    columns = ["name", "board", "arch", "cores", "clock", "RAM", "deploys as", "prefers"]
+    columns = ["name", "arch", "cores", "clock", "RAM", "deploys as", "prefers"]
     console().print(table(None, columns, rows))
 
 

@@ -21,8 +21,8 @@ def console() -> Console:
 
 def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> Table:
     t = Table(title=title, title_justify="left")
-    for c in columns:
-        t.add_column(c)
+    for i, c in enumerate(columns):
+        t.add_column(c, no_wrap=i == 0)  # the first column names the row: keep it whole
     for row in rows:
         t.add_row(*("" if v is None else str(v) for v in row))
     return t
