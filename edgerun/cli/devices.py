@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import typer
 
 from edgerun import profiles
@@ -9,7 +11,7 @@ from edgerun.cli.render import console, emit_json, table
 
 
 def devices(
-    name: str | None = typer.Argument(None, help="A profile name, or a path to your own TOML."),
+    name: Optional[str] = typer.Argument(None, help="A profile name, or a path to your own TOML."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """List the device profiles, or show one in full.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -23,12 +24,12 @@ def _pairs(values: list[str], what: str) -> dict[str, str]:
 def run(
     model: Path = typer.Argument(..., help="An .onnx file or an .edgerun bundle."),
     input_files: list[str] = typer.Option([], "--input", "-i", help="name=file.npy (repeatable)."),
-    inputs: Path | None = typer.Option(None, "--inputs", help="An .npz holding all inputs."),
-    output: Path | None = typer.Option(None, "--output", "-o", help="Save outputs to .npz."),
+    inputs: Optional[Path] = typer.Option(None, "--inputs", help="An .npz holding all inputs."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Save outputs to .npz."),
     shape: list[str] = typer.Option([], "--shape", help="name=1x3x224x224 for random inputs."),
     backend: str = typer.Option("auto", "--backend", "-b", help="auto|numpy|onnxruntime|tflite"),
-    device: str | None = typer.Option(None, "--device", "-d", help="Device profile name."),
-    threads: int | None = typer.Option(None, "--threads", help="BLAS threads."),
+    device: Optional[str] = typer.Option(None, "--device", "-d", help="Device profile name."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="BLAS threads."),
     seed: int = typer.Option(0, "--seed", help="Seed for random inputs."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:

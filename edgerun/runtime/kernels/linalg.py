@@ -78,12 +78,13 @@ def _row_param(v, a):
     return v
 
 
-def _centered(x, zero_point, param):
-    # x - zero_point, exact in int32; ``param`` shapes a per-row / per-column zero point
+def _centered(x, zero_point, per_row):
+    # x - zero_point, exact in int32; a vector zero point is per row of a, per column of b
     x = x.astype(np.int32)
     if zero_point is None:
         return x
-    return x - param(zero_point, x).astype(np.int32)
+    zero_point = _row_param(zero_point, x) if per_row else np.asarray(zero_point)
+    return x - zero_point.astype(np.int32)
 
 
 def _integer_matmul(a, b):
@@ -95,23 +96,15 @@ def _integer_matmul(a, b):
     return np.matmul(a.astype(dt), b.astype(dt))
 
 
-def _column_param(v, b):
-    return np.asarray(v)
-
-
 @kernel("MatMulInteger", since=10)
 def mat_mul_integer_10(A, B, a_zero_point=None, b_zero_point=None):
-    acc = _integer_matmul(
-        _centered(A, a_zero_point, _row_param), _centered(B, b_zero_point, _column_param)
-    )
+    acc = _integer_matmul(_centered(A, a_zero_point, True), _centered(B, b_zero_point, False))
     return acc.astype(np.int32)
 
 
 @kernel("QLinearMatMul", since=10)
 def q_linear_mat_mul_10(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_zero_point):
-    acc = _integer_matmul(
-        _centered(a, a_zero_point, _row_param), _centered(b, b_zero_point, _column_param)
-    )
+    acc = _integer_matmul(_centered(a, a_zero_point, True), _centered(b, b_zero_point, False))
     # requantize as onnxruntime does: one float32 multiplier, round half to even, saturate
     scale = (
         _row_param(a_scale, a).astype(np.float32)

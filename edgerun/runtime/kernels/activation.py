@@ -1,0 +1,271 @@
+"""Activations, Erf, and the Softmax family."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgerun.runtime.registry import kernel
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def _compute_dtype(dtype):
+    # ml_dtypes floats (bfloat16, float8...) are kind "V" to numpy: compute those in float32
+    return np.dtype(np.float32) if dtype.kind == "V" else dtype
+
+
+def _float(x):
+    return x.astype(_compute_dtype(x.dtype), copy=False)
+
+
+def _like(result, x):
+    return np.asarray(result).astype(x.dtype, copy=False)
+
+
+def _scalar(x, value):
+    return _compute_dtype(x.dtype).type(value)
+
+
+# W. J. Cody's rational Chebyshev approximations (Math. Comp. 23, 1969; netlib specfun CALERF),
+# evaluated in float64 on whole arrays: erf for |x| <= 0.46875, erfc beyond.
+_ERF_A = (3.16112374387056560e00, 1.13864154151050156e02, 3.77485237685302021e02,
+          3.20937758913846947e03, 1.85777706184603153e-1)  # fmt: skip
+_ERF_B = (2.36012909523441209e01, 2.44024637934444173e02, 1.28261652607737228e03,
+          2.84423683343917062e03)  # fmt: skip
+_ERFC_C = (5.64188496988670089e-1, 8.88314979438837594e00, 6.61191906371416295e01,
+           2.98635138197400131e02, 8.81952221241769090e02, 1.71204761263407058e03,
+           2.05107837782607147e03, 1.23033935479799725e03, 2.15311535474403846e-8)  # fmt: skip
+_ERFC_D = (1.57449261107098347e01, 1.17693950891312499e02, 5.37181101862009858e02,
+           1.62138957456669019e03, 3.29079923573345963e03, 4.36261909014324716e03,
+           3.43936767414372164e03, 1.23033935480374942e03)  # fmt: skip
+_ERFC_P = (3.05326634961232344e-1, 3.60344899949804439e-1, 1.25781726111229246e-1,
+           1.60837851487422766e-2, 6.58749161529837803e-4, 1.63153871373020978e-2)  # fmt: skip
+_ERFC_Q = (2.56852019228982242e00, 1.87295284992346047e00, 5.27905102951428412e-1,
+           6.05183413124413191e-2, 2.33520497626869185e-3)  # fmt: skip
+_ONE_OVER_SQRT_PI = 5.6418958354775628695e-1
+
+
+def _rational(t, num, den, steps):
+    # Cody's form: num[-1] leads, den has an implicit leading 1
+    top, bottom = num[-1] * t, t
+    for i in range(steps):
+        top = (top + num[i]) * t
+        bottom = (bottom + den[i]) * t
+    return top + num[steps], bottom + den[steps]
+
+
+def _erfc_tail(y):
+    # erfc(y) for y > 0.46875; exp(-y*y) split as exp(-r*r) * exp(-(y-r)(y+r)), r = y
+    # rounded to 1/16, so the large exponent is exact.
+    mid = y <= 4.0
+    top, bottom = _rational(y, _ERFC_C, _ERFC_D, 7)
+    near = top / bottom
+    inv2 = 1.0 / (y * y)
+    top, bottom = _rational(inv2, _ERFC_P, _ERFC_Q, 4)
+    far = (_ONE_OVER_SQRT_PI - inv2 * top / bottom) / y
+    r = np.trunc(y * 16.0) / 16.0
+    scale = np.exp(-r * r) * np.exp(-(y - r) * (y + r))
+    return np.where(mid, near, far) * scale
+
+
+def erf(x: np.ndarray) -> np.ndarray:
+    """Error function of a float array, element-wise, computed in float64."""
+    x64 = np.asarray(x, dtype=np.float64)
+    y = np.abs(x64)
+    small = y <= 0.46875
+    with np.errstate(all="ignore"):
+        t = x64 * x64
+        top, bottom = _rational(t, _ERF_A, _ERF_B, 3)
+        inner = x64 * top / bottom
+        tail = np.where(y >= 26.6, 0.0, _erfc_tail(np.maximum(y, 0.46875)))
+    outer = np.copysign((0.5 - tail) + 0.5, x64)
+    return np.where(small, inner, np.where(np.isnan(x64), x64, outer))
+
+
+def _sigmoid(x):
+    # exp of -|x| only: never overflows, for either sign
+    e = np.exp(-np.abs(x))
+    one = x.dtype.type(1)
+    return np.where(x >= 0, one / (one + e), e / (one + e))
+
+
+def _softplus(x):
+    return np.maximum(x, x.dtype.type(0)) + np.log1p(np.exp(-np.abs(x)))
+
+
+# -- activations ----------------------------------------------------------------------------
+
+
+@kernel("Relu", since=1)
+def relu_1(x, *, consumed_inputs=None):
+    return _like(np.maximum(_float(x), 0), x)
+
+
+@kernel("LeakyRelu", since=1)
+def leaky_relu_1(x, *, alpha=0.01, consumed_inputs=None):
+    f = _float(x)
+    return _like(np.where(f >= 0, f, f * _scalar(x, alpha)), x)
+
+
+@kernel("PRelu", since=1)
+def prelu_1(x, slope, *, consumed_inputs=None):
+    f = _float(x)
+    return _like(np.where(f >= 0, f, f * _float(slope)), x)
+
+
+@kernel("Elu", since=1)
+def elu_1(x, *, alpha=1.0, consumed_inputs=None):
+    f = _float(x)
+    return _like(np.where(f >= 0, f, _scalar(x, alpha) * np.expm1(np.minimum(f, 0))), x)
+
+
+@kernel("Selu", since=1)
+def selu_1(x, *, alpha=1.67326319217681884765625, gamma=1.05070102214813232421875,
+           consumed_inputs=None):  # fmt: skip
+    f = _float(x)
+    negative = _scalar(x, alpha) * np.expm1(np.minimum(f, 0))
+    return _like(_scalar(x, gamma) * np.where(f > 0, f, negative), x)
+
+
+@kernel("Celu", since=12)
+def celu_12(x, *, alpha=1.0):
+    f = _float(x)
+    a = _scalar(x, alpha)
+    return _like(np.maximum(f, 0) + np.minimum(0, a * np.expm1(np.minimum(f, 0) / a)), x)
+
+
+@kernel("Sigmoid", since=1)
+def sigmoid_1(x, *, consumed_inputs=None):
+    return _like(_sigmoid(_float(x)), x)
+
+
+@kernel("HardSigmoid", since=1)
+def hard_sigmoid_1(x, *, alpha=0.2, beta=0.5, consumed_inputs=None):
+    f = _float(x)
+    return _like(np.clip(_scalar(x, alpha) * f + _scalar(x, beta), 0, 1), x)
+
+
+@kernel("HardSwish", since=14)
+def hard_swish_14(x):
+    f = _float(x)
+    return _like(f * np.clip(f * _scalar(x, 1 / 6) + _scalar(x, 0.5), 0, 1), x)
+
+
+@kernel("Softplus", since=1)
+def softplus_1(x):
+    return _like(_softplus(_float(x)), x)
+
+
+@kernel("Softsign", since=1)
+def softsign_1(x):
+    f = _float(x)
+    return _like(f / (1 + np.abs(f)), x)
+
+
+@kernel("Erf", since=9)
+def erf_9(x):
+    return _like(erf(x), x)
+
+
+@kernel("Gelu", since=20)
+def gelu_20(x, *, approximate="none"):
+    f = _float(x)
+    if approximate == "tanh":
+        inner = np.sqrt(2 / np.pi) * (f + 0.044715 * f**3)
+        return _like(0.5 * f * (1 + np.tanh(inner.astype(f.dtype, copy=False))), x)
+    if approximate != "none":
+        raise ValueError(f"Gelu approximate must be 'none' or 'tanh', not {approximate!r}")
+    return _like(0.5 * f * (1 + erf(f * np.sqrt(0.5)).astype(f.dtype)), x)
+
+
+@kernel("Mish", since=18)
+def mish_18(x):
+    f = _float(x)
+    return _like(f * np.tanh(_softplus(f)), x)
+
+
+@kernel("Swish", since=24)
+def swish_24(x, *, alpha=1.0):
+    f = _float(x)
+    return _like(f * _sigmoid(f * _scalar(x, alpha)), x)
+
+
+@kernel("ThresholdedRelu", since=10)
+def thresholded_relu_10(x, *, alpha=1.0):
+    f = _float(x)
+    return _like(np.where(f > _scalar(x, alpha), f, 0), x)
+
+
+@kernel("Shrink", since=9)
+def shrink_9(x, *, bias=0.0, lambd=0.5):
+    f = _float(x).astype(np.float64) if x.dtype.kind in "iu" else _float(x)
+    shrunk = np.where(f < -lambd, f + bias, np.where(f > lambd, f - bias, 0))
+    return _like(shrunk, x)
+
+
+@kernel("Tanh", since=1)
+def tanh_1(x, *, consumed_inputs=None):
+    return _like(np.tanh(_float(x)), x)
+
+
+# -- Softmax family -------------------------------------------------------------------------
+# Opsets 1 and 11 coerce the input to 2-D at ``axis`` and normalise each row; opset 13
+# normalises along the single ``axis``.
+
+
+def _softmax(f, axis):
+    e = np.exp(f - np.max(f, axis=axis, keepdims=True))
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def _log_softmax(f, axis):
+    shifted = f - np.max(f, axis=axis, keepdims=True)
+    return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+
+
+def _hardmax(f, axis):
+    first = np.expand_dims(np.argmax(f, axis=axis), axis)
+    out = np.zeros(f.shape, dtype=f.dtype)
+    np.put_along_axis(out, first, 1, axis=axis)
+    return out
+
+
+def _rows(fn, x, axis):
+    axis = axis % x.ndim if x.ndim else 0
+    rows = int(np.prod(x.shape[:axis], dtype=np.int64))
+    flat = _float(x).reshape(rows, -1)
+    return _like(fn(flat, 1).reshape(x.shape), x)
+
+
+def _single(fn, x, axis):
+    return _like(fn(_float(x), axis), x)
+
+
+@kernel("Softmax", since=1)
+def softmax_1(x, *, axis=1):
+    return _rows(_softmax, x, axis)
+
+
+@kernel("Softmax", since=13)
+def softmax_13(x, *, axis=-1):
+    return _single(_softmax, x, axis)
+
+
+@kernel("LogSoftmax", since=1)
+def log_softmax_1(x, *, axis=1):
+    return _rows(_log_softmax, x, axis)
+
+
+@kernel("LogSoftmax", since=13)
+def log_softmax_13(x, *, axis=-1):
+    return _single(_log_softmax, x, axis)
+
+
+@kernel("Hardmax", since=1)
+def hardmax_1(x, *, axis=1):
+    return _rows(_hardmax, x, axis)
+
+
+@kernel("Hardmax", since=13)
+def hardmax_13(x, *, axis=-1):
+    return _single(_hardmax, x, axis)
