@@ -155,12 +155,15 @@ def parse_cpuinfo(text: str, machine: str | None = None) -> CpuInfo:
     """Read a Linux ``/proc/cpuinfo``; without ``machine`` the arch is told from the text."""
     fields = _fields(text)
     tokens = _common_tokens(v for k, v in fields if k in ("flags", "Features"))
+    arch = normalise_arch(machine) if machine else _guess_arch(fields, tokens)
+    # Under qemu user emulation /proc/cpuinfo is the host's: keep only this arch's features.
+    own = ARM_FEATURES if arch in ("aarch64", "armv7l") else (*X86_FLAGS, "amx")
     return CpuInfo(
-        arch=normalise_arch(machine) if machine else _guess_arch(fields, tokens),
+        arch=arch,
         model=_first(fields, ("model name", "Model", "Hardware", "Processor")) or "",
         cores=sum(k == "processor" for k, _ in fields) or 1,
         max_mhz=None,
-        features=_features(tokens, CPUINFO_FEATURES),
+        features=tuple(f for f in _features(tokens, CPUINFO_FEATURES) if f in own),
     )
 
 

@@ -388,3 +388,10 @@ def test_run_doctor_on_this_machine() -> None:
         assert rows["onnxruntime"].available
         assert "CPUExecutionProvider" in rows["onnxruntime"].detail
     assert report.closest_reason
+
+
+def test_features_of_another_arch_are_dropped() -> None:
+    """Under qemu user emulation an aarch64 process reads the x86 host's /proc/cpuinfo."""
+    x86_text = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse4_2 avx avx2 fma\n"
+    info = doctor.parse_cpuinfo(x86_text, "aarch64")
+    assert info.arch == "aarch64" and info.features == ()
