@@ -12,13 +12,13 @@ from edgerun.runtime.registry import kernel
 # -- helpers --------------------------------------------------------------------------------
 
 
-def _numpy_float(dtype):
+def _ml_float(dtype):
     # ml_dtypes floats (bfloat16, float8...) are kind "V" to numpy: compute those in float32
     return dtype.kind == "V"
 
 
 def _math(fn, x):
-    if _numpy_float(x.dtype):
+    if _ml_float(x.dtype):
         return fn(x.astype(np.float32)).astype(x.dtype)
     return np.asarray(fn(x))
 
@@ -44,7 +44,7 @@ def _div(a, b):
 def _pow(a, b):
     if a.dtype.kind in "iu" and b.dtype.kind in "iu" and np.any(b < 0):
         return np.power(a.astype(np.float64), b).astype(a.dtype)
-    base = a.astype(np.float32) if _numpy_float(a.dtype) else a
+    base = a.astype(np.float32) if _ml_float(a.dtype) else a
     return np.asarray(np.power(base, b)).astype(a.dtype, copy=False)
 
 
@@ -161,8 +161,8 @@ def floor_1(x, *, consumed_inputs=None):
 
 
 @kernel("IsInf", since=10)
-def isinf_10(x, *, detect_negative=1, detect_positive=1):
-    x = x.astype(np.float32) if _numpy_float(x.dtype) else x
+def is_inf_10(x, *, detect_negative=1, detect_positive=1):
+    x = x.astype(np.float32) if _ml_float(x.dtype) else x
     inf = np.isinf(x)
     if not detect_negative:
         inf &= x > 0
@@ -172,8 +172,8 @@ def isinf_10(x, *, detect_negative=1, detect_positive=1):
 
 
 @kernel("IsNaN", since=9)
-def isnan_9(x):
-    return np.isnan(x.astype(np.float32) if _numpy_float(x.dtype) else x)
+def is_nan_9(x):
+    return np.isnan(x.astype(np.float32) if _ml_float(x.dtype) else x)
 
 
 @kernel("Not", since=1)

