@@ -89,7 +89,7 @@ def save_outputs(outputs: dict[str, np.ndarray], path: Path) -> None:
     fd, temp = tempfile.mkstemp(dir=path.parent or ".", prefix=".", suffix=".npz.tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **outputs)
+            np.savez(f, **outputs)  # type: ignore[arg-type]  # numpy stubs: savez(file, *args, allow_pickle, **kwds)
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)

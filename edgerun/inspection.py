@@ -12,7 +12,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from edgerun.modelfile import ModelFile, open_model
 from edgerun.runtime import dtypes
@@ -114,7 +114,7 @@ def count_macs(graph: Graph) -> tuple[dict[str, int], list[str]]:
         if out is None or any(s is None for s in ins[:2]) or not _all_int(out, *ins[:2]):
             unknown.append(node.name or node.outputs[0])
             continue
-        by_op[node.op_type] += counter(node, ins, out)
+        by_op[node.op_type] += counter(node, ins, cast(tuple[int, ...], out))
     return dict(by_op), unknown
 
 
@@ -126,23 +126,23 @@ def _all_int(*shapes: Any) -> bool:
     return all(all(isinstance(d, int) for d in s) for s in shapes)
 
 
-def _conv_macs(node: Node, ins: list, out: Shape) -> int:
+def _conv_macs(node: Node, ins: list, out: tuple[int, ...]) -> int:
     weight = ins[1]  # (M, C/group, k...)
     return math.prod(out) * math.prod(weight[1:])
 
 
-def _conv_transpose_macs(node: Node, ins: list, out: Shape) -> int:
+def _conv_transpose_macs(node: Node, ins: list, out: tuple[int, ...]) -> int:
     x, weight = ins[0], ins[1]  # weight (C, M/group, k...)
     return math.prod(x) * math.prod(weight[1:])
 
 
-def _gemm_macs(node: Node, ins: list, out: Shape) -> int:
+def _gemm_macs(node: Node, ins: list, out: tuple[int, ...]) -> int:
     a = ins[0]
     k = a[0] if node.attr("transA", 0) else a[1]
     return math.prod(out) * k
 
 
-def _matmul_macs(node: Node, ins: list, out: Shape) -> int:
+def _matmul_macs(node: Node, ins: list, out: tuple[int, ...]) -> int:
     a = ins[0]
     return math.prod(out) * a[-1]
 

@@ -62,7 +62,7 @@ class Attribute:
     type: int
     value: Any
     ref_attr_name: str = ""  # inside a function body: the caller's attribute it refers to
-    tensor_type: int = 0  # element type code of a tensor attribute (value holds its storage)
+    tensor_type: tuple[int, ...] = ()  # element type code of each tensor in a tensor attribute
 
 
 @dataclass

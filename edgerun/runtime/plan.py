@@ -119,7 +119,9 @@ class Plan:
                 f"{where}: attribute(s) {', '.join(sorted(unknown))} of "
                 f"{node.op_type}-{info.since} are not supported"
             )
-        scope = sorted({n for p in attrs.values() for n in _plans_in(p) for n in n.free_names})
+        scope = sorted(
+            {name for a in attrs.values() for p in _plans_in(a) for name in p.free_names}
+        )
         return Step(node, info, tuple(node.inputs), tuple(node.outputs), attrs, tuple(scope), ())
 
     def _attribute(self, a: Attribute, visible: set[str]) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -83,15 +84,17 @@ def _apply(node: Node, args: list[Known | None]) -> tuple[list[Shape | None], di
 
 
 def _shape(args: list[Known | None], i: int) -> Shape:
-    if i >= len(args) or args[i] is None or args[i].shape is None:  # type: ignore[union-attr]
+    known = args[i] if i < len(args) else None
+    if known is None or known.shape is None:
         raise ValueError("unknown input shape")
-    return args[i].shape  # type: ignore[union-attr]
+    return known.shape
 
 
 def _value(args: list[Known | None], i: int) -> np.ndarray:
-    if i >= len(args) or args[i] is None or args[i].value is None:  # type: ignore[union-attr]
+    known = args[i] if i < len(args) else None
+    if known is None or known.value is None:
         raise ValueError("input value unknown")
-    return args[i].value  # type: ignore[union-attr]
+    return known.value
 
 
 def broadcast(*shapes: Shape) -> Shape:
@@ -260,8 +263,11 @@ def _conv_transpose(node: Node, args: list[Known | None]) -> list[Shape | None]:
     dilations = node.attr("dilations") or [1] * n
     pads = node.attr("pads") or [0] * (2 * n)
     extra = node.attr("output_padding") or [0] * n
+    sizes = x[2:]
+    if not all(isinstance(d, int) for d in sizes):
+        return [(x[0], w[1] * group, *([None] * n))]
     spatial = [
-        strides[i] * (x[2 + i] - 1)
+        strides[i] * (cast(int, sizes[i]) - 1)
         + extra[i]
         + (kernel[i] - 1) * dilations[i]
         + 1
@@ -275,7 +281,7 @@ def _conv_transpose(node: Node, args: list[Known | None]) -> list[Shape | None]:
 @rule("MaxPool", "AveragePool", "LpPool")
 def _pool(node: Node, args: list[Known | None]) -> list[Shape | None]:
     x = _shape(args, 0)
-    out = (x[0], x[1], *_window(node, x, node.attr("kernel_shape")))
+    out: Shape | None = (x[0], x[1], *_window(node, x, node.attr("kernel_shape")))
     return [out, out][: len(node.outputs)]
 
 
@@ -327,7 +333,8 @@ def _reshape(node: Node, args: list[Known | None]) -> list[Shape | None]:
     if -1 in dims:
         known = [d for d in dims if d != -1]
         total, rest = _product(x), _product(tuple(known))
-        dims[dims.index(-1)] = total // rest if total is not None and rest else None
+        exact = isinstance(total, int) and isinstance(rest, int) and rest
+        dims[dims.index(-1)] = total // rest if exact else None  # type: ignore[operator]
     return [tuple(dims)]
 
 

