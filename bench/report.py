@@ -119,8 +119,8 @@ def main_table(rows: list[dict]) -> list[str]:
 def memory_table(rows: list[dict]) -> list[str]:
     lines = [
         "| model | contestant | threads | RSS before load | after load | after first run "
-        "| peak (sampled) | peak (VmHWM) | ru_maxrss | BLAS threads |",
-        "|" + "---|" * 10,
+        "| peak (sampled) | peak (VmHWM) | ru_maxrss | numpy BLAS threads | load avg start/end |",
+        "|" + "---|" * 11,
     ]
     for row in rows:
         blas = row.get("blas")
@@ -132,9 +132,14 @@ def memory_table(rows: list[dict]) -> list[str]:
             f"| {fmt_mb(row.get('rss_before_load'))} | {fmt_mb(row.get('rss_after_load'))} "
             f"| {fmt_mb(row.get('rss_after_first'))} | {fmt_mb(row.get('peak_rss_sampled'))} "
             f"| {fmt_mb(row.get('peak_rss_hwm'))} | {fmt_mb(row.get('peak_rss_ru_maxrss'))} "
-            f"| {blas_threads} |"
+            f"| {blas_threads} | {fmt_load(row)} |"
         )
     return lines
+
+
+def fmt_load(row: dict) -> str:
+    start, end = row.get("loadavg_start"), row.get("loadavg_end")
+    return "" if start is None or end is None else f"{start:.1f} / {end:.1f}"
 
 
 def short_reason(row: dict, width: int = 110) -> str:

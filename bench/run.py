@@ -163,7 +163,7 @@ def render(rows: list[dict], manifest: dict, info: list[tuple[str, str]], args) 
         )
         + ". × onnxruntime is the median over onnxruntime's at the same thread count "
         "(ReferenceEvaluator runs once, at 1 thread, BLAS limited to 1 thread by threadpoolctl). "
-        "Peak RSS is the higher of a 2 ms psutil sampler and the kernel's VmHWM for that "
+        "Peak RSS is the higher of a 5 ms psutil sampler and the kernel's VmHWM for that "
         "process; weight MB counts initializers, Constant nodes and constant-shaped "
         "ConstantOfShape outputs. Max abs diff compares the first inference's outputs with "
         "onnxruntime's at the same thread count, on the same feeds.",

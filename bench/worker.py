@@ -27,7 +27,7 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 MIN_RUNS = 3  # the fewest timed runs a slow contestant is cut to under --time-cap
-SAMPLE_S = 0.002
+SAMPLE_S = 0.005
 
 Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
@@ -219,7 +219,7 @@ def main() -> None:
 
     sampler = PeakSampler()
     sampler.start()
-    result: dict = {"status": "failed", "stage": "setup", "pid": os.getpid()}
+    result: dict = {"status": "failed", "stage": "setup", "loadavg_start": os.getloadavg()[0]}
     try:
         measure(args, result)
     except BaseException as exc:  # a failure is a result: record it and say why
@@ -229,6 +229,7 @@ def main() -> None:
     result["peak_rss_hwm"] = vm_hwm()
     result["peak_rss_ru_maxrss"] = ru_maxrss()
     result["rss_end"] = rss()
+    result["loadavg_end"] = os.getloadavg()[0]
     try:
         result["blas"] = blas_info()
     except Exception as exc:
