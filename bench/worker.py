@@ -143,8 +143,8 @@ def timed(runner: Runner, feeds: dict[str, np.ndarray]) -> tuple[float, dict[str
 
 
 def plan_runs(estimate_s: float, runs: int, warmup: int, cap_s: float) -> tuple[int, int]:
-    """(warm-up runs still to do, timed runs) fitting ``cap_s``; a slow contestant keeps one
-    warm-up (already done) and at least MIN_RUNS timed runs."""
+    """(warm-up runs still to do, timed runs) fitting ``cap_s`` seconds; a slow contestant
+    keeps one warm-up (already done) and at least MIN_RUNS timed runs."""
     if estimate_s * (warmup - 1 + runs) <= cap_s:
         return max(warmup - 1, 0), runs
     return 0, max(MIN_RUNS, min(runs, int(cap_s / max(estimate_s, 1e-9))))
@@ -171,7 +171,9 @@ def measure(args: argparse.Namespace, result: dict) -> None:
 
     result["stage"] = "timed runs"
     warm_s, _ = timed(runner, feeds) if args.warmup > 0 else (first_s, None)
-    more_warmup, runs = plan_runs(warm_s, args.runs, args.warmup, args.time_cap)
+    # the cap counts from the first inference on
+    cap_left = args.time_cap - first_s - (warm_s if args.warmup > 0 else 0.0)
+    more_warmup, runs = plan_runs(warm_s, args.runs, args.warmup, cap_left)
     for _ in range(more_warmup):
         runner(feeds)
     times = [timed(runner, feeds)[0] for _ in range(runs)]
