@@ -190,6 +190,8 @@ class Plan:
         kwargs = dict(step.attributes)
         if step.kernel.needs_scope:
             kwargs["scope"] = {n: env[n] for n in step.scope if n in env}
+        if step.kernel.needs_outputs:
+            kwargs["outputs"] = tuple(bool(n) for n in step.outputs)
         try:
             result = step.kernel.fn(*args, **kwargs)
         except (ValueError, IndexError, TypeError) as exc:

@@ -26,6 +26,7 @@ class KernelInfo:
     attributes: frozenset[str]  # keyword parameters: the ONNX attribute names it takes
     variadic_attributes: bool  # takes **kwargs (accepts any attribute)
     needs_scope: bool  # control flow: receives ``scope=`` (outer values its subgraphs read)
+    needs_outputs: bool  # receives ``outputs=``: which of the node's outputs are wanted
 
 
 REGISTRY: dict[tuple[str, str], dict[int, KernelInfo]] = {}
@@ -33,9 +34,14 @@ _loaded = False
 
 
 def kernel(
-    op_type: str, since: int, domain: str = "", scope: bool = False
+    op_type: str, since: int, domain: str = "", scope: bool = False, outputs: bool = False
 ) -> Callable[[Kernel], Kernel]:
-    """Register ``fn`` as op ``op_type`` of ``domain`` from opset ``since`` on."""
+    """Register ``fn`` as op ``op_type`` of ``domain`` from opset ``since`` on.
+
+    ``outputs=True``: the kernel gets ``outputs=`` (one bool per node output, False where the
+    model does not use it), for ops whose output count is data (Split) or whose optional
+    outputs cost time (MaxPool's Indices).
+    """
 
     def register(fn: Kernel) -> Kernel:
         versions = REGISTRY.setdefault((domain, op_type), {})
@@ -45,10 +51,12 @@ def kernel(
             )
         params = inspect.signature(fn).parameters.values()
         keywords = frozenset(
-            p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name != "scope"
+            p.name
+            for p in params
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in ("scope", "outputs")
         )
         variadic = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
-        versions[since] = KernelInfo(fn, domain, op_type, since, keywords, variadic, scope)
+        versions[since] = KernelInfo(fn, domain, op_type, since, keywords, variadic, scope, outputs)
         return fn
 
     return register

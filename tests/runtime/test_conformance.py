@@ -10,14 +10,16 @@ import warnings
 
 import onnx.backend.test
 
-from tests.runtime.conformance_xfail import XFAIL
+from tests.runtime.conformance_xfail import SKIP, XFAIL
 from tests.runtime.onnx_backend import EdgerunBackend
 
 warnings.filterwarnings("ignore", category=RuntimeWarning)
 
 _runner = onnx.backend.test.BackendTest(EdgerunBackend, __name__)
 for _name in XFAIL:
-    _runner.xfail(f"^{_name}(_cpu)?$")
+    _runner.xfail(f"^{_name}_cpu$")
+for _name in SKIP:
+    _runner.exclude(f"^{_name}_cpu$")
 
 # Only the node suite: the 'real' model cases download weights, which nothing here may do.
 OnnxBackendNodeModelTest = _runner.test_cases["OnnxBackendNodeModelTest"]

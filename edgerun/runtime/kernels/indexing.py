@@ -20,6 +20,21 @@ def _wrapped(indices, dims):
     return np.where(idx < 0, idx + dims, idx)
 
 
+def _check_along(indices, data, axis: int) -> None:
+    if indices.ndim != data.ndim or any(
+        i > d for a, (i, d) in enumerate(zip(indices.shape, data.shape, strict=True)) if a != axis
+    ):
+        raise ValueError(f"indices {indices.shape} do not fit data {data.shape} off axis {axis}")
+
+
+def _along(idx, axis: int) -> tuple:
+    """Advanced index placing ``idx`` on ``axis``; other axes index themselves (indices may
+    be smaller than the data there, which take/put_along_axis would reject)."""
+    grid = list(np.indices(idx.shape, sparse=True))
+    grid[axis] = idx
+    return tuple(grid)
+
+
 def _scalar(value) -> int:
     return int(np.asarray(value).reshape(-1)[0])
 
@@ -36,9 +51,8 @@ def gather_1(data, indices, *, axis=0):
 @kernel("GatherElements", since=11)
 def gather_elements_11(data, indices, *, axis=0):
     axis = _axis(axis, data.ndim)
-    if indices.ndim != data.ndim:
-        raise ValueError("GatherElements: indices and data differ in rank")
-    return np.take_along_axis(data, _wrapped(indices, data.shape[axis]), axis=axis)
+    _check_along(indices, data, axis)
+    return data[_along(_wrapped(indices, data.shape[axis]), axis)]
 
 
 def _nd_index(data_shape, indices, batch_dims: int):
@@ -74,18 +88,17 @@ def gather_nd_12(data, indices, *, batch_dims=0):
 
 def _scatter_elements(data, indices, updates, axis: int, reduction: str):
     axis = _axis(axis, data.ndim)
-    if indices.shape != updates.shape or indices.ndim != data.ndim:
+    _check_along(indices, data, axis)
+    if indices.shape != updates.shape:
         raise ValueError("ScatterElements: indices and updates must match in shape")
-    idx = _wrapped(indices, data.shape[axis])
+    index = _along(_wrapped(indices, data.shape[axis]), axis)
     out = data.copy()
     if reduction == "none":
-        np.put_along_axis(out, idx, updates, axis=axis)
-        return out
-    if reduction not in _REDUCE:
+        out[index] = updates
+    elif reduction in _REDUCE:
+        _REDUCE[reduction].at(out, index, updates)
+    else:
         raise ValueError(f"unknown reduction {reduction!r}")
-    grid = list(np.indices(idx.shape, sparse=True))
-    grid[axis] = idx
-    _REDUCE[reduction].at(out, tuple(grid), updates)
     return out
 
 
@@ -205,19 +218,35 @@ def unique_11(X, *, axis=None, sorted=1):
     return (y, *as64)
 
 
+def _order(x, largest: int):
+    """Argsort along the last axis, best first, ties toward the lower index."""
+    if not largest:
+        return np.argsort(x, axis=-1, kind="stable")
+    # stable sort of the reversed axis, read backwards: descending, ties to lower index
+    return x.shape[-1] - 1 - np.argsort(x[..., ::-1], axis=-1, kind="stable")[..., ::-1]
+
+
 def _top_k(X, k, axis: int, largest: int):
     axis = _axis(axis, X.ndim)
     n = X.shape[axis]
     if not 0 <= k <= n:
         raise ValueError(f"TopK: k={k} is outside [0, {n}]")
-    if largest:
-        # stable sort of the reversed axis, read backwards: descending, ties to lower index
-        order = np.flip(np.argsort(np.flip(X, axis), axis=axis, kind="stable"), axis)
-        order = n - 1 - order
+    x = np.moveaxis(X, axis, -1)
+    if 0 < k <= n // 8 and X.dtype.kind in "iuf" and not np.isnan(x).any():
+        # Partial path: keep every value at least as good as the k-th best (ties included),
+        # gathered in index order, and sort only those.
+        kth = np.partition(x, n - k if largest else k - 1, axis=-1)
+        kth = kth[..., n - k : n - k + 1] if largest else kth[..., k - 1 : k]
+        good = x >= kth if largest else x <= kth
+        keep = int(good.sum(axis=-1).max())
+        candidates = np.argsort(~good, axis=-1, kind="stable")[..., :keep]
+        best = _order(np.take_along_axis(x, candidates, axis=-1), largest)[..., :k]
+        order = np.take_along_axis(candidates, best, axis=-1)
     else:
-        order = np.argsort(X, axis=axis, kind="stable")
-    order = np.take(order, np.arange(k), axis=axis).astype(np.int64, copy=False)
-    return np.take_along_axis(X, order, axis=axis), order
+        order = _order(x, largest)[..., :k]
+    order = order.astype(np.int64, copy=False)
+    values = np.take_along_axis(x, order, axis=-1)
+    return np.moveaxis(values, -1, axis), np.moveaxis(order, -1, axis)
 
 
 @kernel("TopK", since=1)

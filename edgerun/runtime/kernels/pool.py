@@ -103,14 +103,15 @@ def max_pool_1(X, *, auto_pad="NOTSET", kernel_shape=None, pads=None, strides=No
     return _max_pool(X, kernel_shape, strides, None, pads, auto_pad, 0, 0, False)
 
 
-@kernel("MaxPool", since=8)
+@kernel("MaxPool", since=8, outputs=True)
 def max_pool_8(
-    X, *, auto_pad="NOTSET", kernel_shape=None, pads=None, storage_order=0, strides=None
+    X, *, auto_pad="NOTSET", kernel_shape=None, pads=None, storage_order=0, strides=None, outputs=()
 ):
-    return _max_pool(X, kernel_shape, strides, None, pads, auto_pad, 0, storage_order, True)
+    indices = _wanted(outputs, 1)
+    return _max_pool(X, kernel_shape, strides, None, pads, auto_pad, 0, storage_order, indices)
 
 
-@kernel("MaxPool", since=10)
+@kernel("MaxPool", since=10, outputs=True)
 def max_pool_10(
     X,
     *,
@@ -121,10 +122,16 @@ def max_pool_10(
     pads=None,
     storage_order=0,
     strides=None,
+    outputs=(),
 ):
+    indices = _wanted(outputs, 1)
     return _max_pool(
-        X, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode, storage_order, True
+        X, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode, storage_order, indices
     )
+
+
+def _wanted(outputs, i):
+    return len(outputs) > i and outputs[i]
 
 
 def _window_count(in_sp, kernel_shape, strides, dilations, begin, end, out, include_pad):

@@ -157,44 +157,44 @@ def _split(input, axis: int, sizes: list[int]):
     return tuple(np.split(input, list(itertools.accumulate(sizes))[:-1], axis=axis))
 
 
-def _equal_parts(input, axis: int, parts):
-    # The number of outputs is the node's, which the plan passes as n_outputs.
-    if not parts:
+def _equal_parts(input, axis: int, outputs):
+    if not outputs:
         raise ValueError("Split without split sizes needs the node's output count")
+    parts = len(outputs)
     dim = input.shape[_axis(axis, input.ndim)]
     if dim % parts:
         raise ValueError(f"dimension {dim} does not split into {parts} equal parts")
     return [dim // parts] * parts
 
 
-@kernel("Split", since=1)
-def split_1(input, split_input=None, *, axis=0, split=None, n_outputs=None):
+@kernel("Split", since=1, outputs=True)
+def split_1(input, split_input=None, *, axis=0, split=None, outputs=None):
     sizes = split if split is not None else split_input
     if sizes is None:
-        sizes = _equal_parts(input, axis, n_outputs)
+        sizes = _equal_parts(input, axis, outputs)
     return _split(input, axis, _ints(sizes))
 
 
-@kernel("Split", since=2)
-def split_2(input, *, axis=0, split=None, n_outputs=None):
-    sizes = _ints(split) if split is not None else _equal_parts(input, axis, n_outputs)
+@kernel("Split", since=2, outputs=True)
+def split_2(input, *, axis=0, split=None, outputs=None):
+    sizes = _ints(split) if split is not None else _equal_parts(input, axis, outputs)
     return _split(input, axis, sizes)
 
 
-@kernel("Split", since=13)
-def split_13(input, split=None, *, axis=0, n_outputs=None):
-    sizes = _ints(split) if split is not None else _equal_parts(input, axis, n_outputs)
+@kernel("Split", since=13, outputs=True)
+def split_13(input, split=None, *, axis=0, outputs=None):
+    sizes = _ints(split) if split is not None else _equal_parts(input, axis, outputs)
     return _split(input, axis, sizes)
 
 
-@kernel("Split", since=18)
-def split_18(input, split=None, *, axis=0, num_outputs=None, n_outputs=None):
+@kernel("Split", since=18, outputs=True)
+def split_18(input, split=None, *, axis=0, num_outputs=None, outputs=None):
     if split is not None and num_outputs is not None:
         raise ValueError("Split takes either the split input or num_outputs, not both")
     if split is not None:
         return _split(input, axis, _ints(split))
     if num_outputs is None:
-        return _split(input, axis, _equal_parts(input, axis, n_outputs))
+        return _split(input, axis, _equal_parts(input, axis, outputs))
     if num_outputs < 1:
         raise ValueError(f"num_outputs must be positive, got {num_outputs}")
     dim = input.shape[_axis(axis, input.ndim)]
@@ -315,32 +315,33 @@ def constant_of_shape_9(input, *, value=None):
     return np.full(dims, value.reshape(-1)[0], dtype=value.dtype)
 
 
-def _range(start, limit, delta, dtype):
+def _range(start, limit, delta, stash):
     start, limit, delta = (np.asarray(v).reshape(()).item() for v in (start, limit, delta))
     if delta == 0:
         raise ValueError("Range: delta is 0")
     count = max(math.ceil((limit - start) / delta), 0)
     if isinstance(start, int):
-        return np.arange(start, start + count * delta, delta, dtype=dtype)[:count]
-    return (start + np.arange(count, dtype=dtype) * dtype.type(delta)).astype(dtype)
+        return start + np.arange(count, dtype=np.int64) * delta
+    # start + i * delta as the spec writes it, not a running sum
+    return np.asarray(start, stash) + np.arange(count, dtype=stash) * np.asarray(delta, stash)
 
 
 @kernel("Range", since=11)
 def range_11(start, limit, delta):
-    return _range(start, limit, delta, start.dtype).astype(start.dtype, copy=False)
+    return _range(start, limit, delta, np.float64).astype(start.dtype)
 
 
 @kernel("Range", since=27)
 def range_27(start, limit, delta, *, stash_type=1):
     low_precision = start.dtype.itemsize == 2 and start.dtype.kind not in "iu"
-    stash = runtime_dtype(stash_type) if low_precision else start.dtype
-    return _range(start, limit, delta, stash).astype(start.dtype, copy=False)
+    stash = runtime_dtype(stash_type) if low_precision else np.float64
+    return _range(start, limit, delta, stash).astype(start.dtype)
 
 
 # -- padding and cropping ---------------------------------------------------------------
 
 
-def _pad(data, pads, mode: str, value, axes=None):
+def _pad(data, pads, mode, value, axes=None):
     pads = _ints(pads)
     axes = list(range(data.ndim)) if axes is None else _axes(axes, data.ndim)
     if len(pads) != 2 * len(axes):
@@ -351,7 +352,9 @@ def _pad(data, pads, mode: str, value, axes=None):
     for i, axis in enumerate(axes):
         begin[axis], end[axis] = pads[i], pads[i + len(axes)]
     # negative pads crop first; np.pad then adds the positive ones
-    crop = tuple(slice(-min(b, 0), d + min(e, 0)) for b, e, d in zip(begin, end, data.shape))
+    crop = tuple(
+        slice(-min(b, 0), d + min(e, 0)) for b, e, d in zip(begin, end, data.shape, strict=True)
+    )
     widths = [(max(b, 0), max(e, 0)) for b, e in zip(begin, end, strict=True)]
     cropped = data[crop]
     if mode == "constant":
