@@ -252,3 +252,20 @@ def test_run_refuses_bad_arguments_with_status_2(
         text=True,
     )
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_outputs_are_writable_even_when_they_are_constants(tmp_path: Path) -> None:
+    weight = onnx.numpy_helper.from_array(np.arange(2, dtype=np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["w"], ["y"]), helper.make_node("Relu", ["x"], ["z"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2]) for n in ("y", "z")],
+        [weight],
+    )
+    path = tmp_path / "m.onnx"
+    path.write_bytes(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    )
+    out = edgerun.load(path, backend="numpy").run({"x": np.zeros(2, np.float32)})
+    assert out["y"].flags.writeable and out["z"].flags.writeable

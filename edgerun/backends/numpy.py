@@ -28,7 +28,15 @@ class NumpySession:
 
     def run(self, feeds: Mapping[str, np.ndarray], hook: StepHook | None = None) -> dict[str, Any]:
         results = self.plan.run(feeds, hook=hook)
-        return dict(zip(self.plan.output_names, results, strict=True))
+        return {name: _owned(r) for name, r in zip(self.plan.output_names, results, strict=True)}
+
+
+def _owned(value: Any) -> Any:
+    """Outputs the caller may write to, as onnxruntime's are: never a read-only view of the
+    model's mapped weights or of a broadcast."""
+    if isinstance(value, np.ndarray) and not value.flags.writeable:
+        return value.copy()
+    return value
 
 
 def set_blas_threads(threads: int) -> bool:
