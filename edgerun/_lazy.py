@@ -20,7 +20,6 @@ EXTRAS: dict[str, str] = {
     "tflite_runtime": "tflite",
     "torch": "torch",
     "tensorflow": "tensorflow",
-    "threadpoolctl": "dev",
 }
 
 
