@@ -169,7 +169,7 @@ def targets(rows: list[dict]) -> list[str]:
         er, ort = by_key.get((model, "edgerun", 1)), by_key.get((model, "onnxruntime", 1))
         ref = by_key.get((model, "reference", 1))
         if not (er and ort and er.get("status") == ort.get("status") == "ok"):
-            lines.append(f"| {model} | edgerun did not run | | | |")
+            lines.append(f"| {model} | needs edgerun and onnxruntime at 1 thread | | | |")
             continue
         vs_ref = (
             f"{ref['median_s'] / er['median_s']:.1f}" if ref and ref.get("status") == "ok" else ""
@@ -189,7 +189,8 @@ def failures(rows: list[dict]) -> list[str]:
         if row.get("status") != "ok":
             reason = (row.get("reason") or "unknown").strip()
             lines.append(
-                f"- {row['model']} / {row['contestant']} / {row['threads']} thread(s), "
-                f"at {row.get('stage', '?')}: `{reason[:600]}`"
+                f"- {row['model']} / {row['contestant']} / {row['threads']} thread(s)"
+                + (f", at {row['stage']}" if row.get("stage") else "")
+                + f": `{reason[:600]}`"
             )
     return lines or ["- none"]
