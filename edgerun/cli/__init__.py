@@ -33,9 +33,9 @@ def _root(
 
 
 def _register() -> None:
-    from edgerun.cli import devices, doctor, inspect, run
+    from edgerun.cli import devices, doctor, inspect, profile, run
 
-    for module in (run, devices, inspect, doctor):
+    for module in (run, profile, devices, inspect, doctor):
         module.register(app)
 
 

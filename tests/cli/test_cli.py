@@ -24,7 +24,7 @@ def edgerun(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_verbs_of_the_design_are_there() -> None:
-    assert {"devices", "inspect", "doctor"} <= set(COMMANDS)
+    assert {"run", "profile", "devices", "inspect", "doctor"} <= set(COMMANDS)
 
 
 @pytest.mark.parametrize("command", ["", *COMMANDS])

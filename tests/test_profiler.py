@@ -1,0 +1,176 @@
+"""The profiler on the tiny CNN: a report that adds up, and files other tools can read.
+
+No test asserts on wall time: only on structure, order and memory accounting.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import edgerun
+from edgerun.errors import InputError
+from edgerun.profiler import (
+    SCHEMA_VERSION,
+    LiveBytes,
+    ProfileReport,
+    Sensors,
+    profile,
+    throttling,
+)
+
+
+@pytest.fixture(scope="module")
+def report(tiny_cnn_path: Path) -> ProfileReport:
+    return profile(tiny_cnn_path, runs=5, warmup=1, device="rpi-zero-2w")
+
+
+def test_the_per_op_table_covers_every_plan_step(
+    report: ProfileReport, tiny_cnn_path: Path
+) -> None:
+    steps = edgerun.load(tiny_cnn_path, backend="numpy")._impl.plan.steps
+    assert [op.name for op in report.ops] == [s.node.name for s in steps]
+    assert [op.op_type for op in report.ops] == [s.node.op_type for s in steps]
+    assert all(op.calls == report.latency.runs for op in report.ops)
+    assert sum(op.share for op in report.ops) == pytest.approx(1.0)
+    assert sum(t.share for t in report.op_types) == pytest.approx(1.0)
+    assert sum(t.nodes for t in report.op_types) == len(report.ops)
+    assert 0 < report.op_coverage <= 1
+
+
+def test_output_bytes_are_the_step_results(report: ProfileReport) -> None:
+    by_name = {op.name: op.output_bytes for op in report.ops}
+    assert by_name["conv1"] == 1 * 16 * 32 * 32 * 4
+    assert by_name["softmax"] == 10 * 4
+
+
+def test_latency_percentiles_are_ordered(report: ProfileReport) -> None:
+    lat = report.latency
+    assert lat.runs == 5 == len(report.runs_ms)
+    assert 0 < lat.min_ms <= lat.p50_ms <= lat.p90_ms <= lat.p99_ms <= lat.max_ms
+    assert lat.min_ms <= lat.mean_ms <= lat.max_ms
+    assert lat.throughput_per_s > 0 and lat.items_per_s == lat.throughput_per_s
+    assert report.load_ms > 0 and report.first_inference_ms > 0
+
+
+def test_memory(report: ProfileReport) -> None:
+    mem = report.memory
+    assert mem.peak_live_bytes is not None and mem.peak_live_bytes > 0
+    # conv1's and bn1's outputs (1x16x32x32 float32 each) are alive together
+    assert mem.peak_live_bytes >= 2 * 16 * 32 * 32 * 4
+    assert mem.peak_rss >= mem.rss_before_load > 0
+    assert mem.weights_bytes == mem.weights_mapped_bytes > 0  # all views over the mmap
+    if mem.weights_resident_after_runs is not None:  # Linux
+        assert mem.weights_resident_after_runs >= mem.weights_mapped_bytes
+
+
+def test_a_tiny_model_fits_a_pi_zero(report: ProfileReport) -> None:
+    fit = report.device_fit
+    assert fit is not None and fit.device == "rpi-zero-2w"
+    assert fit.fits and fit.margin_bytes == fit.ram_bytes - fit.peak_rss > 0
+    assert 0 < fit.share < 1
+
+
+def test_json_is_one_versioned_document(report: ProfileReport) -> None:
+    data = json.loads(json.dumps(report.to_json()))
+    assert data["schema_version"] == SCHEMA_VERSION
+    expected = {"model", "backend", "inputs", "batch", "load_ms", "first_inference_ms",
+                "latency", "runs_ms", "ops", "op_types", "op_coverage", "memory",
+                "environment", "device_fit"}  # fmt: skip
+    assert expected <= set(data)
+    assert "spans" not in data and "phases" not in data
+    assert set(data["environment"]["before"]) == {
+        "cpu_mhz", "temperatures_c", "pi_throttled", "throttle_count"
+    }  # fmt: skip
+
+
+def test_csv_has_a_header_and_one_row_per_op(report: ProfileReport, tmp_path: Path) -> None:
+    path = tmp_path / "ops.csv"
+    report.write_csv(path)
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["name"] for r in rows] == [op.name for op in report.ops]
+    assert {"op_type", "calls", "total_ms", "share", "output_bytes"} <= set(rows[0])
+
+
+def test_trace_is_chrome_json_with_ops_inside_their_runs(
+    report: ProfileReport, tmp_path: Path
+) -> None:
+    path = tmp_path / "trace.json"
+    report.write_chrome_trace(path)
+    events = json.loads(path.read_text())["traceEvents"]
+    complete = [e for e in events if e["ph"] == "X"]
+    assert all({"name", "ts", "dur", "pid", "tid"} <= set(e) for e in complete)
+    runs = {e["args"]["run"]: e for e in complete if e["cat"] == "run"}
+    ops = [e for e in complete if e["cat"] not in ("run", "phase")]
+    assert len(runs) == report.latency.runs
+    assert len(ops) == report.latency.runs * len(report.ops)
+    for op in ops:
+        run = runs[op["args"]["run"]]
+        assert run["ts"] <= op["ts"] and op["ts"] + op["dur"] <= run["ts"] + run["dur"]
+
+
+def test_duration_replaces_runs(tiny_cnn_path: Path) -> None:
+    short = profile(tiny_cnn_path, runs=1000, warmup=0, duration=0.05)
+    assert short.latency.runs >= 1 and len(short.runs_ms) == short.latency.runs
+
+
+def test_batch_and_shapes_set_the_inputs(tiny_cnn_path: Path) -> None:
+    batched = profile(tiny_cnn_path, runs=2, warmup=0, batch=3)
+    assert batched.inputs["image"]["shape"] == [3, 3, 32, 32] and batched.batch == 3
+    assert batched.latency.items_per_s == pytest.approx(3 * batched.latency.throughput_per_s)
+    shaped = profile(tiny_cnn_path, runs=1, warmup=0, shapes={"image": (2, 3, 32, 32)})
+    assert shaped.batch == 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"runs": 0}, "runs must be at least 1"),
+        ({"warmup": -1}, "warmup"),
+        ({"duration": 0}, "duration"),
+        ({"shapes": {"nope": (1,)}}, "unknown input"),
+    ],
+)
+def test_bad_arguments_are_user_errors(tiny_cnn_path: Path, kwargs: dict, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        profile(tiny_cnn_path, **kwargs)
+
+
+class _Step:
+    """Just what LiveBytes reads from a plan step."""
+
+    def __init__(self, name: str, outputs: tuple[str, ...], free_after: tuple[str, ...]) -> None:
+        self.node = type("Node", (), {"name": name, "op_type": "Op"})()
+        self.outputs = outputs
+        self.free_after = free_after
+
+
+def test_live_bytes_count_a_view_once_and_drop_dead_values() -> None:
+    a_step, b_step = _Step("a", ("a",), ("x",)), _Step("b", ("b",), ("a",))
+    plan = type("Plan", (), {"steps": [a_step, b_step], "constants": {"w": np.ones(1000)}})()
+    x = np.zeros(100, np.float32)
+    live = LiveBytes(plan, {"x": x})  # type: ignore[arg-type]
+    assert live.peak == 400
+    a = np.zeros(200, np.float32)
+    live.observe(a_step, (a,))  # type: ignore[arg-type]
+    assert live.peak == 1200 and live.peak_at == "a"
+    live.observe(b_step, (a.reshape(10, 20),))  # type: ignore[arg-type]  # a view of a
+    assert live.peak == 1200 and live.output_bytes == [800, 800]
+    assert live._total() == 800  # x died after a, a after b; b shares a's buffer
+
+
+def test_pi_throttle_flags() -> None:
+    def pi(flags: int | None, count: int | None = None) -> Sensors:
+        return Sensors([], {}, flags, count)
+
+    assert throttling(pi(None), pi(None)) == (None, "no throttling source on this machine")
+    assert throttling(pi(0x0), pi(0x0)) == (False, "none")
+    assert throttling(pi(0x0), pi(0x40000)) == (True, "throttled during the runs")
+    assert throttling(pi(0x40000), pi(0x40000)) == (False, "none")  # before the runs
+    assert throttling(pi(0x0), pi(0x50005))[1] == "under-voltage now; throttled now"
+    assert throttling(pi(None, 3), pi(None, 5)) == (True, "2 thermal throttle events")
