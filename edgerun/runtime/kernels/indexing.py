@@ -12,12 +12,13 @@ def _axis(axis: int, rank: int) -> int:
 
 
 def _wrapped(indices, dims):
-    """Indices as int64 with negatives wrapped; ``dims`` broadcasts against them."""
+    """Indices with negatives wrapped, in numpy's own index type (``np.take`` on 32-bit ARM
+    refuses int64); ``dims`` broadcasts against them."""
     idx = np.asarray(indices).astype(np.int64, copy=False)
     dims = np.asarray(dims, dtype=np.int64)
     if idx.size and ((idx < -dims).any() or (idx >= dims).any()):
         raise ValueError(f"indices out of range for dimension(s) {dims.tolist()}")
-    return np.where(idx < 0, idx + dims, idx)
+    return np.where(idx < 0, idx + dims, idx).astype(np.intp, copy=False)
 
 
 def _check_along(indices, data, axis: int) -> None:

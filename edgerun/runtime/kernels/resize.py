@@ -90,7 +90,7 @@ def _axis_taps(
     """(indices (out, n), weights (out, n) or None, extrapolated (out,) or None) of one axis."""
     x, outside = _source_coords(ctm, out_len, in_len, scale, roi)
     if mode == "nearest":
-        idx = _nearest_index(x, nearest_mode, scale < 1).astype(np.int64)
+        idx = _nearest_index(x, nearest_mode, scale < 1).astype(np.intp)
         return np.clip(idx, 0, in_len - 1)[:, None], None, outside
     floor = np.floor(x)
     ratio = np.where(x == floor, 1.0, x - floor)  # an exact hit takes the left-hand window
@@ -104,7 +104,7 @@ def _axis_taps(
         offset = np.where(frac == 0, -(n // 2), -(n // 2) + 1)
     else:
         offset = np.where(frac <= 0.5, -((n - 1) // 2), -((n - 1) // 2) + 1)
-    idx = (p.astype(np.int64) + offset)[:, None] + np.arange(n) - pad
+    idx = ((p.astype(np.intp) + offset)[:, None] + np.arange(n) - pad).astype(np.intp)
     if exclude_outside:
         coeffs = np.where((idx < 0) | (idx >= in_len), 0.0, coeffs)
         total = coeffs.sum(axis=1, keepdims=True)
@@ -438,7 +438,7 @@ def _grid_sample(X, grid, mode, padding_mode, align_corners):
                 w = w * ((tap >= 0) & (tap < size))
             elif padding_mode == "reflection":
                 tap = np.trunc(_reflect(tap, lo, hi))
-            fetched.append((np.clip(tap, 0, size - 1).astype(np.int64), w.astype(dt, copy=False)))
+            fetched.append((np.clip(tap, 0, size - 1).astype(np.intp), w.astype(dt, copy=False)))
         axes_taps.append(fetched)
     flat = X.astype(dt, copy=False).reshape(n, c, -1)
     strides = [math.prod(spatial[d + 1 :]) for d in range(len(spatial))]
