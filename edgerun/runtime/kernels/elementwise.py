@@ -377,6 +377,16 @@ def mean_1(*inputs, consumed_inputs=None):
 
 
 def _clip(x, low, high):
+    if x.dtype.kind in "fiu":
+        # one np.clip with scalars of x's type: numpy's SIMD loop, one output buffer
+        info = np.finfo(x.dtype) if x.dtype.kind == "f" else np.iinfo(x.dtype)
+        low = info.min if low is None else np.asarray(low).item()
+        high = info.max if high is None else np.asarray(high).item()
+        if x.dtype.kind == "f":
+            low = -np.inf if low == info.min else low
+            high = np.inf if high == info.max else high
+        # where min > max every value becomes max, as the spec says (np.clip does so too)
+        return np.clip(x, x.dtype.type(low), x.dtype.type(high))
     # max then min: where min > max every value becomes max, as the spec says
     if low is not None:
         x = np.maximum(x, np.asarray(low, dtype=x.dtype))

@@ -33,11 +33,22 @@ def _gemm(A, B, C, alpha, beta, transA, transB):
     a = A.astype(dt, copy=False)
     b = B.astype(dt, copy=False)
     y = np.matmul(a.T if transA else a, b.T if transB else b)
+    if dt.kind in "iu":
+        if alpha != 1.0:
+            y = y * alpha
+        if C is not None and beta != 0.0:
+            y = y + (C * beta if beta != 1.0 else C)
+        return np.asarray(y).astype(A.dtype, copy=False)
+    # y is a fresh array from matmul: scale it and add the bias in place
     if alpha != 1.0:
-        y = y * alpha if dt.kind in "iu" else y * dt.type(alpha)
+        y *= dt.type(alpha)
     if C is not None and beta != 0.0:
         c = C.astype(dt, copy=False)
-        y = y + (c * beta if dt.kind in "iu" else c * dt.type(beta)) if beta != 1.0 else y + c
+        c = c * dt.type(beta) if beta != 1.0 else c
+        if np.broadcast_shapes(y.shape, c.shape) == y.shape:
+            y += c
+        else:
+            y = y + c
     return np.asarray(y).astype(A.dtype, copy=False)
 
 

@@ -89,10 +89,14 @@ def batch_normalization_14(
 def _standardize(x, axes, epsilon):
     """(x - mean) / sqrt(var + eps) over ``axes``, with the mean and 1/std it used."""
     mean = x.mean(axis=axes, keepdims=True)
-    diff = x - mean
-    var = np.mean(diff * diff, axis=axes, keepdims=True)
-    inv_std = 1 / np.sqrt(var + x.dtype.type(epsilon))
-    return diff * inv_std, mean, inv_std
+    diff = np.subtract(x, mean)
+    square = np.square(diff)
+    var = square.mean(axis=axes, keepdims=True)
+    var += x.dtype.type(epsilon)
+    inv_std = np.sqrt(var, out=var)
+    np.divide(x.dtype.type(1), inv_std, out=inv_std)
+    diff *= inv_std
+    return diff, mean, inv_std
 
 
 def _instance_norm(X, scale, B, epsilon):
@@ -118,10 +122,11 @@ def layer_normalization_17(X, Scale, B=None, *, axis=-1, epsilon=1e-5, stash_typ
     dt = _stash_dtype(stash_type, X.dtype)
     axis = axis + X.ndim if axis < 0 else axis
     y, mean, inv_std = _standardize(X.astype(dt, copy=False), tuple(range(axis, X.ndim)), epsilon)
-    y = y.astype(X.dtype, copy=False) * Scale
+    y = y.astype(X.dtype, copy=False)
+    y *= Scale
     if B is not None:
-        y = y + B
-    return y.astype(X.dtype, copy=False), mean, inv_std
+        y += B
+    return y, mean, inv_std
 
 
 def _group_norm(X, scale, bias, epsilon, num_groups, dt):
