@@ -6,7 +6,6 @@ import itertools
 import math
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from edgerun.runtime.registry import kernel
 
@@ -53,30 +52,64 @@ def _compute_dtype(dtype):
 def _pad(x, begin, end, value=0):
     if not any(begin) and not any(end):
         return x
-    width = [(0, 0), (0, 0), *zip(begin, end, strict=True)]
     if min(min(begin), min(end)) < 0:  # negative pads crop
         crop = tuple(
             slice(None) if i < 2 else slice(max(0, -begin[i - 2]), x.shape[i] - max(0, -end[i - 2]))
             for i in range(x.ndim)
         )
         x = x[crop]
-        width = [(max(0, a), max(0, b)) for a, b in width]
-    return np.pad(x, width, constant_values=value)
+        begin, end = [max(0, v) for v in begin], [max(0, v) for v in end]
+    shape = (*x.shape[:2], *(s + b + e for s, b, e in zip(x.shape[2:], begin, end, strict=True)))
+    xp = np.full(shape, value, dtype=x.dtype)
+    xp[
+        (
+            slice(None),
+            slice(None),
+            *(slice(b, b + s) for b, s in zip(begin, x.shape[2:], strict=True)),
+        )
+    ] = x
+    return xp
 
 
-def _windows(xp, kernel_shape, strides, dilations, out_shape):
-    """(N, C, *out, *kernel) view of the padded input's sliding windows."""
-    n = len(kernel_shape)
-    extent = [(k - 1) * d + 1 for k, d in zip(kernel_shape, dilations, strict=True)]
-    axes = tuple(range(2, 2 + n))
-    view = sliding_window_view(xp, extent, axis=axes)
-    index = (
-        slice(None),
-        slice(None),
-        *(slice(0, (o - 1) * s + 1, s) for o, s in zip(out_shape, strides, strict=True)),
-        *(slice(None, None, d) for d in dilations),
-    )
-    return view[index]
+def _tap_slices(kernel_shape, strides, dilations, out_shape):
+    """Each kernel tap's strided slice (over the spatial axes) of the padded input."""
+    for tap in itertools.product(*(range(k) for k in kernel_shape)):
+        yield tuple(
+            slice(i * d, i * d + (o - 1) * s + 1, s)
+            for i, d, o, s in zip(tap, dilations, out_shape, strides, strict=True)
+        )
+
+
+def _valid_taps(in_shape, kernel_shape, strides, dilations, begin, out_shape):
+    """(tap index, output slices, input slices) of each tap over the unpadded input.
+
+    Output position o of tap i reads input o*s + i*d - begin; only the outputs whose read
+    falls inside the input are listed, so padding never has to be materialised.
+    """
+    taps = itertools.product(*(range(k) for k in kernel_shape))
+    for t, tap in enumerate(taps):
+        outs, ins = [], []
+        for i, n, s, d, b, o in zip(
+            tap, in_shape, strides, dilations, begin, out_shape, strict=True
+        ):
+            lo = max(0, -((i * d - b) // s))
+            hi = min(o, (n - 1 - i * d + b) // s + 1)
+            if lo >= hi:
+                break
+            start = lo * s + i * d - b
+            outs.append(slice(lo, hi))
+            ins.append(slice(start, start + (hi - lo - 1) * s + 1, s))
+        else:
+            yield t, tuple(outs), tuple(ins)
+
+
+def _channels_last(x):
+    """x (N, C, *S) as an (N, *S, C) view: contiguous when x is channels-last in memory."""
+    return x.transpose(0, *range(2, x.ndim), 1)
+
+
+def _channels_first(y):
+    return y.transpose(0, y.ndim - 1, *range(1, y.ndim - 1))
 
 
 def _conv(x, w, b, auto_pad, dilations, group, kernel_shape, pads, strides):
@@ -92,37 +125,86 @@ def _conv(x, w, b, auto_pad, dilations, group, kernel_shape, pads, strides):
     m = w.shape[0]
     if c != w.shape[1] * group or m % group:
         raise ValueError(f"X {x.shape} and W {w.shape} do not match group={group}")
+    b = None if b is None else b.astype(x.dtype, copy=False)
+    no_pads = not any(begin) and not any(end)
+    if group == 1 and no_pads and all(v == 1 for v in (*kernel_shape, *strides)):
+        return _pointwise(x, w, b)
+    depthwise = group == c == m and group > 1
+    if depthwise and min(begin + end) >= 0 and (c >= 64 or _channels_last(x).flags.c_contiguous):
+        return _depthwise_cl(x, w, b, kernel_shape, strides, dilations, begin, out_shape)
     xp = _pad(x, begin, end)
     if group == c and w.shape[1] == 1 and group > 1:
         y = _depthwise(xp, w, kernel_shape, strides, dilations, out_shape)
     else:
         y = _im2col_matmul(xp, w, group, kernel_shape, strides, dilations, out_shape)
     if b is not None:
-        y += b.astype(y.dtype, copy=False).reshape((m,) + (1,) * n_sp)
+        y += b.reshape((m,) + (1,) * n_sp)
     return y
+
+
+def _pointwise(x, w, b):
+    # a 1x1 convolution is one matmul over the channels, in whichever layout x is stored
+    n, c = x.shape[:2]
+    m = w.shape[0]
+    w2 = w.reshape(m, c)
+    xl = _channels_last(x)
+    if xl.flags.c_contiguous and not x.flags.c_contiguous:
+        y = np.matmul(xl.reshape(-1, c), w2.T)
+        if b is not None:
+            y += b
+        return _channels_first(y.reshape(*xl.shape[:-1], m))
+    y = np.matmul(w2, x.reshape(n, c, -1))
+    if b is not None:
+        y += b.reshape(m, 1)
+    return y.reshape(n, m, *x.shape[2:])
 
 
 def _im2col_matmul(xp, w, group, kernel_shape, strides, dilations, out_shape):
     n, c = xp.shape[:2]
     m = w.shape[0]
-    n_sp = len(kernel_shape)
     cg, mg = c // group, m // group
     k = math.prod(kernel_shape)
     o = math.prod(out_shape)
-    pointwise = all(v == 1 for v in (*kernel_shape, *strides)) and list(xp.shape[2:]) == list(
-        out_shape
-    )
-    if pointwise:
-        cols = xp.reshape(n, group, cg, o)
+    # rows ordered (channel, tap) as W is laid out: each tap fills one strided slice
+    cols = np.empty((n, c, k, *out_shape), dtype=xp.dtype)
+    for t, sl in enumerate(_tap_slices(kernel_shape, strides, dilations, out_shape)):
+        cols[:, :, t] = xp[(slice(None), slice(None), *sl)]
+    y = np.empty((n, m, *out_shape), dtype=xp.dtype)
+    if group == 1 and n == 1:
+        np.matmul(w.reshape(m, c * k), cols.reshape(c * k, o), out=y.reshape(m, o))
     else:
-        win = _windows(xp, kernel_shape, strides, dilations, out_shape)
-        win = win.reshape(n, group, cg, *out_shape, *kernel_shape)
-        # (N, G, Cg, *out, *k) -> (N, G, Cg, *k, *out): the one im2col copy
-        order = (0, 1, 2, *range(3 + n_sp, 3 + 2 * n_sp), *range(3, 3 + n_sp))
-        cols = win.transpose(order).reshape(n, group, cg * k, o)
-    wg = w.reshape(group, mg, cg * k)
-    y = np.matmul(wg, cols)  # (N, G, Mg, O): one BLAS call per (image, group)
-    return y.reshape(n, m, *out_shape)
+        wg = w.reshape(group, mg, cg * k)
+        np.matmul(wg, cols.reshape(n, group, cg * k, o), out=y.reshape(n, group, mg, o))
+    return y
+
+
+def _depthwise_cl(x, w, b, kernel_shape, strides, dilations, begin, out_shape):
+    # channels-last: every tap is a multiply-add over contiguous channel vectors, and taps
+    # that would read padding are clipped to the outputs that read the input
+    n, c = x.shape[:2]
+    xl = np.ascontiguousarray(_channels_last(x))
+    wl = np.ascontiguousarray(w.reshape(c, -1).T)
+    y = np.empty((n, *out_shape, c), dtype=x.dtype)
+    tmp = np.empty_like(y)
+    taps = list(_valid_taps(x.shape[2:], kernel_shape, strides, dilations, begin, out_shape))
+    full = [
+        i
+        for i, (_, outs, _) in enumerate(taps)
+        if all(s.stop - s.start == o for s, o in zip(outs, out_shape, strict=True))
+    ]
+    if full:
+        t, _, ins = taps.pop(full[0])
+        np.multiply(xl[(slice(None), *ins)], wl[t], out=y)
+    else:
+        y.fill(0)
+    for t, outs, ins in taps:
+        dst = (slice(None), *outs)
+        part = tmp[dst]
+        np.multiply(xl[(slice(None), *ins)], wl[t], out=part)
+        np.add(y[dst], part, out=y[dst])
+    if b is not None:
+        y += b
+    return _channels_first(y)
 
 
 def _depthwise(xp, w, kernel_shape, strides, dilations, out_shape):

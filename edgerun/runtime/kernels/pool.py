@@ -65,13 +65,11 @@ def _max_pool(
     strides, dilations, begin, _, out = _geometry(
         x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode
     )
+    if not want_indices:
+        return _separable_max(x, kernel_shape, strides, dilations, begin, out)
     xp = _padded(x, kernel_shape, strides, dilations, begin, out, _lowest(x.dtype))
     taps = list(_taps(kernel_shape, strides, dilations, out))
     y = xp[taps[0][1]].copy()
-    if not want_indices:
-        for _, sl in taps[1:]:
-            np.maximum(y, xp[sl], out=y)
-        return y
     # track the winning tap per output (first maximum wins), turn it into positions at the end
     best = np.zeros(y.shape, dtype=np.int32)
     better = np.empty(y.shape, dtype=bool)
@@ -96,6 +94,39 @@ def _max_pool(
     n, c = x.shape[:2]
     base = (np.arange(n * c, dtype=np.int64) * math.prod(in_sp)).reshape(n, c, *([1] * len(out)))
     return y, tap_offset[best] + window_start + base
+
+
+def _separable_max(x, kernel_shape, strides, dilations, begin, out):
+    # the max over a box is the max over each axis in turn: k taps per axis instead of
+    # prod(k), and each tap is clipped to the outputs that read the input (no padded copy)
+    y = x
+    for axis, (k, s, d, b, o) in enumerate(
+        zip(kernel_shape, strides, dilations, begin, out, strict=True), start=2
+    ):
+        n = y.shape[axis]
+        res = np.empty((*y.shape[:axis], o, *y.shape[axis + 1 :]), dtype=y.dtype)
+        pre = (slice(None),) * axis
+        filled = False
+        for i in range(k):
+            lo = max(0, -((i * d - b) // s))
+            hi = min(o, (n - 1 - i * d + b) // s + 1)
+            if lo >= hi:
+                continue
+            start = lo * s + i * d - b
+            src = y[(*pre, slice(start, start + (hi - lo - 1) * s + 1, s))]
+            if not filled and (lo, hi) != (0, o):
+                res.fill(_lowest(y.dtype))
+                filled = True
+            if filled:
+                dst = res[(*pre, slice(lo, hi))]
+                np.maximum(dst, src, out=dst)
+            else:
+                res[...] = src
+                filled = True
+        if not filled:
+            res.fill(_lowest(y.dtype))
+        y = res
+    return y
 
 
 @kernel("MaxPool", since=1)

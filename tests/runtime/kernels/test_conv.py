@@ -45,7 +45,25 @@ CONV_CASES = [
     ((1, 3, 5, 6, 7), (4, 3, 2, 3, 2), {"strides": [1, 2, 1], "pads": [1, 1, 0, 0, 1, 1]}),
     ((2, 3, 11), (5, 3, 4), {"auto_pad": "VALID", "strides": [3]}),
     ((1, 16, 5, 5), (8, 16, 1, 1), {}),
+    ((2, 6, 5, 4), (4, 3, 3, 3), {"group": 2, "pads": [1, 1, 1, 1]}),  # grouped, batch 2
+    # depthwise, wide enough for the channels-last path
+    ((1, 64, 9, 8), (64, 1, 3, 3), {"group": 64, "pads": [1, 0, 2, 1], "strides": [2, 1]}),
+    ((2, 64, 7, 7), (64, 1, 3, 3), {"group": 64, "dilations": [2, 2], "pads": [1, 1, 1, 1]}),
+    ((1, 96, 6, 6), (96, 1, 5, 5), {"group": 96, "pads": [3, 3, 0, 0], "strides": [3, 2]}),
 ]
+
+
+@pytest.mark.parametrize("group", [1, 64])
+def test_conv_channels_last_input(group):
+    # x stored channels-last in memory (as the depthwise and pointwise paths return it)
+    x = rng.standard_normal((1, 6, 7, 64)).astype(np.float32).transpose(0, 3, 1, 2)
+    for ks, attrs in [(1, {}), (3, {"pads": [1, 1, 1, 1], "strides": [2, 2]})]:
+        w = rng.standard_normal((64, 64 // group, ks, ks)).astype(np.float32)
+        b = rng.standard_normal(64).astype(np.float32)
+        attrs = {**attrs, "group": group}
+        got = ours("Conv", [x, w, b], attrs)
+        want = run_ort("Conv", [np.ascontiguousarray(x), w, b], attrs)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize(("xs", "ws", "attrs"), CONV_CASES)

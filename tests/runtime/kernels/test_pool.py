@@ -1,0 +1,24 @@
+"""Pooling kernels against onnxruntime on cases the node suite does not cover."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.runtime.kernels.test_conv import ours, run_ort
+
+rng = np.random.default_rng(0)
+
+MAXPOOL_CASES = [
+    ((1, 8, 112, 112), {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    ((2, 3, 9, 10), {"kernel_shape": [3, 2], "strides": [2, 3], "pads": [1, 0, 2, 1]}),
+    ((1, 2, 11, 9), {"kernel_shape": [3, 3], "dilations": [2, 1], "ceil_mode": 1}),
+    ((1, 2, 8, 8), {"kernel_shape": [2, 2], "strides": [2, 2], "auto_pad": "SAME_UPPER"}),
+    ((1, 3, 7, 6, 5), {"kernel_shape": [2, 3, 2], "strides": [2, 1, 2], "ceil_mode": 1}),
+]
+
+
+@pytest.mark.parametrize(("xs", "attrs"), MAXPOOL_CASES)
+def test_max_pool(xs, attrs):
+    x = rng.standard_normal(xs).astype(np.float32)
+    np.testing.assert_array_equal(ours("MaxPool", [x], attrs), run_ort("MaxPool", [x], attrs))
