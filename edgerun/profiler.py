@@ -296,7 +296,7 @@ def profile(
     first_s = perf_counter() - start
     feeds = check_feeds(session.inputs, feeds)
     live = LiveBytes(plan, feeds)
-    _replay(plan, feeds, live.observe)  # interim, until the step hook sees results
+    impl.run(feeds, hook=lambda step, _seconds, results: live.observe(step, results))
     for _ in range(warmup):
         impl.run(feeds)
 
@@ -415,7 +415,7 @@ class _StepTimer:
         if self.run < MAX_TRACED_RUNS:
             self.runs.append((start - self.t0, seconds))
 
-    def hook(self, step: Step, seconds: float) -> None:
+    def hook(self, step: Step, seconds: float, results: tuple) -> None:
         end = perf_counter()
         i = self.index[id(step)]
         self.totals[i] += seconds
@@ -524,24 +524,6 @@ def _nbytes(value: Any) -> int:
     if isinstance(value, list):
         return sum(_nbytes(v) for v in value)
     return int(getattr(value, "nbytes", 0))
-
-
-def _replay(plan: Plan, feeds: Mapping[str, np.ndarray], observe: Callable) -> None:
-    """``Plan.run``'s loop, handing each step's results to ``observe``.
-
-    Interim: the step hook gets (step, seconds) but not the results; once it does
-    (``hook(step, seconds, results)`` in plan._timed), ``LiveBytes.observe`` becomes part
-    of the timed runs' hook and this copy of the loop goes.
-    """
-    env: dict[str, Any] = {**plan.constants, **feeds}
-    for step in plan.steps:
-        results = plan._execute(step, env)
-        observe(step, results)
-        for name, value in zip(step.outputs, results, strict=False):
-            if name:
-                env[name] = value
-        for name in step.free_after:
-            env.pop(name, None)
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ NOT_FOLDED = {
 }
 MAX_FOLDED_BYTES = 16 << 20
 
-StepHook = Callable[["Step", float], None]
+StepHook = Callable[["Step", float, tuple], None]  # (step, seconds, its results)
 
 
 @dataclass(frozen=True)
@@ -222,7 +222,7 @@ def _timed(plan: Plan, step: Step, env: Mapping[str, Any], hook: StepHook) -> tu
 
     start = perf_counter()
     results = plan._execute(step, env)
-    hook(step, perf_counter() - start)
+    hook(step, perf_counter() - start, results)
     return results
 
 
