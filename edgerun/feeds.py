@@ -38,7 +38,7 @@ def _names(specs: Sequence[TensorSpec]) -> str:
     return ", ".join(repr(s.name) for s in specs)
 
 
-def storage_dtype(spec: TensorSpec) -> np.dtype | None:
+def feed_dtype(spec: TensorSpec) -> np.dtype | None:
     """The numpy dtype a feed must have (for types numpy lacks, see dtypes.runtime_dtype)."""
     etype = dtypes.BY_NAME.get(spec.dtype)
     return None if etype is None else dtypes.runtime_dtype(etype.code)
@@ -46,7 +46,7 @@ def storage_dtype(spec: TensorSpec) -> np.dtype | None:
 
 def _check(spec: TensorSpec, value: Any) -> np.ndarray:
     array = value if isinstance(value, np.ndarray) else np.asarray(value)
-    want = storage_dtype(spec)
+    want = feed_dtype(spec)
     if want is not None and array.dtype != want:
         raise InputError(f"input {spec.name!r} must be {spec.dtype}, got {array.dtype}")
     if spec.shape is None:

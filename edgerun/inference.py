@@ -52,9 +52,9 @@ def random_feeds(
 
 
 def _random(rng: np.random.Generator, spec: TensorSpec, shape: tuple[int, ...]) -> np.ndarray:
-    from edgerun.feeds import storage_dtype
+    from edgerun.feeds import feed_dtype
 
-    dtype = storage_dtype(spec)
+    dtype = feed_dtype(spec)
     if dtype is None or dtype.kind == "O":
         raise InputError(f"input {spec.name!r} of type {spec.dtype} needs a file (--input)")
     if dtype.kind == "b":

@@ -1,6 +1,7 @@
 """Opens whatever a user points edgerun at: an ``.onnx`` file or an ``.edgerun`` bundle.
 
-Weights stay in the file: the model is read through a memory map, its tensors are views.
+Weights stay in the file: the model is read through a memory map, its aligned tensors are
+views (see onnx_reader for the misaligned ones).
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgerun.errors import ModelFormatError
-from edgerun.runtime.external import FolderResolver, check_relative
+from edgerun.runtime.external import check_relative
 from edgerun.runtime.graph import Model
-from edgerun.runtime.onnx_reader import map_file, parse_model
+from edgerun.runtime.onnx_reader import parse_model, read_onnx
 
 if TYPE_CHECKING:
     from edgerun.bundle import Bundle, Manifest
@@ -39,8 +40,7 @@ def open_model(path: str | os.PathLike[str]) -> ModelFile:
         raise ModelFormatError(
             f"{path}: .tflite files are not supported yet (the TFLite reader is issue 9)"
         )
-    model = parse_model(map_file(path), FolderResolver(path.parent), what=str(path))
-    return ModelFile(model, "onnx")
+    return ModelFile(read_onnx(path), "onnx")
 
 
 def _open_bundle(path: Path) -> ModelFile:

@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 Dim = int | str | None  # a fixed size, a symbolic name, or unknown
 
 
@@ -59,13 +57,6 @@ class TensorSpec:
             dtype=data["dtype"],
             quantization=None if quant is None else Quantization.from_json(quant),
         )
-
-    @property
-    def numpy_dtype(self) -> np.dtype | None:
-        try:
-            return np.dtype(self.dtype)
-        except TypeError:
-            return None
 
     def shape_text(self) -> str:
         if self.shape is None:

@@ -65,7 +65,6 @@ ELEMENT_TYPES: dict[int, ElementType] = {
     )
 }
 BY_NAME: dict[str, ElementType] = {t.name: t for t in ELEMENT_TYPES.values()}
-SUB_BYTE = {t.code for t in ELEMENT_TYPES.values() if 0 < t.bits < 8}
 SIGNED_SUB_BYTE = {22, 26}
 SUB_BYTE_INTEGERS = {21, 22, 25, 26}
 

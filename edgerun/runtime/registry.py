@@ -82,8 +82,3 @@ def resolve(domain: str, op_type: str, opset: int) -> KernelInfo | None:
         return None
     eligible = [v for v in versions if v <= opset]
     return versions[max(eligible)] if eligible else None
-
-
-def supported_ops() -> dict[tuple[str, str], list[int]]:
-    load_all()
-    return {key: sorted(v) for key, v in sorted(REGISTRY.items())}

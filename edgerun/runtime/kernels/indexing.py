@@ -87,12 +87,8 @@ def gather_nd_12(data, indices, *, batch_dims=0):
 # -- scatters ---------------------------------------------------------------------------
 
 
-def _scatter_elements(data, indices, updates, axis: int, reduction: str):
-    axis = _axis(axis, data.ndim)
-    _check_along(indices, data, axis)
-    if indices.shape != updates.shape:
-        raise ValueError("ScatterElements: indices and updates must match in shape")
-    index = _along(_wrapped(indices, data.shape[axis]), axis)
+def _scattered(data, index, updates, reduction: str):
+    """A copy of ``data`` with ``updates`` written or reduced into ``index``."""
     out = data.copy()
     if reduction == "none":
         out[index] = updates
@@ -101,6 +97,15 @@ def _scatter_elements(data, indices, updates, axis: int, reduction: str):
     else:
         raise ValueError(f"unknown reduction {reduction!r}")
     return out
+
+
+def _scatter_elements(data, indices, updates, axis: int, reduction: str):
+    axis = _axis(axis, data.ndim)
+    _check_along(indices, data, axis)
+    if indices.shape != updates.shape:
+        raise ValueError("ScatterElements: indices and updates must match in shape")
+    index = _along(_wrapped(indices, data.shape[axis]), axis)
+    return _scattered(data, index, updates, reduction)
 
 
 @kernel("Scatter", since=9)
@@ -123,14 +128,7 @@ def _scatter_nd(data, indices, updates, reduction: str):
     if k > data.ndim or updates.shape != indices.shape[:-1] + data.shape[k:]:
         raise ValueError(f"ScatterND: updates {updates.shape} do not fit indices/data")
     index = tuple(np.moveaxis(_wrapped(indices, data.shape[:k]), -1, 0))
-    out = data.copy()
-    if reduction == "none":
-        out[index] = updates
-    elif reduction in _REDUCE:
-        _REDUCE[reduction].at(out, index, updates)
-    else:
-        raise ValueError(f"unknown reduction {reduction!r}")
-    return out
+    return _scattered(data, index, updates, reduction)
 
 
 @kernel("ScatterND", since=11)
