@@ -30,6 +30,7 @@ from edgerun.specs import Quantization, TensorSpec
 FORMAT_VERSION = 1
 ALIGNMENT = 64
 MANIFEST = "manifest.json"
+GOLDEN = "golden.npz"  # inputs "input/NAME" and expected outputs "output/NAME"
 MODEL_FORMATS = ("onnx", "tflite")
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 
@@ -86,11 +87,13 @@ class Manifest:
     accuracy: dict[str, Any] | None
     source: dict[str, Any]
     edgerun_version: str
+    golden: Member | None = None  # sample inputs and the packer's outputs, for `verify`
 
     @property
     def members(self) -> tuple[Member, ...]:
-        """Every member besides the manifest: the model, then its external data."""
-        return (self.model, *self.external_data)
+        """Every member besides the manifest: the model, its external data, the goldens."""
+        golden = (self.golden,) if self.golden else ()
+        return (self.model, *self.external_data, *golden)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -105,6 +108,7 @@ class Manifest:
             "accuracy": self.accuracy,
             "source": self.source,
             "edgerun_version": self.edgerun_version,
+            "golden": self.golden.to_json() if self.golden else None,
         }
 
     @classmethod
@@ -131,6 +135,7 @@ class Manifest:
             accuracy=_get(data, "accuracy", (dict, type(None)), where, ""),
             source=_get(data, "source", (dict,), where, ""),
             edgerun_version=_get(data, "edgerun_version", (str,), where, ""),
+            golden=_golden(data, where),
         )
         _check_distinct([MANIFEST, *(m.name for m in manifest.members)], where)
         return manifest
@@ -181,6 +186,16 @@ def _format_version(data: dict[str, Any], where: str) -> int:
     if version < 1:
         raise BundleError(f"{where}: {MANIFEST}: format_version {version} is not valid")
     return version
+
+
+def _golden(data: dict[str, Any], where: str) -> Member | None:
+    value = data.get("golden")
+    if value is None:
+        return None
+    member = Member.from_json(value, where, "golden")
+    if member.name != GOLDEN:
+        raise BundleError(f"{where}: {MANIFEST}: golden.name must be {GOLDEN!r}")
+    return member
 
 
 def _members(items: list[Any], where: str) -> tuple[Member, ...]:
@@ -250,6 +265,7 @@ def write_bundle(
     accuracy: dict[str, Any] | None = None,
     source: dict[str, Any] | None = None,
     external_data: Mapping[str, Source] | None = None,
+    golden: Source | None = None,
 ) -> Path:
     """Write a bundle atomically: either the whole bundle lands at ``path`` or nothing does.
 
@@ -264,7 +280,10 @@ def write_bundle(
         )
     model_name = f"model.{model_format}"
     sources = {model_name: model, **_external_sources(external_data, model_name, path)}
+    if golden is not None:
+        sources[GOLDEN] = golden
     members = [_digest(name, src) for name, src in sources.items()]
+    golden_member = members.pop() if golden is not None else None
     manifest = Manifest(
         format_version=FORMAT_VERSION,
         model=members[0],
@@ -277,6 +296,7 @@ def write_bundle(
         accuracy=accuracy,
         source={**_SOURCE_KEYS, **(source or {})},
         edgerun_version=_edgerun_version(),
+        golden=golden_member,
     )
     text = _manifest_text(manifest, path)
     _atomic_write(path, lambda fp: _write_archive(fp, text, manifest.members, sources))
@@ -288,7 +308,7 @@ def _external_sources(
 ) -> dict[str, Source]:
     for name in external or {}:
         check_member_name(name, str(where))
-        if name in (MANIFEST, model_name):
+        if name in (MANIFEST, model_name, GOLDEN):
             raise BundleError(f"{where}: external data may not be named {name!r}")
     return dict(external or {})
 

@@ -523,7 +523,7 @@ def test_writer_refuses_unsafe_external_names(tmp_path: Path, name: str) -> None
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("name", [MANIFEST, "model.onnx"])
+@pytest.mark.parametrize("name", [MANIFEST, "model.onnx", "golden.npz"])
 def test_writer_refuses_reserved_external_names(tmp_path: Path, name: str) -> None:
     with pytest.raises(BundleError, match="may not be named"):
         write(tmp_path / "m.edgerun", b"m", external_data={name: b"x"})
@@ -613,6 +613,7 @@ def test_manifest_schema_matches_golden(tmp_path: Path, onnx_bytes: bytes) -> No
         accuracy=ACCURACY,
         source=SOURCE,
         external_data=EXTERNAL,
+        golden=b"golden arrays",
     )
     bare = write(tmp_path / "bare.edgerun", onnx_bytes, inputs=INPUTS[:1], outputs=())
     docs = [read_manifest(p).to_json() for p in (full, bare)]
@@ -623,3 +624,12 @@ def test_manifest_schema_matches_golden(tmp_path: Path, onnx_bytes: bytes) -> No
         GOLDEN.parent.mkdir(exist_ok=True)
         GOLDEN.write_text(text)
     assert text == GOLDEN.read_text(), "manifest schema changed: bump FORMAT_VERSION on purpose"
+
+
+def test_golden_member_round_trip(tmp_path: Path, onnx_bytes: bytes) -> None:
+    path = write(tmp_path / "g.edgerun", onnx_bytes, external_data=EXTERNAL, golden=b"arrays")
+    with bundle.open_bundle(path) as opened:
+        assert opened.manifest.golden is not None
+        assert opened.manifest.members[-1] == opened.manifest.golden
+        assert bytes(opened.member(bundle.GOLDEN)) == b"arrays"
+    assert read_manifest(write(tmp_path / "n.edgerun", onnx_bytes)).golden is None
