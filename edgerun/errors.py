@@ -38,3 +38,11 @@ class UnsupportedOpError(EdgerunError):
 
 class InputError(EdgerunError):
     """Feeds given to a session do not match its inputs."""
+
+
+class ConversionError(EdgerunError):
+    """A converter, optimiser or quantizer rejected the model while packing it."""
+
+
+class AccuracyError(EdgerunError):
+    """A packed model lost more accuracy than the user allowed."""
