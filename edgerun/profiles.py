@@ -61,6 +61,7 @@ SCHEMA: dict[str, dict[str, tuple[str, bool]]] = {
         "threads": (_INT, True),
         "backends": (_STRS, True),
         "rationale": (_STR, True),
+        "integer_io": (_BOOL, False),
     },
     "perf": {
         "peak_gflops_fp32": (_FLOAT, True),
@@ -109,6 +110,7 @@ class Deploy:
     backends: tuple[str, ...]
     rationale: str
     delegates: tuple[tuple[str, str], ...] = ()  # (TFLite external delegate, library)
+    integer_io: bool = False  # int8/uint8 model inputs and outputs (integer-only NPUs)
 
 
 @dataclass(frozen=True)

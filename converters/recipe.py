@@ -1,0 +1,75 @@
+"""What pack does to a model's numbers, as one typed value chosen from the device profile.
+
+The profile's ``deploy`` section says how a board wants its models (``int8-static`` with
+uint8 activations for a Pi 4, ``fp16`` for a Jetson); ``--quantize`` overrides the scheme.
+The strings onnxruntime's quantizer wants are spelled in ``converters.quantize`` only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edgerun.errors import EdgerunError
+from edgerun.profiles import Deploy
+
+SCHEMES = ("none", "fp16", "dynamic", "int8")
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+FORMATS = ("onnx", "tflite")
+
+# The profile's names for its deployment choice -> pack's scheme
+_PROFILE_SCHEMES = {
+    "none": "none",
+    "fp32": "none",
+    "fp16": "fp16",
+    "int8-dynamic": "dynamic",
+    "dynamic": "dynamic",
+    "int8-static": "int8",
+    "int8": "int8",
+}
+
+
+@dataclass(frozen=True)
+class QuantRecipe:
+    scheme: str  # "none" | "fp16" | "dynamic" | "int8"
+    activation_dtype: str  # "uint8" | "int8": static int8 activations
+    weight_dtype: str  # "int8"
+    per_channel: bool
+    calibration_method: str  # "minmax" | "entropy" | "percentile" (onnxruntime only)
+    integer_io: bool  # TFLite full integer: integer model inputs and outputs (Edge TPU)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "scheme": self.scheme,
+            "activation_dtype": self.activation_dtype,
+            "weight_dtype": self.weight_dtype,
+            "per_channel": self.per_channel,
+            "calibration_method": self.calibration_method,
+            "integer_io": self.integer_io,
+        }
+
+
+def recipe_for(
+    deploy: Deploy, scheme: str | None = None, calibration_method: str = "minmax"
+) -> QuantRecipe:
+    """The profile's recipe, with ``scheme`` (from ``--quantize``) overriding its choice."""
+    if scheme is None:
+        if deploy.quantization not in _PROFILE_SCHEMES:
+            raise EdgerunError(f"the profile's quantization {deploy.quantization!r} is unknown")
+        scheme = _PROFILE_SCHEMES[deploy.quantization]
+    if scheme not in SCHEMES:
+        raise EdgerunError(f"unknown quantization {scheme!r}; choose one of {', '.join(SCHEMES)}")
+    if calibration_method not in CALIBRATION_METHODS:
+        raise EdgerunError(
+            f"unknown calibration method {calibration_method!r}; "
+            f"choose one of {', '.join(CALIBRATION_METHODS)}"
+        )
+    integer = deploy.activation_dtype in ("uint8", "int8")
+    activation = deploy.activation_dtype if integer else "uint8"  # fp profiles, --quantize int8
+    return QuantRecipe(
+        scheme=scheme,
+        activation_dtype=activation,
+        weight_dtype="int8",
+        per_channel=deploy.per_channel,
+        calibration_method=calibration_method,
+        integer_io=deploy.integer_io and scheme == "int8",
+    )
