@@ -46,7 +46,12 @@ def open_model(path: str | os.PathLike[str]) -> ModelFile:
 def _open_bundle(path: Path) -> ModelFile:
     from edgerun.bundle import open_bundle
 
-    bundle = open_bundle(path)
+    return bundle_model(open_bundle(path))
+
+
+def bundle_model(bundle: Bundle) -> ModelFile:
+    """The model in an already opened (and verified) bundle."""
+    path = bundle.path
     manifest = bundle.manifest
     if manifest.model_format != "onnx":
         raise ModelFormatError(
