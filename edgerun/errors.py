@@ -46,3 +46,11 @@ class ConversionError(EdgerunError):
 
 class AccuracyError(EdgerunError):
     """A packed model lost more accuracy than the user allowed."""
+
+
+class ResourceLimitError(EdgerunError, ValueError):
+    """A model or input would need more memory than the budget allows.
+
+    Also a ValueError, so a kernel that refuses an allocation is reported like any other
+    failed node: the plan names the node around this message.
+    """

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from edgerun.errors import ModelFormatError
-from edgerun.runtime import dtypes
+from edgerun.runtime import budget, dtypes
 from edgerun.runtime.graph import (
     ATTR_FLOAT,
     ATTR_FLOATS,
@@ -53,7 +53,9 @@ from edgerun.runtime.protobuf import (
 # Given an external-data location, returns that file's whole contents as a buffer.
 ExternalResolver = Callable[[str], memoryview]
 
-MAX_DEPTH = 64  # nested subgraphs; deeper is refused rather than risking the C stack
+MAX_DEPTH = 64  # nested subgraphs and types; deeper is refused rather than risking the stack
+MAX_RANK = 32  # numpy 1.24's limit on dimensions
+MAX_INLINED_NODES = 1_000_000  # nodes after expanding function calls (a "billion laughs" bound)
 EXTERNAL_KEYS = {"location", "offset", "length", "checksum"}
 
 
@@ -81,7 +83,64 @@ def map_file(path: Path) -> memoryview:
 def parse_model(buf: memoryview, external: ExternalResolver | None, what: str = "model") -> Model:
     if len(buf) == 0:
         raise ModelFormatError(f"{what}: empty file, not an ONNX model")
-    return _Parser(WireReader(buf, what), external).model(0, len(buf))
+    model = _Parser(WireReader(buf, what), external).model(0, len(buf))
+    _check_declared_inputs(model, what)
+    _check_function_expansion(model, what)
+    return model
+
+
+def _check_declared_inputs(model: Model, what: str) -> None:
+    """A fixed input shape that no board could hold is refused at load, naming the input."""
+    for v in model.graph.real_inputs:
+        shape = v.type.shape if v.type and v.type.kind == "tensor" else None
+        if shape is None or not all(isinstance(d, int) and d >= 0 for d in shape):
+            continue
+        etype = dtypes.ELEMENT_TYPES.get(v.type.elem_type)  # type: ignore[union-attr]
+        itemsize = max(etype.storage.itemsize, 1) if etype and etype.code != 8 else 8
+        budget.check_bytes(
+            math.prod(shape) * itemsize,  # type: ignore[arg-type]
+            f"{what}: input {v.name!r} of declared shape {list(shape)}",
+        )
+
+
+def _check_function_expansion(model: Model, what: str) -> None:
+    """Refuse local functions that call themselves or expand to an absurd number of nodes.
+
+    Sizes are counted callees first (Kahn's algorithm over the call graph), so a chain of
+    functions that each call the next twice is caught before anything is expanded.
+    """
+    table = {(f.domain, f.name): f for f in model.functions}
+    callees = {
+        key: {(n.domain, n.op_type) for n in f.nodes} & table.keys() for key, f in table.items()
+    }
+    waiting = {key: len(called) for key, called in callees.items()}
+    callers: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for key, called in callees.items():
+        for callee in called:
+            callers.setdefault(callee, []).append(key)
+    ready = [key for key, count in waiting.items() if count == 0]
+    sizes: dict[tuple[str, str], int] = {}
+    while ready:
+        key = ready.pop()
+        sizes[key] = sum(sizes.get((n.domain, n.op_type), 1) for n in table[key].nodes)
+        if sizes[key] > MAX_INLINED_NODES:
+            raise ModelFormatError(
+                f"{what}: function {key[1]!r} expands to {sizes[key]} nodes, "
+                f"over the limit of {MAX_INLINED_NODES}"
+            )
+        for caller in callers.get(key, []):
+            waiting[caller] -= 1
+            if waiting[caller] == 0:
+                ready.append(caller)
+    if len(sizes) != len(table):
+        stuck = next(key for key in table if key not in sizes)
+        raise ModelFormatError(f"{what}: function {stuck[1]!r} calls itself, directly or not")
+    total = sum(sizes.get((n.domain, n.op_type), 1) for n in model.graph.walk())
+    if total > MAX_INLINED_NODES:
+        raise ModelFormatError(
+            f"{what}: the graph expands to {total} nodes once its function calls are inlined, "
+            f"over the limit of {MAX_INLINED_NODES}"
+        )
 
 
 class _Repeated:
@@ -171,7 +230,7 @@ class _Parser:
     def graph(self, start: int, end: int) -> Graph:
         self.depth += 1
         if self.depth > MAX_DEPTH:
-            raise self.r.fail(f"subgraphs nested deeper than {MAX_DEPTH} levels")
+            raise self.r.fail(f"types or subgraphs nested deeper than {MAX_DEPTH} levels")
         r = self.r
         g = Graph(name="", nodes=[], inputs=[], outputs=[])
         for num, _wire, a, b in r.fields(start, end):
@@ -232,6 +291,15 @@ class _Parser:
         return ValueInfo(name, vtype, doc)
 
     def type_proto(self, start: int, end: int) -> ValueType:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.r.fail(f"types or subgraphs nested deeper than {MAX_DEPTH} levels")
+        try:
+            return self._type_proto(start, end)
+        finally:
+            self.depth -= 1
+
+    def _type_proto(self, start: int, end: int) -> ValueType:
         r = self.r
         vtype = ValueType("none")
         denotation = ""
@@ -396,6 +464,8 @@ class _Parser:
             raise r.fail(f"{where} has unknown or undefined element type {code}")
         if any(d < 0 for d in dims):
             raise r.fail(f"{where} has a negative dimension {dims}")
+        if len(dims) > MAX_RANK:
+            raise r.fail(f"{where} has {len(dims)} dimensions, more than {MAX_RANK}")
         count = math.prod(dims)
         etype = dtypes.ELEMENT_TYPES[code]
         if location == 1:
@@ -501,7 +571,24 @@ class _Parser:
             raise self.r.fail(f"sparse tensor {name!r} lacks values or indices")
         if dims_field:
             dims = dims_field.varints(self.r).view(np.int64).tolist()
+        self.check_sparse(values, indices, dims, f"sparse tensor {name!r}")
         return SparseTensor(values, indices, tuple(dims), values_type, name)
+
+    def check_sparse(
+        self, values: np.ndarray, indices: np.ndarray, dims: list[int], where: str
+    ) -> None:
+        """Dims within the budget and every index inside them, so densifying cannot fail."""
+        if any(d < 0 for d in dims) or len(dims) > MAX_RANK:
+            raise self.r.fail(f"{where} has invalid dims {dims}")
+        if values.ndim != 1 or values.dtype.kind == "O":
+            raise self.r.fail(f"{where}: values must be a 1-D numeric tensor")
+        nnz = values.shape[0]
+        if indices.dtype.kind not in "iu" or indices.shape not in ((nnz,), (nnz, len(dims))):
+            raise self.r.fail(f"{where}: indices of shape {list(indices.shape)} do not fit")
+        budget.check(dims, values.dtype, f"{self.r.what}: {where}")
+        bounds = math.prod(dims) if indices.ndim == 1 else np.array(dims, np.int64)
+        if indices.size and (np.any(indices < 0) or np.any(indices >= bounds)):
+            raise self.r.fail(f"{where}: an index lies outside its dims {dims}")
 
     # -- FunctionProto ----------------------------------------------------------------------
     def function(self, start: int, end: int) -> Function:

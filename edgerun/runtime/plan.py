@@ -9,14 +9,15 @@ steps with a per-call dict of live tensors, which is the whole thread-safety sto
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from edgerun.errors import ModelFormatError, UnsupportedOpError
-from edgerun.runtime import registry
+from edgerun.errors import ModelFormatError, ResourceLimitError, UnsupportedOpError
+from edgerun.runtime import budget, registry
 from edgerun.runtime.graph import (
     ATTR_GRAPH,
     ATTR_GRAPHS,
@@ -30,6 +31,7 @@ from edgerun.runtime.graph import (
     subgraphs,
 )
 from edgerun.runtime.passes.inline_functions import inline_functions
+from edgerun.runtime.passes.shape_inference import output_shapes
 
 # Never folded at load: their results differ per run, or may be far larger than their inputs.
 NOT_FOLDED = {
@@ -150,8 +152,8 @@ class Plan:
             if not foldable:
                 kept.append(step)
                 continue
-            results = self._execute(step, self.constants)
-            if sum(getattr(r, "nbytes", 0) for r in results) > MAX_FOLDED_BYTES:
+            results = _fold_within_cap(step, self.constants)
+            if results is None or sum(getattr(r, "nbytes", 0) for r in results) > MAX_FOLDED_BYTES:
                 kept.append(step)
                 continue
             for name, value in zip(step.outputs, results, strict=False):
@@ -200,6 +202,24 @@ class Plan:
         if isinstance(result, tuple | list) and step.node.op_type not in _RETURNS_LIST:
             return tuple(_as_array(r) for r in result)
         return (_as_array(result),)
+
+
+def _fold_within_cap(step: Step, constants: Mapping[str, Any]) -> tuple | None:
+    """A step's results if folding them stays under the cap; None: leave it to run time."""
+    args = [constants[n] if n else None for n in step.inputs]
+    predicted = output_shapes(step.node, [a if isinstance(a, np.ndarray) else None for a in args])
+    itemsize = max((a.dtype.itemsize for a in args if isinstance(a, np.ndarray)), default=8)
+    for shape in predicted:
+        concrete = shape is not None and all(isinstance(d, int) for d in shape)
+        if concrete and math.prod(shape) * itemsize > MAX_FOLDED_BYTES:  # type: ignore[arg-type]
+            return None
+    try:
+        with budget.limited(MAX_FOLDED_BYTES):
+            return Plan._execute(step, constants)
+    except ModelFormatError as exc:
+        if isinstance(exc.__cause__, ResourceLimitError):
+            return None
+        raise
 
 
 _RETURNS_LIST = {

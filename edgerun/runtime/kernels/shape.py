@@ -3,6 +3,7 @@ import math
 
 import numpy as np
 
+from edgerun.runtime import budget
 from edgerun.runtime.dtypes import runtime_dtype
 from edgerun.runtime.registry import kernel
 
@@ -239,6 +240,7 @@ def expand_8(input, shape):
         target = np.broadcast_shapes(input.shape, tuple(_ints(shape)))
     except ValueError:
         raise ValueError(f"cannot expand {input.shape} to {_ints(shape)}") from None
+    budget.check(target, input.dtype, "Expand output")  # a view, but users of it copy
     return np.broadcast_to(input, target)
 
 
@@ -246,6 +248,13 @@ def expand_8(input, shape):
 def tile_1(input, tiles, axis):
     reps = [1] * input.ndim
     reps[_axis(int(np.asarray(axis).reshape(-1)[0]), input.ndim)] = _ints(tiles)[0]
+    return _tile(input, reps)
+
+
+def _tile(input, reps: list[int]):
+    budget.check(
+        [d * r for d, r in zip(input.shape, reps, strict=True)], input.dtype, "Tile output"
+    )
     return np.tile(input, reps)
 
 
@@ -254,7 +263,7 @@ def tile_6(input, repeats):
     reps = _ints(repeats)
     if len(reps) != input.ndim or any(r < 0 for r in reps):
         raise ValueError(f"repeats {reps} do not fit an input of rank {input.ndim}")
-    return np.tile(input, reps)
+    return _tile(input, reps)
 
 
 @kernel("Identity", since=1)
@@ -310,6 +319,7 @@ def constant_of_shape_9(input, *, value=None):
     dims = _ints(input)
     if any(d < 0 for d in dims):
         raise ValueError(f"ConstantOfShape: negative dimension in {dims}")
+    budget.check(dims, np.float32 if value is None else value.dtype, "ConstantOfShape output")
     if value is None:
         return np.zeros(dims, dtype=np.float32)
     return np.full(dims, value.reshape(-1)[0], dtype=value.dtype)
@@ -319,7 +329,10 @@ def _range(start, limit, delta, stash):
     start, limit, delta = (np.asarray(v).reshape(()).item() for v in (start, limit, delta))
     if delta == 0:
         raise ValueError("Range: delta is 0")
+    if not all(math.isfinite(v) for v in (start, limit, delta)):
+        raise ValueError(f"Range: start {start}, limit {limit} and delta {delta} must be finite")
     count = max(math.ceil((limit - start) / delta), 0)
+    budget.check([count], np.float64, "Range output")
     if isinstance(start, int):
         return start + np.arange(count, dtype=np.int64) * delta
     # start + i * delta as the spec writes it, not a running sum
@@ -357,6 +370,8 @@ def _pad(data, pads, mode, value, axes=None):
     )
     widths = [(max(b, 0), max(e, 0)) for b, e in zip(begin, end, strict=True)]
     cropped = data[crop]
+    grown = [d + b + e for d, (b, e) in zip(cropped.shape, widths, strict=True)]
+    budget.check(grown, data.dtype, "Pad output")
     if mode == "constant":
         return np.pad(cropped, widths, constant_values=value)
     if any(cropped.shape[a] == 0 and w != (0, 0) for a, w in enumerate(widths)):
@@ -396,6 +411,10 @@ def center_crop_pad_18(input_data, shape, *, axes=None):
     target = _ints(shape)
     if len(target) != len(axes):
         raise ValueError(f"shape {target} does not fit axes {axes}")
+    grown = list(input_data.shape)
+    for axis, want in zip(axes, target, strict=True):
+        grown[axis] = want
+    budget.check(grown, input_data.dtype, "CenterCropPad output")
     crop = [slice(None)] * input_data.ndim
     widths = [(0, 0)] * input_data.ndim
     for axis, want in zip(axes, target, strict=True):
@@ -547,6 +566,7 @@ def col2im_18(input, image_shape, block_shape, *, strides=None, pads=None, dilat
     if math.prod(blocks) != length or min(blocks) < 1:
         raise ValueError(f"input length {length} does not match the {blocks} sliding blocks")
     cols = input.reshape(n, ck // taps, taps, *blocks)
+    budget.check([n, ck // taps, *padded], input.dtype, "Col2Im output")
     out = np.zeros((n, ck // taps, *padded), dtype=input.dtype)
     # one strided accumulate per block tap
     for t, tap in enumerate(itertools.product(*(range(k) for k in block))):

@@ -47,8 +47,7 @@ def infer_shapes(graph: Graph, inputs: dict[str, Shape] | None = None) -> dict[s
     """Shapes of every value in ``graph``; ``inputs`` overrides the declared input shapes."""
     known: dict[str, Known] = {}
     for name, array in graph.initializers.items():
-        small = array if array.size <= 64 and array.dtype.kind in "iu" else None
-        known[name] = Known(tuple(array.shape), small)
+        known[name] = _known(array)
     for v in graph.real_inputs:
         shape = (inputs or {}).get(v.name, v.type.shape if v.type else None)
         known[v.name] = Known(shape)
@@ -60,6 +59,17 @@ def infer_shapes(graph: Graph, inputs: dict[str, Shape] | None = None) -> dict[s
             shape = shapes[i] if i < len(shapes) else None
             known[out] = Known(shape if shape is not None else annotated.get(out), values.get(i))
     return {name: k.shape for name, k in known.items()}
+
+
+def output_shapes(node: Node, inputs: list[np.ndarray | None]) -> list[Shape | None]:
+    """The shapes a node's outputs will have given its actual inputs, where a rule knows."""
+    args = [None if a is None else _known(a) for a in inputs]
+    return _apply(node, args)[0]
+
+
+def _known(array: np.ndarray) -> Known:
+    small = array if array.size <= 64 and array.dtype.kind in "iu" else None
+    return Known(tuple(array.shape), small)
 
 
 def _apply(node: Node, args: list[Known | None]) -> tuple[list[Shape | None], dict]:
@@ -79,7 +89,7 @@ def _apply(node: Node, args: list[Known | None]) -> tuple[list[Shape | None], di
         return [], {}
     try:
         return fn(node, args), {}
-    except (TypeError, ValueError, IndexError, KeyError):
+    except (TypeError, ValueError, IndexError, KeyError, ArithmeticError, AttributeError):
         return [], {}  # inconsistent or unknown inputs: leave the outputs unknown
 
 

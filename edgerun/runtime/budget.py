@@ -1,0 +1,81 @@
+"""How much memory one tensor may take, checked before it is allocated.
+
+Sizes are Python integers (never an int64 product that can wrap). The budget is the device
+profile's RAM where a caller sets one (``limited``), else half of this machine's RAM: a
+tensor bigger than that cannot be meant, and asking numpy for it would at best fail late
+and at worst wake the OOM killer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import math
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+
+from edgerun.errors import ResourceLimitError
+
+MACHINE_SHARE = 0.5
+_FALLBACK_BYTES = 1 << 30  # where psutil cannot tell the RAM size
+_limit: contextvars.ContextVar[int | None] = contextvars.ContextVar("edgerun_budget", default=None)
+_machine: list[int] = []
+
+
+def limit() -> int:
+    """The current budget in bytes for one tensor."""
+    chosen = _limit.get()
+    return chosen if chosen is not None else machine_budget()
+
+
+def machine_budget() -> int:
+    if not _machine:
+        try:
+            import psutil
+
+            _machine.append(int(psutil.virtual_memory().total * MACHINE_SHARE))
+        except Exception:  # no psutil, or no /proc: a conservative guess
+            _machine.append(_FALLBACK_BYTES)
+    return _machine[0]
+
+
+@contextlib.contextmanager
+def limited(nbytes: int) -> Iterator[None]:
+    """Within the block (this thread or task only), tensors may take at most ``nbytes``."""
+    token = _limit.set(min(nbytes, limit()))
+    try:
+        yield
+    finally:
+        _limit.reset(token)
+
+
+def tensor_bytes(shape: Iterable[int], dtype: np.dtype | type | str) -> int:
+    """Bytes a dense tensor of ``shape`` needs, exactly, as a Python integer."""
+    itemsize = np.dtype(dtype).itemsize if np.dtype(dtype).kind != "O" else 8
+    return math.prod(int(d) for d in shape) * max(itemsize, 1)
+
+
+def human(nbytes: int) -> str:
+    value = float(nbytes)
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if value < 1024 or unit == "PiB":
+            return f"{nbytes} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def check(shape: Iterable[int], dtype: np.dtype | type | str, what: str) -> None:
+    """Refuse a tensor of ``shape`` before it exists, naming ``what`` and the size."""
+    dims = [int(d) for d in shape]
+    if any(d < 0 for d in dims):
+        raise ResourceLimitError(f"{what}: negative dimension in shape {dims}")
+    check_bytes(tensor_bytes(dims, dtype), f"{what} of shape {dims} ({np.dtype(dtype)})")
+
+
+def check_bytes(nbytes: int, what: str) -> None:
+    budget = limit()
+    if nbytes > budget:
+        raise ResourceLimitError(
+            f"{what} would take {human(nbytes)}, over the memory budget of {human(budget)}"
+        )
