@@ -1,0 +1,257 @@
+"""onnxruntime's com.microsoft quantized ops, as its quantizer and QDQ fusion emit them.
+
+Each follows onnxruntime's CPU kernel arithmetic (float32 scales, round half to even,
+saturation), so outputs match it bit for bit; see tests/runtime/kernels/test_quant_contrib.py.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from edgerun.runtime.kernels import int8
+from edgerun.runtime.kernels.conv import window_pads
+from edgerun.runtime.kernels.quant import dynamic_quantize_linear_11
+from edgerun.runtime.registry import kernel
+
+MS = "com.microsoft"
+f32 = np.float32
+
+
+def _zero(zero_point, like):
+    return int(int8.scalar(zero_point)) if zero_point is not None else 0
+
+
+def _out_type(zero_point, like):
+    return np.dtype(zero_point.dtype) if zero_point is not None else np.dtype(like.dtype)
+
+
+@kernel("QLinearAdd", since=1, domain=MS)
+def q_linear_add_1(A, A_scale, A_zero_point, B, B_scale, B_zero_point, C_scale, C_zero_point=None):
+    # MLAS's portable kernel: ((A - za) * sa + (B - zb) * sb) / sc + zc, rounded, in float32
+    # (onnxruntime's x86 build can differ from it by one at exact halves)
+    a = int8.centered(A, _zero(A_zero_point, A))
+    a *= f32(int8.scalar(A_scale))
+    b = int8.centered(B, _zero(B_zero_point, B))
+    b *= f32(int8.scalar(B_scale))
+    c = a + b
+    c /= f32(int8.scalar(C_scale))
+    c += f32(_zero(C_zero_point, A))
+    return int8.requantize(c, 1.0, 0, _out_type(C_zero_point, A))
+
+
+@kernel("QLinearMul", since=1, domain=MS)
+def q_linear_mul_1(A, A_scale, A_zero_point, B, B_scale, B_zero_point, C_scale, C_zero_point=None):
+    # the integer product (exact in float32) times one ratio sa * sb / sc
+    a = int8.centered(A, _zero(A_zero_point, A))
+    b = int8.centered(B, _zero(B_zero_point, B))
+    ratio = f32(int8.scalar(A_scale)) * f32(int8.scalar(B_scale)) / f32(int8.scalar(C_scale))
+    return int8.requantize(
+        np.multiply(a, b), ratio, _zero(C_zero_point, A), _out_type(C_zero_point, A)
+    )
+
+
+def _activation(X, X_scale, X_zero_point, Y_scale, Y_zero_point, fn):
+    out = _out_type(Y_zero_point, X)
+    table = int8.lookup_table(
+        fn,
+        int8.scalar(X_scale),
+        _zero(X_zero_point, X),
+        int8.scalar(Y_scale),
+        _zero(Y_zero_point, X),
+        out,
+    )
+    return int8.apply_table(X, table)
+
+
+def _sigmoid(x):
+    return f32(1) / (f32(1) + np.exp(-x))
+
+
+@kernel("QLinearSigmoid", since=1, domain=MS)
+def q_linear_sigmoid_1(X, X_scale, X_zero_point, Y_scale, Y_zero_point=None):
+    return _activation(X, X_scale, X_zero_point, Y_scale, Y_zero_point, _sigmoid)
+
+
+@kernel("QLinearLeakyRelu", since=1, domain=MS)
+def q_linear_leaky_relu_1(X, X_scale, X_zero_point, Y_scale, Y_zero_point=None, *, alpha=0.01):
+    a = f32(alpha)
+    return _activation(
+        X, X_scale, X_zero_point, Y_scale, Y_zero_point, lambda x: np.where(x >= 0, x, x * a)
+    )
+
+
+@kernel("QLinearGlobalAveragePool", since=1, domain=MS)
+def q_linear_global_average_pool_1(
+    X, x_scale, x_zero_point, y_scale, y_zero_point=None, *, channels_last=0
+):
+    axes = tuple(range(1, X.ndim - 1)) if channels_last else tuple(range(2, X.ndim))
+    size = math.prod(X.shape[a] for a in axes)
+    # integer sum (exact in float64), then one multiplier x_scale / (y_scale * size)
+    acc = X.sum(axis=axes, keepdims=True, dtype=np.float64)
+    acc -= _zero(x_zero_point, X) * size
+    scale = f32(int8.scalar(x_scale)) / (f32(int8.scalar(y_scale)) * f32(size))
+    return int8.requantize(acc, scale, _zero(y_zero_point, X), _out_type(y_zero_point, X))
+
+
+@kernel("QLinearAveragePool", since=1, domain=MS)
+def q_linear_average_pool_1(
+    X,
+    x_scale,
+    x_zero_point,
+    y_scale,
+    y_zero_point=None,
+    *,
+    auto_pad="NOTSET",
+    ceil_mode=0,
+    channels_last=0,
+    count_include_pad=0,
+    kernel_shape=None,
+    pads=None,
+    strides=None,
+):
+    x = np.moveaxis(X, -1, 1) if channels_last else X
+    n_sp = x.ndim - 2
+    strides = list(strides or [1] * n_sp)
+    begin, end, out = window_pads(
+        x.shape[2:], kernel_shape, strides, None, pads, auto_pad, ceil_mode
+    )
+    # onnxruntime dequantizes, sums the window in row-major order in float32 (a padded zero
+    # adds nothing), divides by the count and quantizes with the zero point before rounding
+    xf = int8.dequantize(x, int8.scalar(x_scale), _zero(x_zero_point, X))
+    padded = np.zeros(
+        (
+            *x.shape[:2],
+            *(
+                max(i + b + e, (o - 1) * s + k)
+                for i, b, e, o, s, k in zip(
+                    x.shape[2:], begin, end, out, strides, kernel_shape, strict=True
+                )
+            ),
+        ),
+        f32,
+    )
+    padded[
+        (
+            slice(None),
+            slice(None),
+            *(slice(b, b + i) for b, i in zip(begin, x.shape[2:], strict=True)),
+        )
+    ] = xf
+    y = np.zeros((*x.shape[:2], *out), f32)
+    for tap in np.ndindex(*kernel_shape):
+        sl = tuple(
+            slice(t, t + (o - 1) * s + 1, s) for t, o, s in zip(tap, out, strides, strict=True)
+        )
+        y += padded[(slice(None), slice(None), *sl)]
+    y /= _pool_count(x.shape[2:], kernel_shape, strides, begin, out, count_include_pad)
+    y /= f32(int8.scalar(y_scale))
+    zero = _zero(y_zero_point, X)
+    y += f32(zero)
+    y = int8.requantize(y, 1.0, 0, _out_type(y_zero_point, X))
+    return np.moveaxis(y, 1, -1) if channels_last else y
+
+
+def _pool_count(in_sp, kernel_shape, strides, begin, out, include_pad):
+    if include_pad:
+        return f32(math.prod(kernel_shape))
+    count = np.ones((), np.float32)
+    for i, k, s, b, o in zip(in_sp, kernel_shape, strides, begin, out, strict=True):
+        start = np.arange(o) * s - b
+        per_axis = np.minimum(start + k, i) - np.maximum(start, 0)
+        count = count[..., None] * per_axis.astype(np.float32)
+    return count
+
+
+@kernel("QLinearConcat", since=1, domain=MS)
+def q_linear_concat_1(Y_scale, Y_zero_point, *inputs, axis=0):
+    if len(inputs) % 3:
+        raise ValueError("QLinearConcat takes (X, X_scale, X_zero_point) triples after Y's")
+    y_scale, y_zero = int8.scalar(Y_scale), int(int8.scalar(Y_zero_point))
+    out = np.dtype(Y_zero_point.dtype)
+    parts = []
+    for x, scale, zero in zip(inputs[0::3], inputs[1::3], inputs[2::3], strict=True):
+        s, z = int8.scalar(scale), int(int8.scalar(zero))
+        if s == y_scale and z == y_zero:
+            parts.append(x)
+        else:  # requantized through a table, as onnxruntime does
+            table = int8.lookup_table(lambda v: v, s, z, y_scale, y_zero, out)
+            parts.append(int8.apply_table(x, table))
+    return np.concatenate(parts, axis=axis)
+
+
+@kernel("QGemm", since=1, domain=MS)
+def q_gemm_1(
+    A,
+    a_scale,
+    a_zero_point,
+    B,
+    b_scale,
+    b_zero_point,
+    C=None,
+    y_scale=None,
+    y_zero_point=None,
+    *,
+    alpha=1.0,
+    transA=0,
+    transB=0,
+):
+    a = int8.centered(A.T if transA else A, _zero(a_zero_point, A))
+    b = _centered_columns(B.T if transB else B, b_zero_point)
+    acc = int8.integer_matmul(a, b, 255, 255)
+    if C is not None:
+        acc = _add_exact(acc, C)
+    scale = f32(alpha) * f32(int8.scalar(a_scale)) * np.asarray(b_scale, f32).reshape(-1)
+    if y_scale is not None:
+        scale = scale / f32(int8.scalar(y_scale))
+    if y_zero_point is None:
+        return (acc * scale.astype(f32)).astype(f32)
+    return int8.requantize(acc, scale, _zero(y_zero_point, A), _out_type(y_zero_point, A))
+
+
+def _centered_columns(b, zero_point):
+    # B [K, N] minus its per-tensor or per-column zero point
+    if zero_point is None or not np.any(zero_point):
+        return b.astype(f32)
+    zp = np.asarray(zero_point).reshape(-1)
+    return np.subtract(b, zp.astype(f32) if zp.size > 1 else f32(zp[0]), dtype=f32)
+
+
+def _add_exact(acc, c):
+    # an int32 bias on an exact integer accumulator: float64 keeps the sum exact
+    if acc.dtype == np.float32 and np.abs(c).max(initial=0) < int8.FLOAT32_EXACT // 2:
+        return acc + c.astype(f32)
+    return acc + c.astype(np.float64)
+
+
+def _matmul_to_float(a, a_zero, B, b_zero_point, multiplier, bias):
+    # (A - za)(B - zb) exactly, times a float32 multiplier per tensor or column, plus bias
+    b = int8.centered(B, 0) if b_zero_point is None else _centered_rows_b(B, b_zero_point)
+    acc = int8.integer_matmul(int8.centered(a, a_zero), b, 255, 255)
+    y = acc.astype(f32, copy=False) * multiplier
+    if bias is not None:
+        y += bias.astype(f32, copy=False)
+    return y
+
+
+def _centered_rows_b(B, b_zero_point):
+    zp = np.asarray(b_zero_point)
+    if zp.size == 1:
+        return int8.centered(B, int(zp.reshape(-1)[0]))
+    return np.subtract(B, zp.astype(f32), dtype=f32)  # per column: [N] broadcasts on [K, N]
+
+
+@kernel("DynamicQuantizeMatMul", since=1, domain=MS)
+def dynamic_quantize_mat_mul_1(A, B, b_scale, b_zero_point=None, bias=None):
+    q, a_scale, a_zero = dynamic_quantize_linear_11(A)
+    multiplier = f32(a_scale) * np.asarray(b_scale, f32)
+    return _matmul_to_float(q, int(a_zero), B, b_zero_point, multiplier, bias)
+
+
+@kernel("MatMulIntegerToFloat", since=1, domain=MS)
+def mat_mul_integer_to_float_1(
+    A, B, a_scale, b_scale, a_zero_point=None, b_zero_point=None, bias=None
+):
+    multiplier = np.asarray(a_scale, f32) * np.asarray(b_scale, f32)
+    return _matmul_to_float(A, _zero(a_zero_point, A), B, b_zero_point, multiplier, bias)

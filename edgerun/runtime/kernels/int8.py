@@ -1,0 +1,165 @@
+"""Integer arithmetic shared by the quantized kernels (ONNX QLinear*, com.microsoft, TFLite).
+
+Integer products go through float BLAS: a product of two 8-bit values is exact in float32
+and so is a sum of them while it stays below 2^24, so a dot product over K terms is exact
+when K * max|a| * max|b| < 2^24; longer sums are split into such chunks (each exact in
+float32) that are added in float64, which is exact far past the int32 range.
+
+Requantization follows onnxruntime's MlasRequantizeOutput: one float32 multiplier per
+tensor or channel, round half to even, then the zero point, then saturate. The fixed-point
+helpers (``quantize_multiplier``, ``multiply_by_quantized_multiplier``) are TFLite's
+integer-only scheme, for readers of models that carry it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+FLOAT32_EXACT = 1 << 24  # every integer below this is exact in float32
+
+_RANGES: dict[np.dtype, tuple[int, int]] = {
+    np.dtype(t): (int(np.iinfo(t).min), int(np.iinfo(t).max))
+    for t in (np.uint8, np.int8, np.uint16, np.int16, np.int32)
+}
+
+
+def int_range(dtype: np.dtype) -> tuple[int, int]:
+    """(lowest, highest) value of an integer quantized type."""
+    try:
+        return _RANGES[np.dtype(dtype)]
+    except KeyError:
+        raise ValueError(f"{np.dtype(dtype)} is not an integer quantized type") from None
+
+
+def scalar(v: np.ndarray | float | int | None, default: float = 0) -> float:
+    """The one value of a per-tensor scale or zero point (shape () or [1])."""
+    if v is None:
+        return default
+    a = np.asarray(v)
+    if a.size != 1:
+        raise ValueError(f"expected a per-tensor (one-value) parameter, got shape {a.shape}")
+    return a.reshape(-1)[0].item()
+
+
+def centered(x: np.ndarray, zero_point: float, dtype: type = np.float32) -> np.ndarray:
+    """x - zero_point in a float type, in one pass (exact for 8- and 16-bit integers)."""
+    if zero_point == 0:
+        return x.astype(dtype)
+    return np.subtract(x, dtype(zero_point), dtype=dtype)
+
+
+def exact_dtype(k: int, a_bound: int, b_bound: int) -> type:
+    """float32 when every K-term sum of a*b products is exact in it, else float64."""
+    return np.float32 if k * a_bound * b_bound < FLOAT32_EXACT else np.float64
+
+
+def integer_matmul(a: np.ndarray, b: np.ndarray, a_bound: int, b_bound: int) -> np.ndarray:
+    """Exact a @ b of integer-valued float arrays with |a| <= a_bound, |b| <= b_bound.
+
+    The result is float32 when exact in it, else float64 summed from float32 chunks of K.
+    """
+    k = a.shape[-1]
+    if exact_dtype(k, a_bound, b_bound) is np.float32:
+        return np.matmul(a.astype(np.float32, copy=False), b.astype(np.float32, copy=False))
+    chunk = max(1, (FLOAT32_EXACT - 1) // max(1, a_bound * b_bound))
+    a32, b32 = a.astype(np.float32, copy=False), b.astype(np.float32, copy=False)
+    total = None
+    for start in range(0, k, chunk):
+        part = np.matmul(a32[..., start : start + chunk], b32[..., start : start + chunk, :])
+        total = part.astype(np.float64) if total is None else total + part
+    assert total is not None
+    return total
+
+
+def requantize(
+    acc: np.ndarray, multiplier: np.ndarray | float, zero_point: int, dtype: np.dtype
+) -> np.ndarray:
+    """onnxruntime's requantization: rint(acc * multiplier) + zero point, saturated.
+
+    ``acc`` (float, integer-valued) is overwritten when it is a float32 array.
+    """
+    y = acc if acc.dtype == np.float32 else acc.astype(np.float32)
+    np.multiply(y, np.asarray(multiplier, np.float32), out=y)
+    np.rint(y, out=y)
+    low, high = int_range(dtype)
+    if zero_point:
+        y += np.float32(zero_point)
+    np.clip(y, low, high, out=y)
+    return y.astype(dtype)
+
+
+def quantize(x: np.ndarray, scale: float, zero_point: int, dtype: np.dtype) -> np.ndarray:
+    """QuantizeLinear per tensor in float32: rint(x / scale) + zero point, saturated."""
+    y = np.divide(x, np.float32(scale), dtype=np.float32)
+    np.rint(y, out=y)
+    low, high = int_range(dtype)
+    if zero_point:
+        y += np.float32(zero_point)
+    np.clip(y, low, high, out=y)
+    return y.astype(dtype)
+
+
+def dequantize(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """DequantizeLinear per tensor: (x - zero point) * scale in float32."""
+    y = centered(x, zero_point)
+    y *= np.float32(scale)
+    return y
+
+
+def lookup_table(
+    fn: object, x_scale: float, x_zero: int, y_scale: float, y_zero: int, dtype: np.dtype
+) -> np.ndarray:
+    """Every 8-bit input's output through float ``fn``, as onnxruntime's QLinear
+    activations build it: dequantize, apply, quantize. Index with x.view(uint8)."""
+    low, high = int_range(dtype)
+    codes = np.arange(low, high + 1).astype(dtype)
+    y = fn(dequantize(codes, x_scale, x_zero))  # type: ignore[operator]
+    table = quantize(np.asarray(y, np.float32), y_scale, y_zero, dtype)
+    return np.roll(table, low)  # entry i is code i as unsigned (int8 -128 sits at 128)
+
+
+def apply_table(x: np.ndarray, table: np.ndarray) -> np.ndarray:
+    return table[x.view(np.uint8)]
+
+
+# -- TFLite's fixed-point requantization ----------------------------------------------------
+
+
+def quantize_multiplier(real: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+    """(int32 multiplier in [2^30, 2^31), shift) with real = multiplier * 2^(shift - 31),
+    as TFLite's QuantizeMultiplier; a zero real gives (0, 0)."""
+    r = np.asarray(real, np.float64)
+    mantissa, shift = np.frexp(r)
+    q = np.round(mantissa * (1 << 31)).astype(np.int64)
+    full = q == 1 << 31
+    q = np.where(full, q // 2, q)
+    shift = np.where(full, shift + 1, shift).astype(np.int64)
+    shift = np.where(shift < -31, 0, shift)
+    q = np.where(r == 0, 0, q)
+    return q.astype(np.int32), np.where(r == 0, 0, shift).astype(np.int32)
+
+
+def multiply_by_quantized_multiplier(
+    acc: np.ndarray, multiplier: np.ndarray | int, shift: np.ndarray | int
+) -> np.ndarray:
+    """TFLite's MultiplyByQuantizedMultiplier on int32 ``acc``: a left shift, the saturating
+    rounding doubling high multiply, then a rounding right shift (ties away from zero)."""
+    x = np.asarray(acc, np.int64)
+    m = np.asarray(multiplier, np.int64)
+    s = np.asarray(shift, np.int64)
+    left = np.maximum(s, 0)
+    right = np.maximum(-s, 0)
+    x = np.clip(x << left, -(1 << 31), (1 << 31) - 1)
+    # SaturatingRoundingDoublingHighMul: (x * m + nudge) / 2^31, rounded half away from zero
+    prod = x * m
+    nudge = np.where(prod >= 0, 1 << 30, 1 - (1 << 30))
+    high = (prod + nudge) // (1 << 31)
+    high = np.where((prod + nudge) < 0, -((-(prod + nudge)) // (1 << 31)), high)
+    saturated = (x == -(1 << 31)) & (m == -(1 << 31))
+    high = np.where(saturated, (1 << 31) - 1, high)
+    # RoundingDivideByPOT: round half away from zero
+    mask = (np.int64(1) << right) - 1
+    remainder = high & mask
+    threshold = (mask >> 1) + (high < 0)
+    out = (high >> right) + (remainder > threshold)
+    return out.astype(np.int32)
