@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import mmap
 import os
+import stat
 import struct
 import tempfile
 import zipfile
@@ -33,9 +35,9 @@ MANIFEST = "manifest.json"
 GOLDEN = "golden.npz"  # inputs "input/NAME" and expected outputs "output/NAME"
 MODEL_FORMATS = ("onnx", "tflite")
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+MAX_MANIFEST_DEPTH = 32
 
 _CHUNK = 1 << 20
-_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, then name and extra lengths at 26
 _ZIPALIGN_EXTRA_ID = 0xD935
 _ZIP64_EXTRA_BYTES = 20  # what zipfile appends to a local header's extra for a zip64 member
 _FIXED_DATE = (1980, 1, 1, 0, 0, 0)  # same inputs, same bytes
@@ -488,111 +490,282 @@ def read_manifest(path: str | os.PathLike[str]) -> Manifest:
 
 def _open(path: Path, *, verify: bool) -> Bundle:
     where = str(path)
-    with _open_file(path) as f, _open_zip(f, where) as zf:
-        manifest = _load_manifest(zf, where)
-        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        try:
-            spans = _check_members(zf, mapped, manifest, where, verify=verify)
-        except BaseException:
-            mapped.close()
-            raise
+    mapped = _map_file(path)
+    try:
+        entries = _central_directory(mapped, where)
+        manifest = _load_manifest(entries, mapped, where)
+        spans = _check_members(entries, mapped, manifest, where, verify=verify)
+    except BaseException:
+        mapped.close()
+        raise
     return Bundle(path, manifest, mapped, spans)
 
 
-def _open_file(path: Path) -> IO[bytes]:
+def _map_file(path: Path) -> mmap.mmap:
+    """Map a regular file; a FIFO or device is refused instead of blocking or reading forever."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        return open(path, "rb")
+        fd = os.open(path, flags)
     except OSError as exc:
         raise BundleError(f"{path}: cannot open: {exc.strerror or exc}") from exc
-
-
-def _open_zip(f: IO[bytes], where: str) -> zipfile.ZipFile:
     try:
-        return zipfile.ZipFile(f)
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise BundleError(f"{path}: not a regular file")
+        if info.st_size < _EOCD.size:
+            raise BundleError(f"{path}: not a bundle (not a zip archive, or truncated)")
+        return mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+    except OSError as exc:
+        raise BundleError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    finally:
+        os.close(fd)
+
+
+# ---- the central directory, read by hand -----------------------------------------------
+# Python's zipfile tolerates overlapping members (the "better zip bomb"), prefixed data and
+# other oddities that a reader of untrusted bundles must refuse, so the directory is parsed
+# here with struct and checked in full before any member is read.
+
+_EOCD = struct.Struct("<4s4H2LH")  # signature, disks, entry counts, size, offset, comment
+_ZIP64_LOCATOR = struct.Struct("<4sLQL")
+_ZIP64_EOCD = struct.Struct("<4sQ2H2L2Q2Q")
+_CENTRAL = struct.Struct("<4s6H3L5H2L")
+_LOCAL = struct.Struct("<4s5H3L2H")
+MAX_MEMBERS = 1 << 16
+_UNIX = 3  # "version made by" high byte: the mode sits in external_attr's high 16 bits
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One central-directory record, checked; ``data`` is where its bytes lie in the file."""
+
+    name: str
+    method: int
+    crc: int
+    size: int
+    data: tuple[int, int]
+
+
+def _central_directory(mapped: mmap.mmap, where: str) -> dict[str, _Entry]:
+    """Every member, in archive order, after checking names, modes, sizes and layout."""
+    count, cd_start, cd_end = _end_record(mapped, where)
+    if count > MAX_MEMBERS:
+        raise BundleError(f"{where}: the archive lists {count} members, over {MAX_MEMBERS}")
+    entries: dict[str, _Entry] = {}
+    extents = [(cd_start, cd_end, "the central directory")]
+    pos = cd_start
+    for _ in range(count):
+        entry, local_start, pos = _central_entry(mapped, pos, cd_end, where)
+        if entry.name in entries:
+            raise BundleError(f"{where}: member {entry.name!r} appears twice")
+        entries[entry.name] = entry
+        extents.append((local_start, entry.data[1], entry.name))
+    if pos != cd_end:
+        raise BundleError(f"{where}: not a bundle (the central directory has trailing bytes)")
+    _check_no_overlap(extents, where)
+    return entries
+
+
+def _end_record(mapped: mmap.mmap, where: str) -> tuple[int, int, int]:
+    """(member count, central directory start, its end), the zip64 record where present."""
+    at = mapped.rfind(b"PK\x05\x06", max(0, len(mapped) - _EOCD.size - 0xFFFF))
+    if at < 0 or at + _EOCD.size > len(mapped):
+        raise BundleError(f"{where}: not a bundle (not a zip archive, or truncated)")
+    _, disk, cd_disk, here, count, size, offset, comment = _EOCD.unpack_from(mapped, at)
+    if at + _EOCD.size + comment != len(mapped):
+        raise BundleError(f"{where}: not a bundle (bytes after the end of the zip archive)")
+    if disk or cd_disk or here != count:
+        raise BundleError(f"{where}: multi-part zip archives are not bundles")
+    end = at
+    locator = at - _ZIP64_LOCATOR.size
+    if locator >= 0 and mapped[locator : locator + 4] == b"PK\x06\x07":
+        _, _, record, _ = _ZIP64_LOCATOR.unpack_from(mapped, locator)
+        if record + _ZIP64_EOCD.size > locator:
+            raise BundleError(f"{where}: not a bundle (bad zip64 end record)")
+        fields = _ZIP64_EOCD.unpack_from(mapped, record)
+        if fields[0] != b"PK\x06\x06":
+            raise BundleError(f"{where}: not a bundle (bad zip64 end record)")
+        count, size, offset, end = fields[7], fields[8], fields[9], record
+    if offset + size != end:
         raise BundleError(
-            f"{where}: not a bundle (not a zip archive, or truncated): {exc}"
-        ) from exc
+            f"{where}: not a bundle (the central directory is not where the archive says; "
+            "truncated, or data was added)"
+        )
+    return count, offset, end
 
 
-def _load_manifest(zf: zipfile.ZipFile, where: str) -> Manifest:
-    infos = zf.infolist()
-    for info in infos:
-        check_member_name(info.orig_filename, where)  # before zipfile cut it at a NUL
-    _check_distinct((info.filename for info in infos), where)
-    if not infos or infos[0].filename != MANIFEST:
-        problem = "is not the first member" if MANIFEST in zf.NameToInfo else "is missing"
+def _central_entry(mapped: mmap.mmap, pos: int, cd_end: int, where: str) -> tuple[_Entry, int, int]:
+    if pos + _CENTRAL.size > cd_end:
+        raise BundleError(f"{where}: not a bundle (the central directory is truncated)")
+    (sig, made_by, _, flags, method, _, _, crc, csize, size, name_len, extra_len, comment_len,
+     _, _, attr, local) = _CENTRAL.unpack_from(mapped, pos)  # fmt: skip
+    end = pos + _CENTRAL.size + name_len + extra_len + comment_len
+    if sig != b"PK\x01\x02" or end > cd_end:
+        raise BundleError(f"{where}: not a bundle (a central directory record is damaged)")
+    raw_name = bytes(mapped[pos + _CENTRAL.size : pos + _CENTRAL.size + name_len])
+    name = _decode_name(raw_name, flags, where)
+    extra = bytes(
+        mapped[pos + _CENTRAL.size + name_len : pos + _CENTRAL.size + name_len + extra_len]
+    )
+    size, csize, local = _zip64_values(extra, size, csize, local, name, where)
+    if flags & 0x1:
+        raise BundleError(f"{where}: member {name!r} is encrypted")
+    _check_mode(made_by, attr, name, where)
+    if method == zipfile.ZIP_STORED and csize != size:
+        raise BundleError(f"{where}: {name}: stored with two different sizes")
+    data_start = _local_header(mapped, local, raw_name, name, where)
+    data_end = data_start + csize
+    if data_end > len(mapped):
+        raise BundleError(f"{where}: {name}: data runs past the end of the file; truncated")
+    return _Entry(name, method, crc, size, (data_start, data_end)), local, end
+
+
+def _decode_name(raw: bytes, flags: int, where: str) -> str:
+    if b"\x00" in raw:
+        raise UnsafePathError(f"{where}: empty or invalid member name {raw!r}")
+    try:
+        name = raw.decode("utf-8" if flags & 0x800 else "cp437")
+    except UnicodeDecodeError:
+        raise UnsafePathError(f"{where}: member name {raw!r} is not valid UTF-8") from None
+    return check_member_name(name, where)
+
+
+def _zip64_values(
+    extra: bytes, size: int, csize: int, local: int, name: str, where: str
+) -> tuple[int, int, int]:
+    """Replace the 0xFFFFFFFF placeholders from the zip64 extra field, in the spec's order."""
+    wanted = [v == 0xFFFFFFFF for v in (size, csize, local)]
+    if not any(wanted):
+        return size, csize, local
+    pos = 0
+    while pos + 4 <= len(extra):
+        tag, length = struct.unpack_from("<HH", extra, pos)
+        if tag == 1 and pos + 4 + length <= len(extra):
+            values = iter(struct.unpack_from(f"<{length // 8}Q", extra, pos + 4))
+            filled = [
+                next(values, None) if w else v
+                for w, v in zip(wanted, (size, csize, local), strict=True)
+            ]
+            if None not in filled:
+                return filled[0], filled[1], filled[2]  # type: ignore[return-value]
+            break
+        pos += 4 + length
+    raise BundleError(f"{where}: {name}: zip64 sizes are missing")
+
+
+def _check_mode(made_by: int, attr: int, name: str, where: str) -> None:
+    """A member must be a plain file: no symlink, folder, device or FIFO modes."""
+    kind = stat.S_IFMT(attr >> 16) if made_by >> 8 == _UNIX else 0
+    if (kind and kind != stat.S_IFREG) or attr & 0x10:  # 0x10: MS-DOS folder bit
+        raise UnsafePathError(
+            f"{where}: member {name!r} is not a plain file (mode {oct(attr >> 16)})"
+        )
+
+
+def _local_header(mapped: mmap.mmap, offset: int, raw_name: bytes, name: str, where: str) -> int:
+    """Where a member's data starts; its local header must agree with the central one."""
+    if offset + _LOCAL.size > len(mapped):
+        raise BundleError(f"{where}: {name}: local header past the end of the file; truncated")
+    fields = _LOCAL.unpack_from(mapped, offset)
+    name_len, extra_len = fields[9], fields[10]
+    start = offset + _LOCAL.size
+    if fields[0] != b"PK\x03\x04" or mapped[start : start + name_len] != raw_name:
+        raise BundleError(f"{where}: {name}: local header does not match the central directory")
+    return start + name_len + extra_len
+
+
+def _check_no_overlap(extents: list[tuple[int, int, str]], where: str) -> None:
+    """Members (header to end of data) and the directory must not share a byte."""
+    ordered = sorted(extents)
+    for (_, end, first), (start, _, second) in itertools.pairwise(ordered):
+        if start < end:
+            raise BundleError(f"{where}: members {first!r} and {second!r} overlap in the archive")
+
+
+def _load_manifest(entries: dict[str, _Entry], mapped: mmap.mmap, where: str) -> Manifest:
+    first = next(iter(entries.values()), None)
+    if first is None or first.name != MANIFEST:
+        problem = "is not the first member" if MANIFEST in entries else "is missing"
         raise BundleError(f"{where}: {MANIFEST} {problem}; not an edgerun bundle")
-    return Manifest.from_json(_manifest_json(zf, infos[0], where), where)
+    return Manifest.from_json(_manifest_json(first, mapped, where), where)
 
 
-def _manifest_json(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> Any:
+def _manifest_json(entry: _Entry, mapped: mmap.mmap, where: str) -> Any:
     """The parsed manifest, refusing a huge one before a byte of it is inflated."""
-    if info.file_size > MAX_MANIFEST_BYTES:
-        raise BundleError(f"{where}: {MANIFEST} is {info.file_size} bytes, over the 16 MiB limit")
-    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-        raise BundleError(f"{where}: {MANIFEST} uses compression {info.compress_type}, not deflate")
+    if entry.size > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{where}: {MANIFEST} is {entry.size} bytes, over the 16 MiB limit")
+    raw = bytes(mapped[entry.data[0] : entry.data[1]])
+    if entry.method == zipfile.ZIP_DEFLATED:
+        inflate = zlib.decompressobj(-zlib.MAX_WBITS)
+        try:
+            raw = inflate.decompress(raw, MAX_MANIFEST_BYTES + 1)
+        except zlib.error as exc:
+            raise BundleError(
+                f"{where}: {MANIFEST} is unreadable, the bundle is corrupt: {exc}"
+            ) from None
+        if not inflate.eof:
+            raise BundleError(f"{where}: {MANIFEST} is unreadable, the bundle is corrupt")
+    elif entry.method != zipfile.ZIP_STORED:
+        raise BundleError(f"{where}: {MANIFEST} uses compression {entry.method}, not deflate")
+    if len(raw) != entry.size or zlib.crc32(raw) != entry.crc:
+        raise BundleError(f"{where}: {MANIFEST} fails its CRC, the bundle is corrupt")
     try:
-        with zf.open(info) as f:
-            raw = f.read(MAX_MANIFEST_BYTES + 1)
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError) as exc:
-        raise BundleError(
-            f"{where}: {MANIFEST} is unreadable, the bundle is corrupt: {exc}"
-        ) from exc
-    try:
-        return json.loads(raw)
+        data = json.loads(raw)
     except (ValueError, RecursionError) as exc:
         raise BundleError(f"{where}: {MANIFEST} is not valid JSON: {exc}") from exc
+    _check_depth(data, where)
+    return data
+
+
+def _check_depth(data: Any, where: str) -> None:
+    """Refuse JSON nested deeper than any manifest needs (later code recurses over it)."""
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_MANIFEST_DEPTH:
+            raise BundleError(f"{where}: {MANIFEST} is nested deeper than {MAX_MANIFEST_DEPTH}")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
 
 
 def _check_members(
-    zf: zipfile.ZipFile, mapped: mmap.mmap, manifest: Manifest, where: str, *, verify: bool
+    entries: dict[str, _Entry],
+    mapped: mmap.mmap,
+    manifest: Manifest,
+    where: str,
+    *,
+    verify: bool,
 ) -> dict[str, tuple[int, int]]:
     """Archive and manifest must list the same members; each is checked, then located."""
-    infos = {info.filename: info for info in zf.infolist()}
     for member in manifest.members:
-        if member.name not in infos:
+        if member.name not in entries:
             raise BundleError(f"{where}: {member.name} is listed in {MANIFEST} but missing")
     listed = {MANIFEST, *(m.name for m in manifest.members)}
-    unlisted = sorted(set(infos) - listed)
+    unlisted = [name for name in entries if name not in listed]
     if unlisted:
         raise BundleError(f"{where}: member {unlisted[0]!r} is not listed in {MANIFEST}")
-    return {m.name: _span(infos[m.name], m, mapped, where, verify) for m in manifest.members}
+    return {m.name: _span(entries[m.name], m, mapped, where, verify) for m in manifest.members}
 
 
 def _span(
-    info: zipfile.ZipInfo, member: Member, mapped: mmap.mmap, where: str, verify: bool
+    entry: _Entry, member: Member, mapped: mmap.mmap, where: str, verify: bool
 ) -> tuple[int, int]:
     what = f"{where}: {member.name}"
-    if info.compress_type != zipfile.ZIP_STORED:
+    if entry.method != zipfile.ZIP_STORED:
         raise BundleError(f"{what}: is compressed; bundle members must be stored to be mapped")
-    if info.file_size != member.size or info.compress_size != member.size:
+    if entry.size != member.size:
         raise BundleError(
-            f"{what}: size mismatch ({info.file_size} bytes in the archive, "
+            f"{what}: size mismatch ({entry.size} bytes in the archive, "
             f"{member.size} in {MANIFEST}), the bundle is corrupt or was modified"
         )
-    start = _data_offset(info, mapped, what)
-    end = start + member.size
-    if end > len(mapped):
-        raise BundleError(f"{what}: data runs past the end of the file; the bundle is truncated")
+    start, end = entry.data
     if start % ALIGNMENT:
         raise BundleError(f"{what}: data is not {ALIGNMENT}-byte aligned")
     if verify and _sha256(mapped, start, end) != member.sha256:
         raise BundleError(f"{what}: sha256 mismatch, the bundle is corrupt or was modified")
     return start, end
-
-
-def _data_offset(info: zipfile.ZipInfo, mapped: mmap.mmap, what: str) -> int:
-    """Where the data starts, from the local header: its extra may differ from the central one."""
-    offset = info.header_offset
-    if offset + 30 > len(mapped):
-        raise BundleError(f"{what}: local header past the end of the file; the bundle is truncated")
-    signature, name_len, extra_len = _LOCAL_HEADER.unpack_from(mapped, offset)
-    name_start = offset + 30
-    central_name = info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437")
-    if signature != b"PK\x03\x04" or mapped[name_start : name_start + name_len] != central_name:
-        raise BundleError(f"{what}: local header does not match the central directory")
-    return name_start + name_len + extra_len
 
 
 def _sha256(mapped: mmap.mmap, start: int, end: int) -> str:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 import mmap
 import os
+import re
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -57,6 +59,7 @@ MAX_DEPTH = 64  # nested subgraphs and types; deeper is refused rather than risk
 MAX_RANK = 32  # numpy 1.24's limit on dimensions
 MAX_INLINED_NODES = 1_000_000  # nodes after expanding function calls (a "billion laughs" bound)
 EXTERNAL_KEYS = {"location", "offset", "length", "checksum"}
+_DIGITS = re.compile("[0-9]{1,20}")
 
 
 def read_onnx(path: str | os.PathLike[str]) -> Model:
@@ -69,15 +72,27 @@ def read_onnx(path: str | os.PathLike[str]) -> Model:
 
 
 def map_file(path: Path) -> memoryview:
-    """Memory-map a whole file read-only (an empty file gets an empty buffer)."""
+    """Memory-map a whole regular file read-only (an empty file gets an empty buffer).
+
+    Opened without blocking and checked after opening, so a FIFO or a device named like a
+    model is refused instead of hanging the loader or reading without end.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size == 0:
-                return memoryview(b"")
-            return memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+        fd = os.open(path, flags)
     except OSError as exc:
         raise ModelFormatError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ModelFormatError(f"{path}: not a regular file")
+        if info.st_size == 0:
+            return memoryview(b"")
+        return memoryview(mmap.mmap(fd, 0, access=mmap.ACCESS_READ))
+    except OSError as exc:
+        raise ModelFormatError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
 
 
 def parse_model(buf: memoryview, external: ExternalResolver | None, what: str = "model") -> Model:
@@ -541,14 +556,13 @@ class _Parser:
         location = entries.get("location", "")
         if self.external is None:
             raise r.fail(f"{where}: external data {location!r} but no folder to read it from")
-        try:
-            offset = int(entries.get("offset", "0"))
-            length = int(entries["length"]) if "length" in entries else None
-        except ValueError:
-            raise r.fail(f"{where}: external_data offset/length are not integers") from None
+        for key in ("offset", "length"):
+            if key in entries and not _DIGITS.fullmatch(entries[key]):
+                problem = "negative" if entries[key].startswith("-") else "not a decimal integer"
+                raise r.fail(f"{where}: external_data {key} {entries[key]!r} is {problem}")
+        offset = int(entries.get("offset", "0"))
+        length = int(entries["length"]) if "length" in entries else None
         buf = self.external(location)
-        if offset < 0 or (length is not None and length < 0):
-            raise r.fail(f"{where}: negative external_data offset or length")
         stop = len(buf) if length is None else offset + length
         if offset > len(buf) or stop > len(buf):
             raise r.fail(f"{where}: external data {location!r} is shorter than offset + length")
