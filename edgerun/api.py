@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgerun.errors import EdgerunError
+from edgerun.errors import (
+    BackendFallbackWarning,
+    BackendUnavailableError,
+    EdgerunError,
+    MissingDependencyError,
+)
 from edgerun.feeds import check_feeds
-from edgerun.modelfile import open_model
 from edgerun.specs import TensorSpec
+
+if TYPE_CHECKING:
+    from edgerun.backends.base import BackendSession, OpRecorder
+    from edgerun.backends.select import Group, ModelSource
+    from edgerun.profiles import DeviceProfile
+    from edgerun.runtime.plan import Plan
 
 BACKENDS = ("auto", "numpy", "onnxruntime", "tflite")
 
@@ -19,18 +30,44 @@ BACKENDS = ("auto", "numpy", "onnxruntime", "tflite")
 class Session:
     """A loaded model, ready to run; ``run`` may be called from several threads at once."""
 
-    def __init__(self, backend_session: Any) -> None:
+    def __init__(self, backend_session: BackendSession) -> None:
         self._impl = backend_session
         self.inputs: list[TensorSpec] = list(backend_session.inputs)
         self.outputs: list[TensorSpec] = list(backend_session.outputs)
 
     @property
     def backend(self) -> str:
+        """What runs the model: "numpy", "onnxruntime:CPUExecutionProvider", "tflite:xnnpack"."""
         return self._impl.name
 
     @property
     def backend_reason(self) -> str:
+        """Why: where the order came from, what was asked for and is missing, who took what."""
         return self._impl.reason
+
+    @property
+    def placement(self) -> dict[str, int] | None:
+        """onnxruntime: nodes each execution provider took; None where the backend cannot say."""
+        return self._impl.placement
+
+    @property
+    def providers(self) -> list[str]:
+        """onnxruntime's registered execution providers, or the TFLite delegate; [] on numpy."""
+        return list(self._impl.providers)
+
+    @property
+    def threads(self) -> int | None:
+        return self._impl.threads
+
+    @property
+    def plan(self) -> Plan | None:
+        """The numpy runtime's plan (its steps, constants); None on other backends."""
+        return getattr(self._impl, "plan", None)
+
+    def op_recorder(self, max_traced_runs: int = 200) -> OpRecorder | None:
+        """Per-op timing with the backend's own instrument, for the profiler; None where the
+        backend cannot time ops (TFLite). While it records, run through it."""
+        return self._impl.op_recorder(max_traced_runs)
 
     def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
         return self._impl.run(check_feeds(self.inputs, feeds))
@@ -44,24 +81,97 @@ def load(
     backend: str = "auto",
     device: str | None = None,
     threads: int | None = None,
+    strict: bool = False,
 ) -> Session:
     """Load a bundle, an .onnx or a .tflite file for running.
 
-    ``device`` names a profile ("rpi4") or a TOML path; its default thread count applies
-    when ``threads`` is None.
+    ``device`` names a profile ("rpi4") or a TOML path: its backend order and default thread
+    count apply. With ``backend="auto"`` the model's format, that order and what is installed
+    decide; the numpy runtime is the last resort. A backend, execution provider or delegate
+    that was asked for and cannot run gives a ``BackendFallbackWarning`` naming it, and the
+    next one runs; with ``strict=True`` it is a ``BackendUnavailableError`` instead.
     """
+    from edgerun.backends.select import open_source, plan_choice
+
     if backend not in BACKENDS:
         raise EdgerunError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if threads is None and device is not None:
+    profile = None
+    if device is not None:
         from edgerun.profiles import load_profile
 
-        threads = load_profile(device).deploy.threads
-    model_file = open_model(path)
-    if backend in ("onnxruntime", "tflite"):
-        raise EdgerunError(
-            f"the {backend} backend is not available in this edgerun yet; use backend='numpy'"
+        profile = load_profile(device)
+        if threads is None:
+            threads = profile.deploy.threads
+    source = open_source(path)
+    choice = plan_choice(backend, source.format, profile)
+    misses: list[str] = []  # asked for and not running
+    notes: list[str] = []  # defaults that are not here: said, not warned about
+    impl = None
+    for group in choice.groups:
+        try:
+            impl = _open(group, source, profile, threads)
+        except (MissingDependencyError, BackendUnavailableError) as exc:
+            if backend != "auto":
+                raise
+            if group.kind == "numpy" and (misses or notes):
+                raise BackendUnavailableError(
+                    f"no backend can run {source.path}: {'; '.join(misses + notes)}; "
+                    f"numpy runtime: {exc}"
+                ) from exc
+            (misses if group.requested else notes).append(f"{group.kind} ({exc})")
+            if strict and group.requested:
+                break
+            continue
+        misses += getattr(impl, "misses", [])
+        break
+    if strict and misses:
+        asked = f"device {profile.name}" if profile is not None else f"backend={backend!r}"
+        raise BackendUnavailableError(
+            f"{asked} asks for what cannot run here, and strict mode allows no fallback: "
+            + "; ".join(misses)
         )
-    from edgerun.backends.numpy import NumpySession
+    assert impl is not None  # the last group is numpy, which raises rather than misses
+    impl.reason = _reason(choice.why, impl, misses, notes)
+    if misses:
+        warnings.warn(
+            f"{source.path.name} runs on {impl.name}; asked for and not available: "
+            + "; ".join(misses),
+            BackendFallbackWarning,
+            stacklevel=2,
+        )
+    return Session(impl)
 
-    reason = "requested" if backend == "numpy" else "auto: the numpy runtime runs everywhere"
-    return Session(NumpySession(model_file, threads, reason))
+
+def _open(
+    group: Group, source: ModelSource, profile: DeviceProfile | None, threads: int | None
+) -> BackendSession:
+    if group.kind == "onnxruntime":
+        from edgerun.backends.onnxruntime import OnnxRuntimeSession, OrtOptions
+
+        return OnnxRuntimeSession(source, group.options, OrtOptions.from_profile(profile, threads))
+    if group.kind == "tflite":
+        from edgerun.backends.tflite import TfliteSession
+
+        libraries = dict(profile.deploy.delegates) if profile is not None else {}
+        return TfliteSession(source, group.options, threads, libraries)
+    from edgerun.backends.numpy import NumpySession
+    from edgerun.modelfile import bundle_model, open_model
+
+    model = open_model(source.path) if source.bundle is None else bundle_model(source.bundle)
+    return NumpySession(model, threads)
+
+
+def _reason(why: str, impl: BackendSession, misses: list[str], notes: list[str]) -> str:
+    parts = [why]
+    if misses:
+        parts.append("missing: " + "; ".join(misses))
+    if notes:
+        parts.append("not here: " + "; ".join(notes))
+    if impl.placement:
+        total = sum(impl.placement.values())
+        took = ", ".join(f"{p} took {n} of {total} nodes" for p, n in impl.placement.items())
+        parts.append(took)
+    describe = getattr(impl, "describe", None)
+    if describe is not None and (text := describe()):
+        parts.append(text)
+    return "; ".join(parts)

@@ -54,3 +54,12 @@ class ResourceLimitError(EdgerunError, ValueError):
     Also a ValueError, so a kernel that refuses an allocation is reported like any other
     failed node: the plan names the node around this message.
     """
+
+
+class BackendUnavailableError(EdgerunError):
+    """A backend, execution provider or delegate was asked for and cannot run here (strict
+    mode), or none of the ones asked for can."""
+
+
+class BackendFallbackWarning(UserWarning):
+    """A backend, execution provider or delegate asked for is missing; the next one runs."""

@@ -56,7 +56,8 @@ import numpy as np
 import psutil
 
 import edgerun
-from edgerun.errors import EdgerunError, InputError
+from edgerun.backends.base import OpRecord, OpRecorder
+from edgerun.errors import InputError
 from edgerun.feeds import check_feeds
 from edgerun.inference import concrete_shape, random_feeds
 from edgerun.runtime.plan import Plan, Step
@@ -121,11 +122,11 @@ class Memory:
     peak_rss_method: str
     peak_live_bytes: int | None
     peak_live_at: str | None
-    weights_bytes: int
-    weights_mapped_bytes: int
+    weights_bytes: int | None  # None off the numpy runtime (here and below)
+    weights_mapped_bytes: int | None
     weights_resident_after_load: int | None
     weights_resident_after_runs: int | None
-    constants_in_ram_bytes: int
+    constants_in_ram_bytes: int | None
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,7 @@ class ProfileReport:
     runs_ms: list[float]
     ops: list[OpStat]
     op_types: list[OpTypeStat]
-    op_coverage: float
+    op_coverage: float | None  # None where the backend has no per-op time (TFLite)
     memory: Memory
     environment: Environment
     device_fit: DeviceFit | None
@@ -271,57 +272,62 @@ def profile(
     shapes: Mapping[str, tuple[int, ...]] | None = None,
     seed: int = 0,
     progress: Progress | None = None,
+    strict: bool = False,
 ) -> ProfileReport:
     """Profile the model at ``path`` on random inputs.
 
     ``duration`` (seconds), when given, replaces ``runs``: runs go on until it has passed
     (at least one). ``batch`` sets the first dimension of every input not in ``shapes``.
+    Per-op time comes from the backend's own instrument (``Session.op_recorder``): the numpy
+    runtime's step hook, onnxruntime's profiler; TFLite is timed whole-model.
     """
     _check_counts(runs, warmup, duration, batch)
     process = psutil.Process()
     t0 = perf_counter()
     rss_before = process.memory_info().rss
-    session = edgerun.load(path, backend=backend, device=device, threads=threads)
+    session = edgerun.load(path, backend=backend, device=device, threads=threads, strict=strict)
     load_s = perf_counter() - t0
     rss_after = process.memory_info().rss
-    impl = session._impl  # the backend session: the numpy one takes a step hook
-    if not hasattr(impl, "plan"):
-        raise EdgerunError(f"profiling the {session.backend} backend is not implemented yet")
-    plan: Plan = impl.plan
-    weights = _weights(impl.model.graph.initializers, plan.constants)
+    plan = session.plan
+    weights = _weights(plan.graph.initializers, plan.constants) if plan is not None else None
 
     feeds = random_feeds(session.inputs, _shapes(session.inputs, shapes, batch), seed)
     start = perf_counter()
     session.run(feeds)
     first_s = perf_counter() - start
     feeds = check_feeds(session.inputs, feeds)
-    live = LiveBytes(plan, feeds)
-    impl.run(feeds, hook=lambda step, _seconds, results: live.observe(step, results))
+    live = None
+    if plan is not None:
+        live = LiveBytes(plan, feeds)
+        plan.run(feeds, hook=lambda step, _seconds, results: live.observe(step, results))
+    recorder = session.op_recorder(MAX_TRACED_RUNS) or _WholeModel(session)
     for _ in range(warmup):
-        impl.run(feeds)
+        recorder.run(feeds, record=False)
 
-    timer = _StepTimer(plan.steps, t0)
     before = sensors()
     with _peak_rss(process) as peak:
-        run_s = _timed_runs(impl, feeds, timer, runs, duration, progress)
+        run_s, run_starts = _timed_runs(recorder, feeds, runs, duration, progress)
     after = sensors()
-    weights_after = _resident(weights.mapped_addresses)
+    record = recorder.finish()
 
     memory = Memory(
         rss_before_load=rss_before,
         rss_after_load=rss_after,
         peak_rss=peak.value,
         peak_rss_method=peak.method,
-        peak_live_bytes=live.peak,
-        peak_live_at=live.peak_at,
-        weights_bytes=weights.total,
-        weights_mapped_bytes=weights.mapped,
-        weights_resident_after_load=weights.resident_after_load,
-        weights_resident_after_runs=weights_after,
-        constants_in_ram_bytes=weights.in_ram,
+        peak_live_bytes=None if live is None else live.peak,
+        peak_live_at=None if live is None else live.peak_at,
+        weights_bytes=None if weights is None else weights.total,
+        weights_mapped_bytes=None if weights is None else weights.mapped,
+        weights_resident_after_load=None if weights is None else weights.resident_after_load,
+        weights_resident_after_runs=(
+            None if weights is None else _resident(weights.mapped_addresses)
+        ),
+        constants_in_ram_bytes=None if weights is None else weights.in_ram,
     )
     used_batch = _batch_of(feeds)
-    ops = timer.ops(live.output_bytes)
+    ops = op_stats(record, None if live is None else live.output_bytes)
+    traced = [(s - t0, d) for s, d in zip(run_starts, run_s, strict=True)][:MAX_TRACED_RUNS]
     return ProfileReport(
         model=str(path),
         backend=session.backend,
@@ -334,13 +340,17 @@ def profile(
         runs_ms=[s * 1e3 for s in run_s],
         ops=ops,
         op_types=group_by_type(ops),
-        op_coverage=sum(timer.totals) / sum(run_s),
+        op_coverage=sum(record.totals_s) / sum(run_s) if record.ops else None,
         memory=memory,
-        environment=environment(session.backend, impl.threads, before, after),
+        environment=environment(session.backend, session.threads, before, after, session.providers),
         device_fit=None if device is None else device_fit(device, peak.value),
         phases=[("load", 0.0, load_s), ("first inference", start - t0, first_s)],
-        run_spans=timer.runs,
-        spans=timer.spans,
+        run_spans=traced,
+        spans=[
+            Span(run, op, traced[run][0] + offset, seconds)
+            for run, op, offset, seconds in record.spans
+            if run < len(traced)
+        ],
     )
 
 
@@ -374,70 +384,57 @@ def _batch_of(feeds: Mapping[str, np.ndarray]) -> int:
     return int(first.shape[0]) if first is not None and first.ndim else 1
 
 
+class _WholeModel:
+    """A recorder for backends with no per-op timing: runs the session, records no ops."""
+
+    def __init__(self, session: edgerun.Session) -> None:
+        self.session = session
+
+    def run(self, feeds: Mapping[str, np.ndarray], record: bool = True) -> None:
+        self.session.run(feeds)
+
+    def finish(self) -> OpRecord:
+        return OpRecord([], [], [], [])
+
+
 def _timed_runs(
-    impl: Any,
+    recorder: OpRecorder | _WholeModel,
     feeds: dict[str, np.ndarray],
-    timer: _StepTimer,
     runs: int,
     duration: float | None,
     progress: Progress | None,
-) -> list[float]:
+) -> tuple[list[float], list[float]]:
+    """Seconds of each run and when it started (perf_counter)."""
     seconds: list[float] = []
+    starts: list[float] = []
     stop = None if duration is None else perf_counter() + duration
     while (len(seconds) < runs) if stop is None else (not seconds or perf_counter() < stop):
-        timer.begin(len(seconds))
         start = perf_counter()
-        impl.run(feeds, hook=timer.hook)
+        recorder.run(feeds)
         seconds.append(perf_counter() - start)
-        timer.end(start, seconds[-1])
+        starts.append(start)
         if progress is not None:
             progress(len(seconds), None if stop is not None else runs)
-    return seconds
+    return seconds, starts
 
 
-class _StepTimer:
-    """The step hook: per-step totals and call counts, spans for the first runs."""
-
-    def __init__(self, steps: tuple[Step, ...] | list[Step], t0: float) -> None:
-        self.steps = list(steps)
-        self.index = {id(s): i for i, s in enumerate(self.steps)}
-        self.totals = [0.0] * len(self.steps)
-        self.calls = [0] * len(self.steps)
-        self.t0 = t0
-        self.run = 0
-        self.spans: list[Span] = []
-        self.runs: list[tuple[float, float]] = []
-
-    def begin(self, run: int) -> None:
-        self.run = run
-
-    def end(self, start: float, seconds: float) -> None:
-        if self.run < MAX_TRACED_RUNS:
-            self.runs.append((start - self.t0, seconds))
-
-    def hook(self, step: Step, seconds: float, results: tuple) -> None:
-        end = perf_counter()
-        i = self.index[id(step)]
-        self.totals[i] += seconds
-        self.calls[i] += 1
-        if self.run < MAX_TRACED_RUNS:
-            self.spans.append(Span(self.run, i, end - seconds - self.t0, seconds))
-
-    def ops(self, output_bytes: list[int | None]) -> list[OpStat]:
-        everything = sum(self.totals) or 1.0
-        return [
-            OpStat(
-                index=i,
-                name=step.node.name or f"{step.node.op_type}_{i}",
-                op_type=step.node.op_type,
-                calls=self.calls[i],
-                total_ms=self.totals[i] * 1e3,
-                mean_ms=self.totals[i] * 1e3 / max(self.calls[i], 1),
-                share=self.totals[i] / everything,
-                output_bytes=output_bytes[i],
-            )
-            for i, step in enumerate(self.steps)
-        ]
+def op_stats(record: OpRecord, output_bytes: list[int | None] | None = None) -> list[OpStat]:
+    """The per-op table: the backend's ops in its order; ``output_bytes`` (the numpy
+    runtime's, per step) replace what the backend said."""
+    everything = sum(record.totals_s) or 1.0
+    return [
+        OpStat(
+            index=i,
+            name=op.name,
+            op_type=op.op_type,
+            calls=record.calls[i],
+            total_ms=record.totals_s[i] * 1e3,
+            mean_ms=record.totals_s[i] * 1e3 / max(record.calls[i], 1),
+            share=record.totals_s[i] / everything,
+            output_bytes=op.output_bytes if output_bytes is None else output_bytes[i],
+        )
+        for i, op in enumerate(record.ops)
+    ]
 
 
 def latency(seconds: list[float], batch: int = 1) -> Latency:
@@ -707,7 +704,13 @@ def throttling(before: Sensors, after: Sensors) -> tuple[bool | None, str]:
     return bool(notes), "; ".join(notes) or "none"
 
 
-def environment(backend: str, threads: int | None, before: Sensors, after: Sensors) -> Environment:
+def environment(
+    backend: str,
+    threads: int | None,
+    before: Sensors,
+    after: Sensors,
+    providers: list[str] | None = None,
+) -> Environment:
     from edgerun.doctor import cpu_info
 
     cpu = cpu_info()
@@ -720,7 +723,7 @@ def environment(backend: str, threads: int | None, before: Sensors, after: Senso
         threads=threads,
         blas_threads=_blas_threads(),
         backend=backend,
-        providers=[],
+        providers=list(providers or []),
         python=platform.python_version(),
         numpy=np.__version__,
         platform=f"{sys.platform} {platform.machine()}",

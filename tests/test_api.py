@@ -224,6 +224,8 @@ def test_run_with_input_files(tiny_cnn_path: Path, tmp_path: Path) -> None:
             f"image={tmp_path / 'x.npy'}",
             "--output",
             str(out),
+            "--backend",
+            "numpy",
         ],
         capture_output=True,
         text=True,

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from time import perf_counter
 from typing import Any
 
 import numpy as np
 
 from edgerun import _lazy
+from edgerun.backends.base import OpInfo, OpRecord
 from edgerun.modelfile import ModelFile
-from edgerun.runtime.plan import Plan, StepHook
+from edgerun.runtime.plan import Plan, Step, StepHook
 
 
 class NumpySession:
     name = "numpy"
+    placement: dict[str, int] | None = None
+    providers: list[str] = []
 
     def __init__(self, model_file: ModelFile, threads: int | None = None, reason: str = "") -> None:
         model = model_file.model
@@ -29,6 +33,47 @@ class NumpySession:
     def run(self, feeds: Mapping[str, np.ndarray], hook: StepHook | None = None) -> dict[str, Any]:
         results = self.plan.run(feeds, hook=hook)
         return {name: _owned(r) for name, r in zip(self.plan.output_names, results, strict=True)}
+
+    def op_recorder(self, max_traced_runs: int) -> StepRecorder:
+        return StepRecorder(self, max_traced_runs)
+
+
+class StepRecorder:
+    """Per-step time through the plan's step hook: one timer around each kernel call."""
+
+    def __init__(self, session: NumpySession, max_traced_runs: int) -> None:
+        self.session = session
+        steps = session.plan.steps
+        self.index = {id(s): i for i, s in enumerate(steps)}
+        self.ops = [
+            OpInfo(s.node.name or f"{s.node.op_type}_{i}", s.node.op_type)
+            for i, s in enumerate(steps)
+        ]
+        self.totals = [0.0] * len(steps)
+        self.calls = [0] * len(steps)
+        self.spans: list[tuple[int, int, float, float]] = []
+        self.max_traced_runs = max_traced_runs
+        self.runs = 0
+        self.start = 0.0
+
+    def run(self, feeds: Mapping[str, np.ndarray], record: bool = True) -> None:
+        if not record:
+            self.session.plan.run(feeds)
+            return
+        self.start = perf_counter()
+        self.session.plan.run(feeds, hook=self._hook)
+        self.runs += 1
+
+    def _hook(self, step: Step, seconds: float, results: tuple) -> None:
+        end = perf_counter()
+        i = self.index[id(step)]
+        self.totals[i] += seconds
+        self.calls[i] += 1
+        if self.runs < self.max_traced_runs:
+            self.spans.append((self.runs, i, end - seconds - self.start, seconds))
+
+    def finish(self) -> OpRecord:
+        return OpRecord(self.ops, self.totals, self.calls, self.spans)
 
 
 def _owned(value: Any) -> Any:

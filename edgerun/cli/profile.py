@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Optional
 import typer
 
 from edgerun.cli.render import console, emit_json, human_bytes, table
-from edgerun.cli.run import _pairs
+from edgerun.cli.run import STRICT_HELP, _pairs, fallback_warnings
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -32,7 +32,8 @@ def profile(
     duration: Optional[float] = typer.Option(
         None, "--duration", help="Run for this many seconds instead of --runs."
     ),
-    threads: Optional[int] = typer.Option(None, "--threads", help="BLAS threads."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Threads for the backend."),
+    strict: bool = typer.Option(False, "--strict", help=STRICT_HELP),
     batch: Optional[int] = typer.Option(None, "--batch", help="First dimension of every input."),
     shape: list[str] = typer.Option([], "--shape", help="name=1x3x224x224 (repeatable)."),
     seed: int = typer.Option(0, "--seed", help="Seed for the random inputs."),
@@ -50,9 +51,20 @@ def profile(
     from edgerun.profiler import profile as run_profile
 
     shapes = {k: parse_shape(v) for k, v in _pairs(shape, "--shape").items()}
-    with _progress(not as_json) as progress:
+    with _progress(not as_json) as progress, fallback_warnings():
         report = run_profile(
-            model, backend, device, runs, warmup, duration, threads, batch, shapes, seed, progress
+            model,
+            backend,
+            device,
+            runs,
+            warmup,
+            duration,
+            threads,
+            batch,
+            shapes,
+            seed,
+            progress,
+            strict,
         )
     if csv_file is not None:
         report.write_csv(csv_file)
@@ -90,7 +102,8 @@ def _render(report: ProfileReport) -> None:
     env, lat, mem = report.environment, report.latency, report.memory
     threads = env.threads if env.threads is not None else "BLAS default"
     out.print(f"model: {report.model}")
-    out.print(f"backend: {report.backend} ({report.backend_reason}); threads: {threads}")
+    out.print(f"backend: {report.backend}; threads: {threads}")
+    out.print(f"why: {report.backend_reason}")
     out.print(f"cpu: {env.cpu_model} ({env.arch}, {env.cores} cores)" + _sensors(report))
     if env.throttled:
         out.print(f"WARNING: the CPU throttled: {env.throttle_detail}")
@@ -101,13 +114,16 @@ def _render(report: ProfileReport) -> None:
     times = (lat.mean_ms, lat.std_ms, lat.min_ms, lat.p50_ms, lat.p90_ms, lat.p99_ms, lat.max_ms)
     row = [lat.runs, *map(_ms, times), f"{lat.items_per_s:.1f}"]
     out.print(table(f"latency, ms (batch {report.batch})", columns, [row]))
-    out.print(_ops_table(report))
-    rows = [
-        [t.op_type, t.nodes, _ms(t.total_ms / max(lat.runs, 1)), f"{t.share:.1%}"]
-        for t in report.op_types
-    ]
-    out.print(table("by op type", ["op type", "nodes", "ms per run", "share"], rows))
-    out.print(f"op time covers {report.op_coverage:.1%} of run time")
+    if report.op_coverage is None:
+        out.print(f"per-op times: {report.backend} has no per-op profiler (whole-model only)")
+    else:
+        out.print(_ops_table(report))
+        rows = [
+            [t.op_type, t.nodes, _ms(t.total_ms / max(lat.runs, 1)), f"{t.share:.1%}"]
+            for t in report.op_types
+        ]
+        out.print(table("by op type", ["op type", "nodes", "ms per run", "share"], rows))
+        out.print(f"op time covers {report.op_coverage:.1%} of run time")
     out.print(table("memory", ["", "bytes"], _memory_rows(mem)))
     fit = report.device_fit
     if fit is not None:
