@@ -10,6 +10,7 @@ profiler, so profiling on TFLite is whole-model.
 
 from __future__ import annotations
 
+import ctypes
 import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -95,6 +96,7 @@ class TfliteSession:
         if library is None:
             return "no library known for it; name one in the profile's [deploy.delegates]"
         try:
+            ctypes.CDLL(library)  # first: a failed load_delegate prints a stray traceback
             loaded = self.module.load_delegate(library)
         except (OSError, ValueError, RuntimeError) as exc:
             return f"cannot load {library}: {exc}"
