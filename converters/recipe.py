@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edgerun.errors import EdgerunError
-from edgerun.profiles import Deploy
+from edgerun.profiles import DeviceProfile
 
 SCHEMES = ("none", "fp16", "dynamic", "int8")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
@@ -36,6 +36,9 @@ class QuantRecipe:
     per_channel: bool
     calibration_method: str  # "minmax" | "entropy" | "percentile" (onnxruntime only)
     integer_io: bool  # TFLite full integer: integer model inputs and outputs (Edge TPU)
+    # 7-bit weights: x86 without VNNI sums uint8 x int8 pairs in int16, which saturates
+    # (onnxruntime's documented caveat); Arm and VNNI CPUs need no such loss
+    reduce_range: bool = False
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -45,13 +48,15 @@ class QuantRecipe:
             "per_channel": self.per_channel,
             "calibration_method": self.calibration_method,
             "integer_io": self.integer_io,
+            "reduce_range": self.reduce_range,
         }
 
 
 def recipe_for(
-    deploy: Deploy, scheme: str | None = None, calibration_method: str = "minmax"
+    profile: DeviceProfile, scheme: str | None = None, calibration_method: str = "minmax"
 ) -> QuantRecipe:
     """The profile's recipe, with ``scheme`` (from ``--quantize``) overriding its choice."""
+    deploy = profile.deploy
     if scheme is None:
         if deploy.quantization not in _PROFILE_SCHEMES:
             raise EdgerunError(f"the profile's quantization {deploy.quantization!r} is unknown")
@@ -72,4 +77,10 @@ def recipe_for(
         per_channel=deploy.per_channel,
         calibration_method=calibration_method,
         integer_io=deploy.integer_io and scheme == "int8",
+        reduce_range=scheme == "int8" and activation == "uint8" and _int16_pair_sums(profile),
     )
+
+
+def _int16_pair_sums(profile: DeviceProfile) -> bool:
+    features = {f.lower() for f in profile.cpu.features}
+    return profile.cpu.arch == "x86_64" and not features & {"avx512_vnni", "avx_vnni", "vnni"}

@@ -20,6 +20,9 @@ EXTRAS: dict[str, str] = {
     "tflite_runtime": "tflite",
     "torch": "torch",
     "tensorflow": "tensorflow",
+    "tf2onnx": "tensorflow",
+    "onnxslim": "pack",
+    "sklearn": "examples",
 }
 
 

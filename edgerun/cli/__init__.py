@@ -33,9 +33,9 @@ def _root(
 
 
 def _register() -> None:
-    from edgerun.cli import devices, doctor, inspect, profile, run
+    from edgerun.cli import devices, doctor, inspect, pack, profile, run, verify
 
-    for module in (run, profile, devices, inspect, doctor):
+    for module in (pack, run, profile, verify, devices, inspect, doctor):
         module.register(app)
 
 

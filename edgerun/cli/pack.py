@@ -1,0 +1,161 @@
+"""``edgerun pack``: convert, optimise and quantize a model for a board, write a bundle."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+import typer
+
+from edgerun.cli.render import console, emit_json, table
+from edgerun.cli.run import _pairs
+
+if TYPE_CHECKING:
+    from converters.pack import PackResult
+
+
+def pack(
+    model: str = typer.Argument(
+        ...,
+        help="A .pt/.pt2/.onnx/.tflite/.keras/.h5 file, a SavedModel folder, or module:factory.",
+    ),
+    device: str = typer.Option(..., "--device", "-d", help="Device profile name or TOML path."),
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", help="Bundle path (default: MODEL.DEVICE.edgerun here)."
+    ),
+    quantize: Optional[str] = typer.Option(
+        None, "--quantize", "-q", help="none|fp16|dynamic|int8 (default: the profile's)."
+    ),
+    model_format: Optional[str] = typer.Option(
+        None, "--format", help="onnx|tflite (default: the profile's)."
+    ),
+    calibration: Optional[Path] = typer.Option(
+        None, "--calibration", help="Samples: an .npz (one array per input) or a folder of .npy."
+    ),
+    validation: Optional[Path] = typer.Option(
+        None, "--validation", help="Held-out samples (optional 'label' array) for the report."
+    ),
+    calibration_method: str = typer.Option(
+        "minmax", "--calibration-method", help="minmax|entropy|percentile."
+    ),
+    input_shape: list[str] = typer.Option(
+        [], "--input-shape", help="name=1x3x224x224 (repeatable)."
+    ),
+    dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="Keep the batch dim free."),
+    max_accuracy_drop: Optional[float] = typer.Option(
+        None, "--max-accuracy-drop", help="Fail when accuracy drops more (points)."
+    ),
+    trust_pickle: bool = typer.Option(
+        False, "--trust-pickle", help="Allow a pickled .pt (unpickling runs its code)."
+    ),
+    opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset for the export."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON summary."),
+) -> None:
+    """Pack a trained model for a board: convert, optimise, quantize, check accuracy.
+
+    Example:  edgerun pack converters.digits:cnn --device rpi4 --calibration digits-calibration.npz
+    """
+    from converters.pack import PackOptions
+    from converters.pack import pack as run_pack
+    from edgerun.inference import parse_shape
+
+    options = PackOptions(
+        device=device,
+        output=output,
+        quantize=quantize,
+        format=model_format,
+        calibration=calibration,
+        validation=validation,
+        calibration_method=calibration_method,
+        input_shapes={k: parse_shape(v) for k, v in _pairs(input_shape, "--input-shape").items()},
+        dynamic_batch=dynamic_batch,
+        max_accuracy_drop=max_accuracy_drop,
+        trust_pickle=trust_pickle,
+        opset=opset,
+    )
+    with _stages(not as_json) as progress, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pack returns its own warnings; shown below
+        result = run_pack(model, options, progress)
+    for message in result.warnings:
+        print(f"edgerun: warning: {message}", file=sys.stderr)
+    if as_json:
+        emit_json(_summary(result))
+        return
+    _render(result)
+
+
+@contextmanager
+def _stages(wanted: bool) -> Iterator[Any]:
+    """One spinner line per stage on a terminal's stderr; nothing in pipes or with --json."""
+    if not (wanted and sys.stderr.isatty()):
+        yield None
+        return
+    from rich.console import Console
+
+    with Console(stderr=True).status("packing") as status:
+        yield lambda stage: status.update(f"packing: {stage}")
+
+
+def _summary(result: PackResult) -> dict[str, Any]:
+    m = result.manifest
+    return {
+        "bundle": str(result.path),
+        "size": result.path.stat().st_size,
+        "format": m.model_format,
+        "device": (m.profile or {}).get("name"),
+        "applied": m.applied,
+        "accuracy": m.accuracy,
+        "inputs": [s.to_json() for s in m.inputs],
+        "outputs": [s.to_json() for s in m.outputs],
+        "warnings": result.warnings,
+        "seconds": result.seconds,
+    }
+
+
+def _render(result: PackResult) -> None:
+    out = console()
+    m = result.manifest
+    q = m.applied.get("quantization") or {}
+    scheme = q.get("scheme", "none")
+    out.print(f"packed {result.path} ({result.path.stat().st_size:,} bytes)")
+    out.print(
+        f"format: {m.model_format}; quantization: {scheme}"
+        + (f" ({q['activation_dtype']} activations)" if scheme == "int8" else "")
+        + f"; calibration samples: {m.applied.get('calibration_samples', 0)}"
+    )
+    accuracy = m.accuracy or {}
+    out.print(
+        f"accuracy against the source on {accuracy.get('samples')} samples "
+        f"({accuracy.get('validation')}):"
+    )
+    rows = []
+    source = accuracy.get("source_label_accuracy")
+    for backend, result_ in (accuracy.get("backends") or {}).items():
+        for name, a in result_["outputs"].items():
+            rows.append(
+                [
+                    backend,
+                    name,
+                    f"{a['max_abs_error']:.4g}",
+                    f"{a['mean_cosine']:.6f}",
+                    _percent(a["top1_agreement"]),
+                    _percent(result_["label_accuracy"]),
+                    _percent(source),
+                ]
+            )
+    columns = ["backend", "output", "max abs err", "cosine", "top-1 agree", "accuracy", "source"]
+    out.print(table(None, columns, rows))
+    for backend, why in (accuracy.get("skipped") or {}).items():
+        out.print(f"not checked on {backend}: {why}")
+
+
+def _percent(value: float | None) -> str:
+    return "" if value is None else f"{100 * value:.2f}%"
+
+
+def register(app: typer.Typer) -> None:
+    app.command("pack")(pack)
