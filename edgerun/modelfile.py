@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 @dataclass
 class ModelFile:
     model: Model
-    format: str  # "onnx"
+    format: str  # "onnx" | "tflite"
     manifest: Manifest | None = None  # set for bundles
     bundle: Bundle | None = None
 
@@ -37,9 +37,9 @@ def open_model(path: str | os.PathLike[str]) -> ModelFile:
     if path.suffix == ".edgerun":
         return _open_bundle(path)
     if path.suffix == ".tflite":
-        raise ModelFormatError(
-            f"{path}: .tflite files are not supported yet (the TFLite reader is issue 9)"
-        )
+        from edgerun.runtime.tflite_reader import read_tflite
+
+        return ModelFile(read_tflite(path), "tflite")
     return ModelFile(read_onnx(path), "onnx")
 
 
@@ -53,6 +53,11 @@ def bundle_model(bundle: Bundle) -> ModelFile:
     """The model in an already opened (and verified) bundle."""
     path = bundle.path
     manifest = bundle.manifest
+    if manifest.model_format == "tflite":
+        from edgerun.runtime.tflite_reader import parse_tflite
+
+        what = f"{path}:{manifest.model.name}"
+        return ModelFile(parse_tflite(bundle.model, what), "tflite", manifest, bundle)
     if manifest.model_format != "onnx":
         raise ModelFormatError(
             f"{path}: bundles of {manifest.model_format} models are not supported yet"

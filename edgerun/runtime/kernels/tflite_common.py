@@ -1,0 +1,140 @@
+"""Shared by the TFLite kernels: fused activations, NHWC views, quantization parameters and
+requantization with TFLite's fixed-point multipliers (from kernels/int8.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from edgerun.runtime.kernels.int8 import multiply_by_quantized_multiplier, quantize_multiplier
+from edgerun.runtime.tflite_reader import QuantParams, TensorQuant
+
+__all__ = ["multiply_by_quantized_multiplier", "quantize_multiplier"]  # TFLite's fixed point
+
+
+# -- float --------------------------------------------------------------------------------
+def fused(y: np.ndarray, act: str) -> np.ndarray:
+    """A float fused activation, in place where ``y`` is writable."""
+    if act == "NONE":
+        return y
+    if not y.flags.writeable:
+        y = y.copy()
+    if act == "RELU":
+        return np.maximum(y, 0, out=y)
+    if act == "RELU6":
+        return np.clip(y, 0, 6, out=y)
+    if act == "RELU_N1_TO_1":
+        return np.clip(y, -1, 1, out=y)
+    if act == "TANH":
+        return np.tanh(y, out=y)
+    if act == "SIGN_BIT":
+        return np.signbit(y).astype(y.dtype)
+    raise ValueError(f"unknown fused activation {act!r}")
+
+
+def nchw(x: np.ndarray) -> np.ndarray:
+    """An NHWC tensor as an NCHW view (what the ONNX kernels take), no copy."""
+    return x.transpose(0, 3, 1, 2)
+
+
+def nhwc(y: np.ndarray) -> np.ndarray:
+    return y.transpose(0, 2, 3, 1)
+
+
+def same_pad(padding: str) -> str:
+    # TFLite SAME puts the odd pixel at the end, as ONNX SAME_UPPER does
+    if padding not in ("SAME", "VALID"):
+        raise ValueError(f"unknown padding {padding!r}")
+    return "SAME_UPPER" if padding == "SAME" else "VALID"
+
+
+def axes_of(axis, rank: int) -> tuple[int, ...]:
+    return tuple(sorted({int(a) % rank for a in np.asarray(axis).reshape(-1)}))
+
+
+# -- quantization ----------------------------------------------------------------------------
+def quant_of(quant: TensorQuant | None, i: int, output: bool = False) -> QuantParams | None:
+    if quant is None:
+        return None
+    params = quant.outputs if output else quant.inputs
+    return params[i] if i < len(params) else None
+
+
+def is_quantized(x: np.ndarray, q: QuantParams | None) -> bool:
+    return q is not None and x.dtype.kind in "iu"
+
+
+def round_half_away(v):
+    """C's std::round (TfLiteRound): halves away from zero, exact for float inputs."""
+    t = np.trunc(v)
+    return t + np.sign(v) * (np.abs(v - t) >= 0.5)
+
+
+def broadcast_channel(values: np.ndarray, q: QuantParams, rank: int) -> np.ndarray:
+    """Per-channel parameters shaped to broadcast along ``q.dimension`` of a rank-r tensor."""
+    if values.size == 1:
+        return values.reshape(())
+    return values.reshape((-1,) + (1,) * (rank - 1 - q.dimension))
+
+
+def dequantize(x: np.ndarray, q: QuantParams) -> np.ndarray:
+    scale = broadcast_channel(q.scale, q, x.ndim)
+    zero = broadcast_channel(q.zero_point, q, x.ndim).astype(np.float32)
+    return ((x.astype(np.float32) - zero) * scale).astype(np.float32)
+
+
+def quantize(f: np.ndarray, q: QuantParams) -> np.ndarray:
+    # AffineQuantize: round(f / scale) + zero_point, saturated; the division is in float32
+    scale = broadcast_channel(q.scale, q, np.ndim(f))
+    v = round_half_away(np.asarray(f, np.float32) / scale)
+    v = v + broadcast_channel(q.zero_point, q, np.ndim(f))
+    info = np.iinfo(q.dtype)
+    return np.clip(v, info.min, info.max).astype(q.dtype)
+
+
+def via_float(quant: TensorQuant, fn: Callable[..., np.ndarray], *args, out: int = 0):
+    """Run a quantized op as float: dequantize the quantized inputs, quantize the result.
+
+    For ops whose TFLite integer kernels use lookup tables or other schemes this does not
+    reproduce bit for bit; results land within one quantization step of the interpreter.
+    """
+    params = (*quant.inputs, *([None] * len(args)))
+    floats = [
+        dequantize(a, q) if a is not None and q is not None and is_quantized(a, q) else a
+        for a, q in zip(args, params, strict=False)
+    ]
+    result = fn(*floats)
+    q_out = quant.outputs[out] if out < len(quant.outputs) else None
+    if q_out is None or q_out.dtype.kind not in "iu":
+        return result
+    if isinstance(result, tuple | list):
+        return type(result)(quantize(r, q) for r, q in zip(result, quant.outputs, strict=True))
+    return quantize(result, q_out)
+
+
+def activation_range(act: str, q: QuantParams) -> tuple[int, int]:
+    """CalculateActivationRangeQuantized: the fused activation as integer bounds."""
+    info = np.iinfo(q.dtype)
+    lo, hi = int(info.min), int(info.max)
+    scale, zero = np.float32(q.scale[0]), int(q.zero_point[0])
+
+    def at(f: float) -> int:
+        return zero + int(round_half_away(np.float32(f) / scale))
+
+    if act == "NONE":
+        return lo, hi
+    if act == "RELU":
+        return max(lo, zero), hi
+    if act == "RELU6":
+        return max(lo, zero), min(hi, at(6.0))
+    if act == "RELU_N1_TO_1":
+        return max(lo, at(-1.0)), min(hi, at(1.0))
+    raise ValueError(f"fused activation {act} is not supported on quantized tensors")
+
+
+def requantize(acc, m, shift, q: QuantParams, act: str) -> np.ndarray:
+    """int32 accumulators -> the output's integers: scale, add its zero point, clamp."""
+    lo, hi = activation_range(act, q)
+    y = multiply_by_quantized_multiplier(acc, m, shift) + int(q.zero_point[0])
+    return np.clip(y, lo, hi).astype(q.dtype)

@@ -1,0 +1,341 @@
+"""TFLite elementwise arithmetic, activations and reductions.
+
+Quantized ADD, SUB, MUL, RELU, RELU6, RELU_N1_TO_1, QUANTIZE (requantizing), MAXIMUM,
+MINIMUM, REDUCE_MAX and REDUCE_MIN follow TFLite's integer reference kernels bit for bit;
+the other quantized ops run through float (see ``via_float``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from edgerun.runtime.dtypes import runtime_dtype
+from edgerun.runtime.kernels.activation import gelu_20
+from edgerun.runtime.kernels.tflite_common import (
+    axes_of,
+    dequantize,
+    fused,
+    is_quantized,
+    multiply_by_quantized_multiplier,
+    quant_of,
+    quantize,
+    quantize_multiplier,
+    requantize,
+    via_float,
+)
+from edgerun.runtime.registry import kernel
+from edgerun.runtime.tflite_reader import DOMAIN, QuantParams, TensorQuant
+
+
+def _quantized(quant: TensorQuant | None, *xs: np.ndarray) -> bool:
+    return quant is not None and all(is_quantized(x, quant_of(quant, i)) for i, x in enumerate(xs))
+
+
+def _zero(q: QuantParams) -> int:
+    return int(q.zero_point[0])
+
+
+def _scale(q: QuantParams) -> np.float64:
+    return np.float64(q.scale[0])
+
+
+# -- binary arithmetic ----------------------------------------------------------------------
+def _add_sub_q(x, y, quant: TensorQuant, act: str, sign: int) -> np.ndarray:
+    # reference_integer_ops::Add: both inputs to a common scale with 20 bits of headroom
+    qa, qb, qy = quant.inputs[0], quant.inputs[1], quant.outputs[0]
+    assert qa is not None and qb is not None and qy is not None
+    left = 20
+    twice_max = 2 * max(_scale(qa), _scale(qb))
+    m1, s1 = quantize_multiplier(_scale(qa) / twice_max)
+    m2, s2 = quantize_multiplier(_scale(qb) / twice_max)
+    mo, so = quantize_multiplier(twice_max / ((1 << left) * _scale(qy)))
+    a = (x.astype(np.int64) - _zero(qa)) << left
+    b = (y.astype(np.int64) - _zero(qb)) << left
+    total = multiply_by_quantized_multiplier(a, m1, s1) + multiply_by_quantized_multiplier(
+        b, sign * m2, s2
+    )
+    return requantize(total, mo, so, qy, act)
+
+
+def _binary(x, y, act, quant, op, exact=None):
+    if _quantized(quant, x, y) and quant_of(quant, 0, output=True) is not None:
+        if exact is not None:
+            return exact(x, y, quant, act)
+        return via_float(quant, lambda a, b: fused(np.asarray(op(a, b)), act), x, y)
+    return fused(np.asarray(op(x, y)), act)
+
+
+@kernel("ADD", since=1, domain=DOMAIN)
+def add(x, y, *, fused_activation_function="NONE", pot_scale_int16=1, quant=None):
+    exact = lambda a, b, q, act: _add_sub_q(a, b, q, act, 1)  # noqa: E731
+    return _binary(x, y, fused_activation_function, quant, np.add, exact)
+
+
+@kernel("SUB", since=1, domain=DOMAIN)
+def sub(x, y, *, fused_activation_function="NONE", pot_scale_int16=1, quant=None):
+    exact = lambda a, b, q, act: _add_sub_q(a, b, q, act, -1)  # noqa: E731
+    return _binary(x, y, fused_activation_function, quant, np.subtract, exact)
+
+
+def _mul_q(x, y, quant: TensorQuant, act: str) -> np.ndarray:
+    qa, qb, qy = quant.inputs[0], quant.inputs[1], quant.outputs[0]
+    assert qa is not None and qb is not None and qy is not None
+    m, s = quantize_multiplier(_scale(qa) * _scale(qb) / _scale(qy))
+    product = (x.astype(np.int64) - _zero(qa)) * (y.astype(np.int64) - _zero(qb))
+    return requantize(product, m, s, qy, act)
+
+
+@kernel("MUL", since=1, domain=DOMAIN)
+def mul(x, y, *, fused_activation_function="NONE", quant=None):
+    return _binary(x, y, fused_activation_function, quant, np.multiply, _mul_q)
+
+
+def _divide(a, b):
+    if a.dtype.kind in "iu":  # TFLite's integer DIV truncates, as C does
+        return (np.trunc(a / b)).astype(a.dtype)
+    return np.divide(a, b)
+
+
+@kernel("DIV", since=1, domain=DOMAIN)
+def div(x, y, *, fused_activation_function="NONE", quant=None):
+    return _binary(x, y, fused_activation_function, quant, _divide)
+
+
+# MAXIMUM/MINIMUM keep their input's scale: comparing integers is comparing the values
+@kernel("MAXIMUM", since=1, domain=DOMAIN)
+def maximum(x, y, *, quant=None):
+    return np.maximum(x, y)
+
+
+@kernel("MINIMUM", since=1, domain=DOMAIN)
+def minimum(x, y, *, quant=None):
+    return np.minimum(x, y)
+
+
+@kernel("SQUARED_DIFFERENCE", since=1, domain=DOMAIN)
+def squared_difference(x, y, *, quant=None):
+    return _binary(x, y, "NONE", quant, lambda a, b: np.square(a - b))
+
+
+@kernel("POW", since=1, domain=DOMAIN)
+def pow_(x, y, *, quant=None):
+    return np.power(x, y)
+
+
+@kernel("FLOOR_DIV", since=1, domain=DOMAIN)
+def floor_div(x, y, *, quant=None):
+    return np.floor_divide(x, y)
+
+
+@kernel("FLOOR_MOD", since=1, domain=DOMAIN)
+def floor_mod(x, y, *, quant=None):
+    return np.mod(x, y)
+
+
+_COMPARISONS = {
+    "LESS": np.less,
+    "LESS_EQUAL": np.less_equal,
+    "GREATER": np.greater,
+    "GREATER_EQUAL": np.greater_equal,
+    "EQUAL": np.equal,
+    "NOT_EQUAL": np.not_equal,
+    "LOGICAL_AND": np.logical_and,
+    "LOGICAL_OR": np.logical_or,
+}
+
+
+def _comparison(op):
+    def compare(x, y, *, quant=None):
+        if _quantized(quant, x, y):
+            x, y = dequantize(x, quant.inputs[0]), dequantize(y, quant.inputs[1])
+        return op(x, y)
+
+    return compare
+
+
+for _name, _op in _COMPARISONS.items():
+    kernel(_name, since=1, domain=DOMAIN)(_comparison(_op))
+
+
+@kernel("SELECT", since=1, domain=DOMAIN)
+def select(condition, x, y, *, quant=None):
+    return np.where(condition, x, y)
+
+
+@kernel("SELECT_V2", since=1, domain=DOMAIN)
+def select_v2(condition, x, y, *, quant=None):
+    return np.where(condition, x, y)
+
+
+# -- unary math and activations -------------------------------------------------------------
+def _unary(fn: Callable[[np.ndarray], np.ndarray]):
+    def run(x, *, quant=None):
+        if quant is not None and is_quantized(x, quant_of(quant, 0)):
+            return via_float(quant, fn, x)
+        return fn(x)
+
+    return run
+
+
+def _rsqrt(x):
+    return (1 / np.sqrt(x)).astype(x.dtype)
+
+
+def _logistic(x):
+    y = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + y), y / (1 + y)).astype(x.dtype)
+
+
+def _hard_swish(x):
+    return x * np.clip(x + 3, 0, 6) / 6
+
+
+_UNARY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "EXP": np.exp,
+    "LOG": np.log,
+    "SQRT": np.sqrt,
+    "RSQRT": _rsqrt,
+    "ABS": np.abs,
+    "NEG": np.negative,
+    "SQUARE": np.square,
+    "SIN": np.sin,
+    "COS": np.cos,
+    "FLOOR": np.floor,
+    "CEIL": np.ceil,
+    "ROUND": np.round,  # TFLite rounds halves to even
+    "SIGN": np.sign,
+    "LOGISTIC": _logistic,
+    "TANH": np.tanh,
+    "HARD_SWISH": _hard_swish,
+    "ELU": lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0))).astype(x.dtype),
+    "RELU_0_TO_1": lambda x: np.clip(x, 0, 1),
+}
+for _name, _fn in _UNARY.items():
+    kernel(_name, since=1, domain=DOMAIN)(_unary(_fn))
+
+
+@kernel("LOGICAL_NOT", since=1, domain=DOMAIN)
+def logical_not(x):
+    return np.logical_not(x)
+
+
+def _relu_like(x, quant, act):
+    qx, qy = quant_of(quant, 0), quant_of(quant, 0, output=True)
+    if is_quantized(x, qx) and qy is not None:
+        # ReluX: requantize to the output's scale, clamp to the activation's range
+        m, s = quantize_multiplier(_scale(qx) / _scale(qy))
+        return requantize(x.astype(np.int64) - _zero(qx), m, s, qy, act)
+    return fused(x.copy(), act)
+
+
+@kernel("RELU", since=1, domain=DOMAIN)
+def relu(x, *, quant=None):
+    return _relu_like(x, quant, "RELU")
+
+
+@kernel("RELU6", since=1, domain=DOMAIN)
+def relu6(x, *, quant=None):
+    return _relu_like(x, quant, "RELU6")
+
+
+@kernel("RELU_N1_TO_1", since=1, domain=DOMAIN)
+def relu_n1_to_1(x, *, quant=None):
+    return _relu_like(x, quant, "RELU_N1_TO_1")
+
+
+@kernel("LEAKY_RELU", since=1, domain=DOMAIN)
+def leaky_relu(x, *, alpha=0.2, quant=None):
+    a = np.float32(alpha)
+    return _unary(lambda v: np.where(v >= 0, v, v * a).astype(v.dtype))(x, quant=quant)
+
+
+@kernel("PRELU", since=1, domain=DOMAIN)
+def prelu(x, alpha, *, quant=None):
+    def run(v, slope):
+        return np.where(v >= 0, v, v * slope).astype(np.float32)
+
+    if quant is not None and is_quantized(x, quant_of(quant, 0)):
+        return via_float(quant, run, x, alpha)
+    return run(x, alpha)
+
+
+@kernel("GELU", since=1, domain=DOMAIN)
+def gelu(x, *, approximate=0, quant=None):
+    mode = "tanh" if approximate else "none"
+    return _unary(lambda v: gelu_20(v, approximate=mode))(x, quant=quant)
+
+
+# -- quantization -------------------------------------------------------------------------------
+@kernel("QUANTIZE", since=1, domain=DOMAIN)
+def quantize_(input, *, out_dtype=3, quant=None):
+    qx, qy = quant_of(quant, 0), quant_of(quant, 0, output=True)
+    if qy is None:
+        raise ValueError("QUANTIZE needs its output's quantization parameters")
+    if is_quantized(input, qx):  # requantize: integers to integers of another scale
+        m, s = quantize_multiplier(_scale(qx) / _scale(qy))
+        y = multiply_by_quantized_multiplier(input.astype(np.int64) - _zero(qx), m, s)
+        info = np.iinfo(qy.dtype)
+        return np.clip(y + _zero(qy), info.min, info.max).astype(qy.dtype)
+    return quantize(input.astype(np.float32, copy=False), qy)
+
+
+@kernel("DEQUANTIZE", since=1, domain=DOMAIN)
+def dequantize_(input, *, out_dtype=1, quant=None):
+    qx = quant_of(quant, 0)
+    if qx is not None and input.dtype.kind in "iu":
+        return dequantize(input, qx)
+    return input.astype(runtime_dtype(out_dtype))  # float16 weights of float16 models
+
+
+# -- reductions ------------------------------------------------------------------------------
+def _reduce(op, x, axis, keep_dims, quant, exact=False):
+    axes = axes_of(axis, x.ndim) if x.ndim else ()
+
+    def run(v):
+        return op(v, axis=axes, keepdims=bool(keep_dims))
+
+    if quant is not None and is_quantized(x, quant_of(quant, 0)) and not exact:
+        return via_float(quant, lambda v: run(v).astype(np.float32), x)
+    y = run(x)
+    return y.astype(x.dtype, copy=False) if x.dtype != y.dtype and op is not np.mean else y
+
+
+@kernel("MEAN", since=1, domain=DOMAIN)
+def mean(input, axis, *, keep_dims=0, quant=None):
+    if input.dtype.kind in "iu" and not (quant and is_quantized(input, quant_of(quant, 0))):
+        return np.mean(input, axis=axes_of(axis, input.ndim), keepdims=bool(keep_dims)).astype(
+            input.dtype
+        )
+    return _reduce(np.mean, input, axis, keep_dims, quant)
+
+
+@kernel("SUM", since=1, domain=DOMAIN)
+def sum_(input, axis, *, keep_dims=0, quant=None):
+    return _reduce(np.sum, input, axis, keep_dims, quant)
+
+
+@kernel("REDUCE_PROD", since=1, domain=DOMAIN)
+def reduce_prod(input, axis, *, keep_dims=0, quant=None):
+    return _reduce(np.prod, input, axis, keep_dims, quant)
+
+
+@kernel("REDUCE_MAX", since=1, domain=DOMAIN)
+def reduce_max(input, axis, *, keep_dims=0, quant=None):
+    return _reduce(np.max, input, axis, keep_dims, quant, exact=True)
+
+
+@kernel("REDUCE_MIN", since=1, domain=DOMAIN)
+def reduce_min(input, axis, *, keep_dims=0, quant=None):
+    return _reduce(np.min, input, axis, keep_dims, quant, exact=True)
+
+
+@kernel("REDUCE_ANY", since=1, domain=DOMAIN)
+def reduce_any(input, axis, *, keep_dims=0):
+    return np.any(input, axis=axes_of(axis, input.ndim), keepdims=bool(keep_dims))
+
+
+@kernel("REDUCE_ALL", since=1, domain=DOMAIN)
+def reduce_all(input, axis, *, keep_dims=0):
+    return np.all(input, axis=axes_of(axis, input.ndim), keepdims=bool(keep_dims))

@@ -1,0 +1,417 @@
+"""TFLite convolutions, dense layers, pooling, softmax and resizing, NHWC.
+
+Float paths call the ONNX kernels' math on NCHW views of the NHWC tensors; quantized paths
+sum exactly in integers (through float BLAS) and requantize with TFLite's fixed-point
+multipliers, as its reference kernels do.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgerun.runtime.kernels.conv import _conv, _integer_conv
+from edgerun.runtime.kernels.linalg import _integer_matmul
+from edgerun.runtime.kernels.pool import _average_pool, _max_pool, _sum_pool, _window_count
+from edgerun.runtime.kernels.resize import _resize
+from edgerun.runtime.kernels.tflite_common import (
+    activation_range,
+    dequantize,
+    fused,
+    is_quantized,
+    nchw,
+    nhwc,
+    quant_of,
+    quantize_multiplier,
+    requantize,
+    round_half_away,
+    same_pad,
+    via_float,
+)
+from edgerun.runtime.registry import kernel
+from edgerun.runtime.tflite_reader import DOMAIN, QuantParams, TensorQuant
+
+
+def _float_weights(w: np.ndarray, quant: TensorQuant | None, index: int) -> np.ndarray:
+    # float16 models dequantize weights through DEQUANTIZE; a quantized weight of a float
+    # op (dynamic-range models) is dequantized here
+    q = quant_of(quant, index)
+    if w.dtype.kind in "iu" and q is not None:
+        return dequantize(w, q)
+    return w.astype(np.float32, copy=False)
+
+
+def _multipliers(qx: QuantParams, qw: QuantParams, qy: QuantParams):
+    real = np.float64(qx.scale[0]) * qw.scale.astype(np.float64) / np.float64(qy.scale[0])
+    return quantize_multiplier(real)
+
+
+def _weight_zero(qw: QuantParams):
+    return None if not np.any(qw.zero_point) else qw.zero_point
+
+
+def _conv_nhwc(x, w, bias, padding, strides, dilations, group, act, quant):
+    """x NHWC, w as ONNX wants it (M, C/group, kh, kw) but still integer when quantized."""
+    qx, qw, qy = quant_of(quant, 0), quant_of(quant, 1), quant_of(quant, 0, output=True)
+    kernel_shape = list(w.shape[2:])
+    if is_quantized(x, qx) and qw is not None and qy is not None:
+        acc = _integer_conv(
+            nchw(x),
+            qx.zero_point[0],
+            w,
+            _weight_zero(qw),
+            same_pad(padding),
+            dilations,
+            group,
+            kernel_shape,
+            None,
+            strides,
+        )
+        acc = nhwc(acc).astype(np.int64)
+        if bias is not None:
+            acc += bias.astype(np.int64)
+        m, shift = _multipliers(qx, qw, qy)
+        return requantize(acc, m, shift, qy, act)
+    wf = _float_weights(w, quant, 1)
+    b = None if bias is None else bias.astype(np.float32, copy=False)
+    xf = x.astype(np.float32, copy=False)
+    y = _conv(nchw(xf), wf, b, same_pad(padding), dilations, group, kernel_shape, None, strides)
+    return fused(np.ascontiguousarray(nhwc(y)), act)
+
+
+@kernel("CONV_2D", since=1, domain=DOMAIN)
+def conv_2d(
+    input,
+    filter,
+    bias=None,
+    *,
+    padding="SAME",
+    stride_w=1,
+    stride_h=1,
+    fused_activation_function="NONE",
+    dilation_w_factor=1,
+    dilation_h_factor=1,
+    quantized_bias_type=0,
+    quant=None,
+):
+    if input.shape[3] % filter.shape[3]:
+        raise ValueError(f"input {input.shape} and filter {filter.shape} channels do not match")
+    w = filter.transpose(0, 3, 1, 2)  # OHWI -> OIHW
+    return _conv_nhwc(
+        input,
+        w,
+        bias,
+        padding,
+        [stride_h, stride_w],
+        [dilation_h_factor, dilation_w_factor],
+        input.shape[3] // filter.shape[3],
+        fused_activation_function,
+        quant,
+    )
+
+
+@kernel("DEPTHWISE_CONV_2D", since=1, domain=DOMAIN)
+def depthwise_conv_2d(
+    input,
+    filter,
+    bias=None,
+    *,
+    padding="SAME",
+    stride_w=1,
+    stride_h=1,
+    depth_multiplier=1,
+    fused_activation_function="NONE",
+    dilation_w_factor=1,
+    dilation_h_factor=1,
+    quant=None,
+):
+    channels = input.shape[3]
+    if filter.shape[3] % channels:
+        raise ValueError(f"filter {filter.shape} does not fit {channels} input channels")
+    w = filter[0].transpose(2, 0, 1)[:, None]  # (1, kh, kw, C*mult) -> (C*mult, 1, kh, kw)
+    return _conv_nhwc(
+        input,
+        w,
+        bias,
+        padding,
+        [stride_h, stride_w],
+        [dilation_h_factor, dilation_w_factor],
+        channels,
+        fused_activation_function,
+        quant,
+    )
+
+
+def _transpose_conv_sum(x, w, out_hw, pads, strides, dtype):
+    # every input pixel adds its (kh, kw, co) patch of x @ w into the output, per tap one
+    # strided slice; pads crop the start as TFLite's reference kernel does
+    n, h, wd, ci = x.shape
+    co, kh, kw, _ = w.shape
+    sh, sw = strides
+    full_h = max((h - 1) * sh + kh, pads[0] + out_hw[0])
+    full_w = max((wd - 1) * sw + kw, pads[1] + out_hw[1])
+    cols = np.matmul(x.reshape(-1, ci).astype(dtype), w.reshape(-1, ci).T.astype(dtype))
+    cols = cols.reshape(n, h, wd, co, kh, kw)
+    y = np.zeros((n, full_h, full_w, co), dtype=dtype)
+    for i in range(kh):
+        for j in range(kw):
+            y[:, i : i + (h - 1) * sh + 1 : sh, j : j + (wd - 1) * sw + 1 : sw] += cols[..., i, j]
+    return y[:, pads[0] : pads[0] + out_hw[0], pads[1] : pads[1] + out_hw[1]]
+
+
+def _transpose_pad(padding, out_size, kernel_size, stride):
+    if padding == "VALID":
+        return 0
+    if padding != "SAME":
+        raise ValueError(f"unknown padding {padding!r}")
+    # as ComputePaddingHeightWidth from the output's side: ceil(out / stride) windows
+    windows = -(-out_size // stride)
+    return max(0, (windows - 1) * stride + kernel_size - out_size) // 2
+
+
+@kernel("TRANSPOSE_CONV", since=1, domain=DOMAIN)
+def transpose_conv(
+    output_shape,
+    weights,
+    input,
+    bias=None,
+    *,
+    padding="SAME",
+    stride_w=1,
+    stride_h=1,
+    fused_activation_function="NONE",
+    quantized_bias_type=0,
+    quant=None,
+):
+    shape = [int(v) for v in np.asarray(output_shape).reshape(-1)]
+    if len(shape) != 4 or input.ndim != 4 or weights.ndim != 4:
+        raise ValueError("TRANSPOSE_CONV needs 4-D input, weights and output_shape")
+    out_hw = shape[1:3]
+    pads = [
+        _transpose_pad(padding, out_hw[0], weights.shape[1], stride_h),
+        _transpose_pad(padding, out_hw[1], weights.shape[2], stride_w),
+    ]
+    qx, qw, qy = quant_of(quant, 2), quant_of(quant, 1), quant_of(quant, 0, output=True)
+    if is_quantized(input, qx) and qw is not None and qy is not None:
+        x = input.astype(np.int64) - int(qx.zero_point[0])
+        w = weights.astype(np.int64)
+        if _weight_zero(qw) is not None:
+            w = w - qw.zero_point.reshape(-1, 1, 1, 1)
+        acc = _transpose_conv_sum(x, w, out_hw, pads, [stride_h, stride_w], np.float64)
+        acc = np.rint(acc).astype(np.int64)
+        if bias is not None:
+            acc += bias.astype(np.int64)
+        m, shift = _multipliers(qx, qw, qy)
+        return requantize(acc, m, shift, qy, fused_activation_function)
+    wf = _float_weights(weights, quant, 1)
+    y = _transpose_conv_sum(input, wf, out_hw, pads, [stride_h, stride_w], np.float32)
+    y = np.ascontiguousarray(y)
+    if bias is not None:
+        y += bias.astype(np.float32)
+    return fused(y, fused_activation_function)
+
+
+@kernel("FULLY_CONNECTED", since=1, domain=DOMAIN)
+def fully_connected(
+    input,
+    weights,
+    bias=None,
+    *,
+    fused_activation_function="NONE",
+    weights_format=0,
+    keep_num_dims=0,
+    asymmetric_quantize_inputs=0,
+    quantized_bias_type=0,
+    quant=None,
+):
+    if weights_format != 0:
+        raise ValueError("only the DEFAULT weights format of FULLY_CONNECTED is supported")
+    k = weights.shape[1]
+    x = input.reshape(-1, k)
+    qx, qw, qy = quant_of(quant, 0), quant_of(quant, 1), quant_of(quant, 0, output=True)
+    if is_quantized(input, qx) and qw is not None and qy is not None:
+        xs = x.astype(np.int32) - np.int32(qx.zero_point[0])
+        ws = weights.astype(np.int32)
+        if _weight_zero(qw) is not None:
+            ws = ws - qw.zero_point.astype(np.int32).reshape(-1, 1)
+        acc = np.rint(_integer_matmul(xs, ws.T)).astype(np.int64)
+        if bias is not None:
+            acc += bias.astype(np.int64)
+        m, shift = _multipliers(qx, qw, qy)
+        y = requantize(acc, m, shift, qy, fused_activation_function)
+    else:
+        y = np.matmul(x.astype(np.float32, copy=False), _float_weights(weights, quant, 1).T)
+        if bias is not None:
+            y += bias.astype(np.float32)
+        y = fused(y, fused_activation_function)
+    return y.reshape(*input.shape[:-1], -1) if keep_num_dims else y
+
+
+@kernel("BATCH_MATMUL", since=1, domain=DOMAIN)
+def batch_matmul(x, y, *, adj_x=0, adj_y=0, asymmetric_quantize_inputs=0, quant=None):
+    a = np.swapaxes(x, -1, -2) if adj_x else x
+    b = np.swapaxes(y, -1, -2) if adj_y else y
+    qa, qb, qy = quant_of(quant, 0), quant_of(quant, 1), quant_of(quant, 0, output=True)
+    if is_quantized(a, qa) and is_quantized(b, qb) and qy is not None:
+        acc = _integer_matmul(
+            a.astype(np.int32) - np.int32(qa.zero_point[0]),
+            b.astype(np.int32) - np.int32(qb.zero_point[0]),
+        )
+        m, shift = _multipliers(qa, qb, qy)
+        return requantize(np.rint(acc).astype(np.int64), m, shift, qy, "NONE")
+    return np.matmul(a.astype(np.float32, copy=False), _float_weights(b, quant, 1))
+
+
+def _pool_args(x, padding, stride_w, stride_h, filter_width, filter_height):
+    if x.ndim != 4:
+        raise ValueError(f"pooling needs a 4-D NHWC input, got shape {x.shape}")
+    return [filter_height, filter_width], [stride_h, stride_w], same_pad(padding)
+
+
+@kernel("MAX_POOL_2D", since=1, domain=DOMAIN)
+def max_pool_2d(
+    input,
+    *,
+    padding="VALID",
+    stride_w=1,
+    stride_h=1,
+    filter_width=1,
+    filter_height=1,
+    fused_activation_function="NONE",
+    quant=None,
+):
+    k, s, pad = _pool_args(input, padding, stride_w, stride_h, filter_width, filter_height)
+    y = np.ascontiguousarray(nhwc(_max_pool(nchw(input), k, s, None, None, pad, 0, 0, False)))
+    qy = quant_of(quant, 0, output=True)
+    if is_quantized(y, qy):
+        lo, hi = activation_range(fused_activation_function, qy)
+        return np.clip(y, lo, hi).astype(y.dtype)
+    return fused(y, fused_activation_function)
+
+
+@kernel("AVERAGE_POOL_2D", since=1, domain=DOMAIN)
+def average_pool_2d(
+    input,
+    *,
+    padding="VALID",
+    stride_w=1,
+    stride_h=1,
+    filter_width=1,
+    filter_height=1,
+    fused_activation_function="NONE",
+    quant=None,
+):
+    k, s, pad = _pool_args(input, padding, stride_w, stride_h, filter_width, filter_height)
+    qy = quant_of(quant, 0, output=True)
+    if is_quantized(input, qy):
+        # integer sum over the window's valid taps, divided rounding halves away from zero
+        acc, (s_, d_, begin, end, out) = _sum_pool(
+            nchw(input).astype(np.int64), k, s, None, None, pad, 0
+        )
+        count = _window_count(input.shape[1:3], k, s_, d_, begin, end, out, 0)
+        count = np.maximum(count, 1)
+        num = acc + np.where(acc > 0, count // 2, -(count // 2))
+        avg = np.where(num >= 0, num // count, -((-num) // count))
+        lo, hi = activation_range(fused_activation_function, qy)
+        return np.ascontiguousarray(nhwc(np.clip(avg, lo, hi).astype(input.dtype)))
+    y = _average_pool(nchw(input.astype(np.float32, copy=False)), k, s, None, None, pad, 0, 0)
+    return fused(np.ascontiguousarray(nhwc(y)), fused_activation_function)
+
+
+def _softmax(x, beta):
+    y = x.astype(np.float32) * np.float32(beta)
+    y -= y.max(axis=-1, keepdims=True)
+    np.exp(y, out=y)
+    y /= y.sum(axis=-1, keepdims=True)
+    return y
+
+
+@kernel("SOFTMAX", since=1, domain=DOMAIN)
+def softmax(input, *, beta=1.0, quant=None):
+    if quant is not None and is_quantized(input, quant_of(quant, 0)):
+        return via_float(quant, lambda x: _softmax(x, beta), input)
+    return _softmax(input, beta)
+
+
+@kernel("LOG_SOFTMAX", since=1, domain=DOMAIN)
+def log_softmax(input, *, quant=None):
+    def run(x):
+        y = x.astype(np.float32)
+        y = y - y.max(axis=-1, keepdims=True)
+        return y - np.log(np.exp(y).sum(axis=-1, keepdims=True))
+
+    return via_float(quant, run, input) if quant is not None else run(input)
+
+
+def _resize_nhwc(x, size, mode, align_corners, half_pixel_centers):
+    size = [int(v) for v in np.asarray(size).reshape(-1)]
+    if x.ndim != 4 or len(size) != 2:
+        raise ValueError("resizing needs a 4-D NHWC input and a size of two values")
+    if align_corners:
+        ctm = "align_corners"
+    elif half_pixel_centers:
+        ctm = "half_pixel"
+    else:
+        ctm = "asymmetric"
+    return _resize(
+        x,
+        None,
+        size,
+        None,
+        [1, 2],
+        mode=mode,
+        coordinate_transformation_mode=ctm,
+        nearest_mode="floor",
+    )
+
+
+@kernel("RESIZE_BILINEAR", since=1, domain=DOMAIN)
+def resize_bilinear(input, size, *, align_corners=0, half_pixel_centers=0, quant=None):
+    def run(x):
+        return _resize_nhwc(x, size, "linear", align_corners, half_pixel_centers)
+
+    if quant is not None and is_quantized(input, quant_of(quant, 0)):
+        return via_float(quant, run, input)
+    return run(input.astype(np.float32, copy=False))
+
+
+def _nearest_index(out_size, in_size, align_corners, half_pixel_centers):
+    # as TFLite's reference kernel, in float32: the source pixel of each output pixel
+    if align_corners and out_size > 1:
+        scale = np.float32(in_size - 1) / np.float32(out_size - 1)
+    else:
+        scale = np.float32(in_size) / np.float32(out_size)
+    pos = np.arange(out_size, dtype=np.float32)
+    if half_pixel_centers:
+        pos = pos + np.float32(0.5)
+    src = pos * scale
+    src = round_half_away(src) if align_corners else np.floor(src)
+    return np.clip(src.astype(np.int64), 0, in_size - 1)
+
+
+@kernel("RESIZE_NEAREST_NEIGHBOR", since=1, domain=DOMAIN)
+def resize_nearest_neighbor(input, size, *, align_corners=0, half_pixel_centers=0, quant=None):
+    # picks elements: exact on quantized tensors too (TFLite keeps the scale)
+    h, w = [int(v) for v in np.asarray(size).reshape(-1)]
+    rows = _nearest_index(h, input.shape[1], align_corners, half_pixel_centers)
+    cols = _nearest_index(w, input.shape[2], align_corners, half_pixel_centers)
+    return input[:, rows][:, :, cols]
+
+
+@kernel("DEPTH_TO_SPACE", since=1, domain=DOMAIN)
+def depth_to_space(input, *, block_size=2, quant=None):
+    n, h, w, c = input.shape
+    b = block_size
+    if b < 1 or c % (b * b):
+        raise ValueError(f"depth {c} is not a multiple of block_size^2 ({b * b})")
+    y = input.reshape(n, h, w, b, b, c // (b * b)).transpose(0, 1, 3, 2, 4, 5)
+    return y.reshape(n, h * b, w * b, c // (b * b))
+
+
+@kernel("SPACE_TO_DEPTH", since=1, domain=DOMAIN)
+def space_to_depth(input, *, block_size=2, quant=None):
+    n, h, w, c = input.shape
+    b = block_size
+    if b < 1 or h % b or w % b:
+        raise ValueError(f"height and width must be multiples of block_size {b}")
+    y = input.reshape(n, h // b, b, w // b, b, c).transpose(0, 1, 3, 2, 4, 5)
+    return y.reshape(n, h // b, w // b, b * b * c)
