@@ -31,6 +31,8 @@ from edgerun.runtime.graph import (
     subgraphs,
 )
 from edgerun.runtime.passes.inline_functions import inline_functions
+from edgerun.runtime.passes.qdq_fusion import DOMAIN as QDQ_DOMAIN
+from edgerun.runtime.passes.qdq_fusion import fuse_qdq
 from edgerun.runtime.passes.shape_inference import output_shapes
 
 # Never folded at load: their results differ per run, or may be far larger than their inputs.
@@ -88,6 +90,10 @@ class Plan:
         self.functions = functions or []
         self.graph = inline_functions(graph, self.functions)
         self.opsets = dict(opsets)
+        fused = fuse_qdq(self.graph)  # QDQ groups -> integer kernels, 8-bit weights kept
+        if fused is not self.graph:
+            self.graph = fused
+            self.opsets.setdefault(QDQ_DOMAIN, 1)
         self.input_names = [v.name for v in self.graph.real_inputs]
         self.output_names = [v.name for v in self.graph.outputs]
         self.constants: dict[str, np.ndarray] = dict(self.graph.initializers)

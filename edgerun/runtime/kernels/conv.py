@@ -159,16 +159,22 @@ def _pointwise(x, w, b):
     return y.reshape(n, m, *x.shape[2:])
 
 
+def im2col(xp, kernel_shape, strides, dilations, out_shape):
+    """Columns (N, C, taps, *out) of padded ``xp``: rows ordered (channel, tap) as W is."""
+    n, c = xp.shape[:2]
+    cols = np.empty((n, c, math.prod(kernel_shape), *out_shape), dtype=xp.dtype)
+    for t, sl in enumerate(_tap_slices(kernel_shape, strides, dilations, out_shape)):
+        cols[:, :, t] = xp[(slice(None), slice(None), *sl)]
+    return cols
+
+
 def _im2col_matmul(xp, w, group, kernel_shape, strides, dilations, out_shape):
     n, c = xp.shape[:2]
     m = w.shape[0]
     cg, mg = c // group, m // group
     k = math.prod(kernel_shape)
     o = math.prod(out_shape)
-    # rows ordered (channel, tap) as W is laid out: each tap fills one strided slice
-    cols = np.empty((n, c, k, *out_shape), dtype=xp.dtype)
-    for t, sl in enumerate(_tap_slices(kernel_shape, strides, dilations, out_shape)):
-        cols[:, :, t] = xp[(slice(None), slice(None), *sl)]
+    cols = im2col(xp, kernel_shape, strides, dilations, out_shape)
     y = np.empty((n, m, *out_shape), dtype=xp.dtype)
     if group == 1 and n == 1:
         np.matmul(w.reshape(m, c * k), cols.reshape(c * k, o), out=y.reshape(m, o))
@@ -245,73 +251,13 @@ def conv_1(
 
 
 def _integer_conv(x, x_zero, w, w_zero, auto_pad, dilations, group, kernel_shape, pads, strides):
-    """Exact int32 convolution of (x - x_zero) and (w - w_zero) through float BLAS."""
-    k = w[0].size
-    # products are < 2^16 in magnitude, so float32 sums stay exact while k * 2^16 < 2^24
-    dt = np.float32 if k * 255 * 255 < 1 << 24 else np.float64
-    xs = x.astype(dt) - (0 if x_zero is None else np.asarray(x_zero).astype(dt).reshape(-1)[0])
-    ws = w.astype(dt)
-    if w_zero is not None:
-        wz = np.asarray(w_zero).astype(dt).reshape(-1)
-        ws -= wz.reshape((-1,) + (1,) * (w.ndim - 1)) if wz.size > 1 else wz[0]
-    # padding the shifted input with 0 is padding the raw input with its zero point
-    y = _conv(xs, ws, None, auto_pad, dilations, group, kernel_shape, pads, strides)
-    return np.rint(y).astype(np.int32)
+    """Exact int32 convolution of (x - x_zero) and (w - w_zero); see qlinear.integer_conv."""
+    from edgerun.runtime.kernels.qlinear import integer_conv  # qlinear builds on this module
 
-
-@kernel("ConvInteger", since=10)
-def conv_integer_10(
-    x,
-    w,
-    x_zero_point=None,
-    w_zero_point=None,
-    *,
-    auto_pad="NOTSET",
-    dilations=None,
-    group=1,
-    kernel_shape=None,
-    pads=None,
-    strides=None,
-):
-    return _integer_conv(
-        x, x_zero_point, w, w_zero_point, auto_pad, dilations, group, kernel_shape, pads, strides
+    acc, _ = integer_conv(
+        x, x_zero, w, w_zero, auto_pad, dilations, group, kernel_shape, pads, strides
     )
-
-
-@kernel("QLinearConv", since=10)
-def qlinear_conv_10(
-    x,
-    x_scale,
-    x_zero_point,
-    w,
-    w_scale,
-    w_zero_point,
-    y_scale,
-    y_zero_point,
-    B=None,
-    *,
-    auto_pad="NOTSET",
-    dilations=None,
-    group=1,
-    kernel_shape=None,
-    pads=None,
-    strides=None,
-):
-    acc = _integer_conv(
-        x, x_zero_point, w, w_zero_point, auto_pad, dilations, group, kernel_shape, pads, strides
-    )
-    if B is not None:
-        acc += B.astype(np.int32).reshape((-1,) + (1,) * (acc.ndim - 2))
-    # onnxruntime's requantization: float32 multiplier, round half to even, saturate
-    f32 = np.float32
-    scale = np.asarray(x_scale, f32).reshape(-1)[0] * np.asarray(w_scale, f32).reshape(-1)
-    scale = (scale / np.asarray(y_scale, f32).reshape(-1)[0]).astype(f32)
-    scale = scale.reshape((-1,) + (1,) * (acc.ndim - 2)) if scale.size > 1 else scale[0]
-    out_type = np.dtype(y_zero_point.dtype) if y_zero_point is not None else np.dtype(np.uint8)
-    zero = 0 if y_zero_point is None else int(np.asarray(y_zero_point).reshape(-1)[0])
-    y = np.rint(acc.astype(f32) * scale) + zero
-    info = np.iinfo(out_type)
-    return np.clip(y, info.min, info.max).astype(out_type)
+    return acc.astype(np.int32)
 
 
 def _transpose_pads(

@@ -1,0 +1,124 @@
+"""Integer convolutions (ConvInteger, QLinearConv), exact through float32 BLAS.
+
+The input and weights are shifted by their zero points into float32 (exact for 8-bit
+values) and convolved with conv.py's im2col or depthwise machinery. A dot product over K
+terms is exact in float32 while K * max|x - zx| * max|w - zw| < 2^24; longer ones are split
+into chunks of K that each stay exact, summed in float64. Weights stay int8 in memory and
+are widened per call.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from edgerun.runtime.kernels import int8
+from edgerun.runtime.kernels.conv import _conv, _pad, im2col, window_pads
+from edgerun.runtime.registry import kernel
+
+f32 = np.float32
+
+
+def _bound(dtype: np.dtype, zero: float) -> int:
+    """The largest |v - zero| over the values of integer ``dtype``."""
+    low, high = int8.int_range(dtype)
+    return int(max(zero - low, high - zero))
+
+
+def _centered_weights(w, w_zero):
+    if w_zero is None or not np.any(w_zero):
+        return w.astype(f32), _bound(w.dtype, 0)
+    wz = np.asarray(w_zero).reshape(-1)
+    shift = wz.astype(f32).reshape((-1,) + (1,) * (w.ndim - 1)) if wz.size > 1 else f32(wz[0])
+    return np.subtract(w, shift, dtype=f32), max(_bound(w.dtype, z) for z in wz.tolist())
+
+
+def integer_conv(x, x_zero, w, w_zero, auto_pad, dilations, group, kernel_shape, pads, strides):
+    """The exact convolution of (x - x_zero) and (w - w_zero): float32, or float64 when the
+    sums needed chunking. Returns (accumulator, bound on |accumulator|)."""
+    xz = int8.scalar(x_zero)
+    xs = int8.centered(x, xz)
+    ws, w_bound = _centered_weights(w, w_zero)
+    x_bound = _bound(x.dtype, xz)
+    n, c = x.shape[:2]
+    m = w.shape[0]
+    k = w[0].size
+    chunk = (int8.FLOAT32_EXACT - 1) // max(1, x_bound * w_bound)
+    # padding the shifted input with 0 is padding the raw input with its zero point
+    if k <= chunk:
+        acc = _conv(xs, ws, None, auto_pad, dilations, group, kernel_shape, pads, strides)
+        return acc, k * x_bound * w_bound
+    n_sp = x.ndim - 2
+    kernel_shape = list(kernel_shape or w.shape[2:])
+    strides = list(strides or [1] * n_sp)
+    dilations = list(dilations or [1] * n_sp)
+    begin, end, out_shape = window_pads(
+        x.shape[2:], kernel_shape, strides, dilations, pads, auto_pad
+    )
+    if c != w.shape[1] * group or m % group:
+        raise ValueError(f"x {x.shape} and w {w.shape} do not match group={group}")
+    cols = im2col(_pad(xs, begin, end), kernel_shape, strides, dilations, out_shape)
+    cols = cols.reshape(n, group, k, math.prod(out_shape))
+    wg = ws.reshape(group, m // group, k)
+    acc = np.zeros((n, group, m // group, cols.shape[-1]), np.float64)
+    for start in range(0, k, chunk):
+        acc += np.matmul(wg[:, :, start : start + chunk], cols[:, :, start : start + chunk])
+    return acc.reshape(n, m, *out_shape), k * x_bound * w_bound
+
+
+@kernel("ConvInteger", since=10)
+def conv_integer_10(
+    x,
+    w,
+    x_zero_point=None,
+    w_zero_point=None,
+    *,
+    auto_pad="NOTSET",
+    dilations=None,
+    group=1,
+    kernel_shape=None,
+    pads=None,
+    strides=None,
+):
+    acc, _ = integer_conv(
+        x, x_zero_point, w, w_zero_point, auto_pad, dilations, group, kernel_shape, pads, strides
+    )
+    return acc.astype(np.int32)
+
+
+@kernel("QLinearConv", since=10)
+def qlinear_conv_10(
+    x,
+    x_scale,
+    x_zero_point,
+    w,
+    w_scale,
+    w_zero_point,
+    y_scale,
+    y_zero_point,
+    B=None,
+    *,
+    auto_pad="NOTSET",
+    dilations=None,
+    group=1,
+    kernel_shape=None,
+    pads=None,
+    strides=None,
+):
+    acc, bound = integer_conv(
+        x, x_zero_point, w, w_zero_point, auto_pad, dilations, group, kernel_shape, pads, strides
+    )
+    tail = (1,) * (acc.ndim - 2)
+    if B is not None:  # the int32 bias joins the exact accumulator before requantization
+        b = B.reshape((-1, *tail))
+        if acc.dtype == np.float32 and bound + int(np.abs(b).max(initial=0)) < int8.FLOAT32_EXACT:
+            acc += b.astype(f32)
+        else:
+            acc = acc + b.astype(np.float64)
+    # onnxruntime's multiplier per output channel: x_scale * w_scale / y_scale in float32
+    scale = f32(int8.scalar(x_scale)) * np.asarray(w_scale, f32).reshape(-1)
+    scale = (scale / f32(int8.scalar(y_scale))).astype(f32)
+    multiplier = scale.reshape((-1, *tail)) if scale.size > 1 else scale[0]
+    out = np.dtype(y_zero_point.dtype) if y_zero_point is not None else np.dtype(np.uint8)
+    return int8.requantize(acc, multiplier, int(int8.scalar(y_zero_point)), out)

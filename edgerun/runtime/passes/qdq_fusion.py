@@ -1,0 +1,268 @@
+"""QDQ fusion: DequantizeLinear -> op -> QuantizeLinear groups become integer kernels.
+
+A QDQ model (what onnxruntime's quantizer writes by default) says "compute this Conv in
+float on dequantized values, then quantize"; run literally, every weight is dequantized to
+float32 at load and every activation makes a float round trip. Like onnxruntime's own QDQ
+transformer, this pass rewrites each group into the integer op it stands for, with the
+8-bit tensors as inputs:
+
+- Conv -> QLinearConv, MatMul -> QLinearMatMul, Gemm -> com.microsoft QGemm (int32 bias)
+- Add, Mul -> QLinearAdd, QLinearMul; AveragePool, GlobalAveragePool, Sigmoid, LeakyRelu,
+  Concat -> their com.microsoft QLinear ops
+- MaxPool and data movement (Reshape, Flatten, Transpose, Squeeze, Unsqueeze, ...) between
+  a DequantizeLinear and a QuantizeLinear with the same scale and zero point run on the
+  8-bit values directly.
+
+Results can differ from the float path by one quantization step where a value sits on a
+rounding boundary (onnxruntime's optimised sessions differ the same way). A group whose
+parameters are not constants, not 8-bit, or not per tensor where the integer op needs
+that, is left as it is. DequantizeLinear nodes no longer read are dropped, so weights stay
+8-bit in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+import numpy as np
+
+from edgerun.runtime.graph import Graph, Node
+
+DOMAIN = "com.microsoft"  # the domain of the contrib ops this pass may emit
+_EIGHT_BIT = (np.dtype(np.uint8), np.dtype(np.int8))
+_DIRECT = {
+    "MaxPool",
+    "Reshape",
+    "Flatten",
+    "Transpose",
+    "Squeeze",
+    "Unsqueeze",
+    "Identity",
+    "Slice",
+    "Gather",
+    "DepthToSpace",
+    "SpaceToDepth",
+}
+_UNARY = {
+    "Sigmoid": "QLinearSigmoid",
+    "LeakyRelu": "QLinearLeakyRelu",
+    "AveragePool": "QLinearAveragePool",
+    "GlobalAveragePool": "QLinearGlobalAveragePool",
+}
+
+
+class _Groups:
+    """The graph's producers and readers, and the constants of the DQ/Q nodes."""
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self.const = graph.initializers
+        self.producer = {o: n for n in graph.nodes for o in n.outputs if o}
+        self.readers: dict[str, list[Node]] = {}
+        for node in graph.nodes:
+            for name in set(node.inputs):
+                if name:
+                    self.readers.setdefault(name, []).append(node)
+        self.outputs = {v.name for v in graph.outputs}
+
+    def dq(self, name: str, per_tensor: bool = True) -> Node | None:
+        """The DequantizeLinear producing ``name``, if its parameters are 8-bit constants."""
+        node = self.producer.get(name)
+        if node is None or node.op_type != "DequantizeLinear" or node.domain not in ("", "ai.onnx"):
+            return None
+        if len(node.inputs) < 3 or not all(n in self.const for n in node.inputs[1:3]):
+            return None
+        if self.const[node.inputs[2]].dtype not in (*_EIGHT_BIT, np.dtype(np.int32)):
+            return None
+        if node.attr("block_size", 0) or self.const[node.inputs[1]].dtype != np.float32:
+            return None
+        if per_tensor and self.const[node.inputs[1]].size != 1:
+            return None
+        return node
+
+    def q_after(self, node: Node) -> Node | None:
+        """The one QuantizeLinear reading ``node``'s only output (8-bit, per tensor)."""
+        out = node.outputs[0]
+        readers = self.readers.get(out, [])
+        if len(readers) != 1 or out in self.outputs:
+            return None
+        q = readers[0]
+        if q.op_type != "QuantizeLinear" or q.domain not in ("", "ai.onnx") or q.inputs[0] != out:
+            return None
+        if len(q.inputs) < 3 or not all(n in self.const for n in q.inputs[1:3]):
+            return None
+        if self.const[q.inputs[2]].dtype not in _EIGHT_BIT or self.const[q.inputs[1]].size != 1:
+            return None
+        return q
+
+    def same_params(self, a: Node, b: Node) -> bool:
+        return all(
+            self.const[x].shape == self.const[y].shape
+            and self.const[x].dtype == self.const[y].dtype
+            and np.array_equal(self.const[x], self.const[y])
+            for x, y in zip(a.inputs[1:3], b.inputs[1:3], strict=True)
+        )
+
+    def params(self, node: Node) -> list[str]:
+        return [node.inputs[0], node.inputs[1], node.inputs[2]]
+
+
+def _fused(
+    op: Node, op_type: str, inputs: list[str], q: Node, domain: str = "", keep: tuple = ()
+) -> Node:
+    """The integer node for ``op``, writing ``q``'s output, with the attributes in ``keep``."""
+    attributes = {k: v for k, v in op.attributes.items() if k in keep}
+    return Node(op_type, inputs, [q.outputs[0]], op.name or q.name, domain, attributes)
+
+
+_CONV_ATTRS = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
+
+
+def _conv(g: _Groups, op: Node, q: Node) -> Node | None:
+    x, w = g.dq(op.inputs[0]), g.dq(op.inputs[1], per_tensor=False)
+    if x is None or w is None or w.inputs[0] not in g.const:
+        return None
+    if g.const[w.inputs[1]].size > 1 and w.attr("axis", 1) != 0:
+        return None
+    inputs = [*g.params(x), *g.params(w), *q.inputs[1:3]]
+    if len(op.inputs) > 2 and op.inputs[2]:
+        bias = _int32_bias(g, op.inputs[2], x, w)
+        if bias is None:
+            return None
+        inputs.append(bias)
+    return _fused(op, "QLinearConv", inputs, q, keep=_CONV_ATTRS)
+
+
+def _int32_bias(g: _Groups, name: str, x: Node, w: Node) -> str | None:
+    """The int32 bias behind a bias DequantizeLinear scaled by x_scale * w_scale."""
+    b = g.dq(name, per_tensor=False)
+    if b is None or b.inputs[0] not in g.const or g.const[b.inputs[0]].dtype != np.int32:
+        return None
+    if np.any(g.const[b.inputs[2]]):
+        return None
+    expected = g.const[x.inputs[1]].reshape(-1)[0] * g.const[w.inputs[1]].reshape(-1)
+    if not np.allclose(g.const[b.inputs[1]].reshape(-1), expected, rtol=1e-6, atol=0):
+        return None
+    return b.inputs[0]
+
+
+def _matmul(g: _Groups, op: Node, q: Node) -> Node | None:
+    a, b = g.dq(op.inputs[0]), g.dq(op.inputs[1], per_tensor=False)
+    if a is None or b is None:
+        return None
+    b_scale = g.const[b.inputs[1]]
+    if b_scale.size > 1 and (b.inputs[0] not in g.const or g.const[b.inputs[0]].ndim != 2):
+        return None
+    if b_scale.size > 1 and b.attr("axis", 1) not in (1, -1):
+        return None
+    return _fused(op, "QLinearMatMul", [*g.params(a), *g.params(b), *q.inputs[1:3]], q)
+
+
+def _gemm(g: _Groups, op: Node, q: Node) -> Node | None:
+    a, b = g.dq(op.inputs[0]), g.dq(op.inputs[1], per_tensor=False)
+    if a is None or b is None or b.inputs[0] not in g.const or op.attr("beta", 1.0) != 1.0:
+        return None
+    trans_b = op.attr("transB", 0)
+    if g.const[b.inputs[1]].size > 1 and b.attr("axis", 1) != (0 if trans_b else 1):
+        return None
+    bias = ""
+    if len(op.inputs) > 2 and op.inputs[2]:
+        found = _int32_bias(g, op.inputs[2], a, b)
+        if found is None:
+            return None
+        bias = found
+    inputs = [*g.params(a), *g.params(b), bias, *q.inputs[1:3]]
+    return _fused(op, "QGemm", inputs, q, DOMAIN, keep=("alpha", "transA", "transB"))
+
+
+def _binary(g: _Groups, op: Node, q: Node) -> Node | None:
+    a, b = g.dq(op.inputs[0]), g.dq(op.inputs[1])
+    if a is None or b is None:
+        return None
+    inputs = [*g.params(a), *g.params(b), *q.inputs[1:3]]
+    return _fused(op, f"QLinear{op.op_type}", inputs, q, DOMAIN)
+
+
+def _unary(g: _Groups, op: Node, q: Node) -> Node | None:
+    x = g.dq(op.inputs[0])
+    if x is None:
+        return None
+    keep = (
+        "alpha",
+        "auto_pad",
+        "ceil_mode",
+        "count_include_pad",
+        "kernel_shape",
+        "pads",
+        "strides",
+    )
+    if op.op_type == "AveragePool" and op.attr("dilations") not in (None, [1, 1], [1]):
+        return None
+    inputs = [*g.params(x), *q.inputs[1:3]]
+    return _fused(op, _UNARY[op.op_type], inputs, q, DOMAIN, keep=keep)
+
+
+def _concat(g: _Groups, op: Node, q: Node) -> Node | None:
+    sources = [g.dq(name) for name in op.inputs]
+    if any(s is None for s in sources):
+        return None
+    inputs = [*q.inputs[1:3]]
+    for s in sources:
+        assert s is not None
+        inputs += g.params(s)
+    return _fused(op, "QLinearConcat", inputs, q, DOMAIN, keep=("axis",))
+
+
+def _direct(g: _Groups, op: Node, q: Node) -> Node | None:
+    x = g.dq(op.inputs[0])
+    if x is None or not g.same_params(x, q) or any(op.outputs[1:]):
+        return None
+    return Node(
+        op.op_type,
+        [x.inputs[0], *op.inputs[1:]],
+        [q.outputs[0]],
+        op.name,
+        op.domain,
+        dict(op.attributes),
+    )
+
+
+_RULES: dict[str, Callable[[_Groups, Node, Node], Node | None]] = {
+    "Conv": _conv,
+    "MatMul": _matmul,
+    "Gemm": _gemm,
+    "Add": _binary,
+    "Mul": _binary,
+    "Concat": _concat,
+    **{op: _unary for op in _UNARY},
+    **{op: _direct for op in _DIRECT},
+}
+
+
+def fuse_qdq(graph: Graph) -> Graph:
+    """The graph with its QDQ groups fused; ``graph`` itself when there are none."""
+    groups = _Groups(graph)
+    replaced: dict[int, Node] = {}  # id of the op node -> its fused node
+    dropped: set[int] = set()  # ids of the QuantizeLinear nodes folded into one
+    for node in graph.nodes:
+        rule = _RULES.get(node.op_type)
+        if rule is None or node.domain not in ("", "ai.onnx") or not node.outputs:
+            continue
+        q = groups.q_after(node)
+        if q is None:
+            continue
+        fused = rule(groups, node, q)
+        if fused is not None:
+            replaced[id(node)] = fused
+            dropped.add(id(q))
+    if not replaced:
+        return graph
+    nodes = [replaced.get(id(n), n) for n in graph.nodes if id(n) not in dropped]
+    return replace(graph, nodes=_without_dead_dequantize(nodes, graph))
+
+
+def _without_dead_dequantize(nodes: list[Node], graph: Graph) -> list[Node]:
+    read = {name for n in nodes for name in n.inputs if name}
+    read |= {v.name for v in graph.outputs}
+    return [n for n in nodes if n.op_type != "DequantizeLinear" or n.outputs[0] in read]
