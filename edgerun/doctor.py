@@ -16,6 +16,7 @@ import platform
 import struct
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -25,6 +26,7 @@ import numpy as np
 import psutil
 
 from edgerun._lazy import EXTRAS, available, require
+from edgerun.backends.tflite import DELEGATE_LIBRARIES  # delegate -> its shared library
 from edgerun.errors import EdgerunError, MissingDependencyError
 from edgerun.profiles import DeviceProfile, list_profiles
 
@@ -64,13 +66,6 @@ SYSCTL_FEATURES: dict[str, tuple[str, ...]] = {
     "hw.optional.avx512f": ("avx512f",),
     "hw.optional.avx512bw": ("avx512bw",),
     "hw.optional.avx512vnni": ("avx512_vnni",),
-}
-# TFLite external delegate (profile name) -> the shared library that provides it.
-DELEGATE_LIBRARIES = {
-    "edgetpu": "libedgetpu.so.1",
-    "vx": "libvx_delegate.so",
-    "qnn": "libQnnTFLiteDelegate.so",
-    "hexagon": "libhexagon_delegate.so",
 }
 # Where vendor images put delegate libraries without registering them with ldconfig.
 LIBRARY_DIRS = (
@@ -118,6 +113,13 @@ class BackendInfo:
 
 
 @dataclass(frozen=True)
+class BackendCheck:
+    backend: str  # "numpy", "onnxruntime:<provider>", "tflite:<delegate>"
+    ran: bool  # ran the probe model on it and got the right answer
+    detail: str  # the error and time when it ran, else why not
+
+
+@dataclass(frozen=True)
 class DoctorReport:
     cpu: CpuInfo
     ram_mb: int
@@ -126,6 +128,7 @@ class DoctorReport:
     numpy: str
     blas: list[dict]
     backends: list[BackendInfo]
+    checks: list[BackendCheck]
     closest_profile: str | None
     closest_reason: str
 
@@ -426,6 +429,92 @@ def _tf_detail(tf: ModuleType) -> str:
     return "devices: " + ", ".join(kinds)
 
 
+# --- running the probe model ---------------------------------------------------------------
+
+
+def check_backends() -> list[BackendCheck]:
+    """Run a tiny model (``backends.probe``) on the numpy runtime, on every local onnxruntime
+    execution provider and on every TFLite delegate found: what ran, not what imported."""
+    from edgerun.backends import probe
+
+    with tempfile.TemporaryDirectory(prefix="edgerun-doctor-") as folder:
+        onnx_path, tflite_path = Path(folder, "probe.onnx"), Path(folder, "probe.tflite")
+        onnx_path.write_bytes(probe.onnx_model())
+        tflite_path.write_bytes(probe.TFLITE)
+        checks = [_check("numpy", lambda: _numpy_session(onnx_path))]
+        if available("onnxruntime"):
+            checks += [_check(f"onnxruntime:{p}", _ort_maker(onnx_path, p)) for p in _providers()]
+        if available("ai_edge_litert") or available("tflite_runtime"):
+            delegates = ["xnnpack", *find_delegate_libraries()]
+            checks += [_check(f"tflite:{d}", _tflite_maker(tflite_path, d)) for d in delegates]
+    return checks
+
+
+def _check(name: str, make: Callable[[], object]) -> BackendCheck:
+    from time import perf_counter
+
+    from edgerun.backends import probe
+
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            session = make()
+            feeds = {session.inputs[0].name: probe.INPUT}  # type: ignore[attr-defined]
+            start = perf_counter()
+            (out,) = session.run(feeds).values()  # type: ignore[attr-defined]
+            ms = (perf_counter() - start) * 1e3
+    except Exception as exc:  # a broken install is a row of the report, never a crash
+        return BackendCheck(name, False, _why(exc))
+    error = float(np.max(np.abs(np.asarray(out) - probe.expected())))
+    ok = error <= 1e-5
+    verdict = "ran the probe model" if ok else "WRONG ANSWER from the probe model"
+    return BackendCheck(name, ok, f"{verdict}: max error {error:.1e}, {ms:.2f} ms")
+
+
+def _numpy_session(path: Path) -> object:
+    import edgerun
+
+    return edgerun.load(path, backend="numpy")
+
+
+def _providers() -> list[str]:
+    from edgerun.backends.onnxruntime import NOT_LOCAL
+
+    with contextlib.suppress(Exception):
+        return [p for p in require("onnxruntime").get_available_providers() if p not in NOT_LOCAL]
+    return []
+
+
+def _ort_maker(path: Path, provider: str) -> Callable[[], object]:
+    def make() -> object:
+        from edgerun.api import Session
+        from edgerun.backends.onnxruntime import OnnxRuntimeSession, OrtOptions
+        from edgerun.backends.select import open_source
+
+        impl = OnnxRuntimeSession(open_source(path), (provider,), OrtOptions())
+        if impl.misses:
+            raise EdgerunError("; ".join(impl.misses))
+        if impl.placement is not None and not impl.placement.get(provider):
+            raise EdgerunError(f"{provider} registered but took no node of the probe model")
+        return Session(impl)
+
+    return make
+
+
+def _tflite_maker(path: Path, delegate: str) -> Callable[[], object]:
+    def make() -> object:
+        from edgerun.api import Session
+        from edgerun.backends.select import open_source
+        from edgerun.backends.tflite import TfliteSession
+
+        libraries = find_delegate_libraries()
+        impl = TfliteSession(open_source(path), (delegate,), None, libraries)
+        if impl.misses:
+            raise EdgerunError("; ".join(impl.misses))
+        return Session(impl)
+
+    return make
+
+
 # --- the report -----------------------------------------------------------------------------
 
 
@@ -445,6 +534,7 @@ def run_doctor() -> DoctorReport:
         numpy=np.__version__,
         blas=blas_info(),
         backends=probe_backends(),
+        checks=check_backends(),
         closest_profile=closest,
         closest_reason=reason,
     )

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from edgerun import doctor
@@ -395,3 +396,77 @@ def test_features_of_another_arch_are_dropped() -> None:
     x86_text = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse4_2 avx avx2 fma\n"
     info = doctor.parse_cpuinfo(x86_text, "aarch64")
     assert info.arch == "aarch64" and info.features == ()
+
+
+# --- the probe model, run on every backend ------------------------------------------------
+
+
+def test_the_probe_onnx_model_is_valid_and_computes_its_formula() -> None:
+    onnx = pytest.importorskip("onnx")
+    from onnx.reference import ReferenceEvaluator
+
+    from edgerun.backends import probe
+
+    model = onnx.load_from_string(probe.onnx_model())
+    onnx.checker.check_model(model, full_check=True)
+    x = np.random.default_rng(0).standard_normal((1, 8)).astype(np.float32)
+    (got,) = ReferenceEvaluator(model).run(None, {"x": x})
+    np.testing.assert_allclose(got, probe.expected(x), rtol=1e-6)
+
+
+def test_the_probe_tflite_model_is_what_tensorflow_makes_of_the_formula() -> None:
+    tf = pytest.importorskip("tensorflow")
+    from edgerun.backends import probe
+    from edgerun.backends.tflite import interpreter_module
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 8], tf.float32, name="x")])
+    def formula(x: Any) -> Any:
+        return tf.nn.relu(tf.matmul(x, probe.WEIGHT) + probe.BIAS)
+
+    rebuilt = tf.lite.TFLiteConverter.from_concrete_functions(
+        [formula.get_concrete_function()]
+    ).convert()
+    x = np.random.default_rng(1).standard_normal((1, 8)).astype(np.float32)
+    outputs = []
+    for model in (probe.TFLITE, rebuilt):
+        interpreter = interpreter_module().Interpreter(model_content=model)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+        interpreter.invoke()
+        outputs.append(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]))
+    np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-6)
+    np.testing.assert_allclose(outputs[0], probe.expected(x), rtol=1e-5, atol=1e-6)
+
+
+def test_each_backend_found_runs_the_probe_model() -> None:
+    checks = {c.backend: c for c in doctor.check_backends()}
+    assert checks["numpy"].ran, checks["numpy"].detail
+    if available("onnxruntime"):
+        cpu = checks["onnxruntime:CPUExecutionProvider"]
+        assert cpu.ran and "max error" in cpu.detail
+        assert "onnxruntime:AzureExecutionProvider" not in checks  # computes nowhere here
+    if available("ai_edge_litert"):
+        assert checks["tflite:xnnpack"].ran, checks["tflite:xnnpack"].detail
+
+
+def test_a_wrong_answer_is_not_a_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgerun.backends import probe
+
+    right = probe.expected
+    monkeypatch.setattr(probe, "expected", lambda x=probe.INPUT: right(x) + 1)
+    checks = doctor.check_backends()
+    assert checks and not any(c.ran for c in checks)
+    assert all("WRONG ANSWER" in c.detail for c in checks)
+
+
+def test_a_delegate_library_that_does_not_load_is_a_failed_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not available("ai_edge_litert"):
+        pytest.skip("needs LiteRT")
+    (tmp_path / "libedgetpu.so.1").write_bytes(b"not a shared library")
+    monkeypatch.setenv("LD_LIBRARY_PATH", str(tmp_path))
+    checks = {c.backend: c for c in doctor.check_backends()}
+    edgetpu = checks["tflite:edgetpu"]
+    assert not edgetpu.ran and "cannot load" in edgetpu.detail
+    assert checks["tflite:xnnpack"].ran

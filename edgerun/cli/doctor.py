@@ -8,8 +8,9 @@ from edgerun.cli.render import console, emit_json, table
 
 
 def doctor(as_json: bool = typer.Option(False, "--json", help="Print one JSON document.")) -> None:
-    """Report this machine's CPU, memory, numpy and BLAS, the backends that import, and the
-    closest device profile.
+    """Report this machine's CPU, memory, numpy and BLAS, the backends that import, a tiny
+    model run on each backend, execution provider and delegate found, and the closest device
+    profile.
 
     Example:  edgerun doctor --json
     """
@@ -31,6 +32,8 @@ def doctor(as_json: bool = typer.Option(False, "--json", help="Print one JSON do
         [b.name, "yes" if b.available else "no", b.version or "", b.detail] for b in report.backends
     ]
     out.print(table("backends", ["package", "available", "version", "detail"], rows))
+    rows = [[c.backend, "yes" if c.ran else "no", c.detail] for c in report.checks]
+    out.print(table("probe model run on each", ["backend", "ran", "detail"], rows))
     out.print(
         f"closest device profile: {report.closest_profile or 'none'} ({report.closest_reason})"
     )
