@@ -58,7 +58,7 @@ def test_wrong_feeds_are_refused_before_compute(
     case: str, cnn: edgerun.Session, monkeypatch
 ) -> None:
     feeds, message = WRONG_FEEDS[case]
-    monkeypatch.setattr(cnn._impl.plan, "run", lambda *a, **k: pytest.fail("computed"))
+    monkeypatch.setattr(cnn.plan, "run", lambda *a, **k: pytest.fail("computed"))
     with pytest.raises(InputError, match=message):
         cnn.run(feeds)
 
@@ -272,3 +272,56 @@ def test_outputs_are_writable_even_when_they_are_constants(tmp_path: Path) -> No
     )
     out = edgerun.load(path, backend="numpy").run({"x": np.zeros(2, np.float32)})
     assert out["y"].flags.writeable and out["z"].flags.writeable
+
+
+# --- backends: the same model on each, and what ran is said ---------------------------------
+
+
+@pytest.mark.parametrize("backend", ["numpy", "onnxruntime", "auto"])
+@pytest.mark.parametrize("kind", ["onnx", "bundle"])
+def test_the_same_model_gives_the_same_outputs_on_every_backend(
+    backend: str, kind: str, tiny_cnn_path: Path, cnn_bundle: Path, cnn: edgerun.Session
+) -> None:
+    x = _image(3)
+    session = edgerun.load(tiny_cnn_path if kind == "onnx" else cnn_bundle, backend=backend)
+    expected = {"numpy": "numpy", "onnxruntime": "onnxruntime:CPUExecutionProvider"}
+    assert session.backend == expected.get(backend, "onnxruntime:CPUExecutionProvider")
+    assert session.backend_reason
+    np.testing.assert_allclose(
+        session.run({"image": x})["probabilities"],
+        cnn.run({"image": x})["probabilities"],
+        rtol=1e-4,
+        atol=1e-6,
+    )
+
+
+def test_a_backend_for_another_format_is_refused(tiny_cnn_path: Path) -> None:
+    with pytest.raises(ModelFormatError, match="the tflite backend cannot run onnx models"):
+        edgerun.load(tiny_cnn_path, backend="tflite")
+
+
+def test_run_says_what_ran_and_strict_refuses_a_fallback(tiny_cnn_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    import onnxruntime as ort
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "edgerun.cli", "run", str(tiny_cnn_path), *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+    plain = run("--json")
+    assert plain.returncode == 0, plain.stderr
+    data = json.loads(plain.stdout)
+    assert data["backend"] == "onnxruntime:CPUExecutionProvider"
+    assert data["providers"] == ["CPUExecutionProvider"] and sum(data["placement"].values()) > 0
+    if "XnnpackExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has XNNPACK: rpi4's first choice is here")
+    fallback = run("--device", "rpi4", "--json")  # rpi4 asks for XNNPACK first
+    assert fallback.returncode == 0, fallback.stderr
+    assert "edgerun: warning:" in fallback.stderr and "XnnpackExecutionProvider" in fallback.stderr
+    assert "XnnpackExecutionProvider" in json.loads(fallback.stdout)["backend_reason"]
+    strict = run("--device", "rpi4", "--strict")
+    assert strict.returncode == 2 and "Traceback" not in strict.stderr
+    assert "strict" in strict.stderr and "XnnpackExecutionProvider" in strict.stderr

@@ -32,7 +32,9 @@ def report(tiny_cnn_path: Path) -> ProfileReport:
 def test_the_per_op_table_covers_every_plan_step(
     report: ProfileReport, tiny_cnn_path: Path
 ) -> None:
-    steps = edgerun.load(tiny_cnn_path, backend="numpy")._impl.plan.steps
+    plan = edgerun.load(tiny_cnn_path, backend="numpy").plan
+    assert plan is not None
+    steps = plan.steps
     assert [op.name for op in report.ops] == [s.node.name for s in steps]
     assert [op.op_type for op in report.ops] == [s.node.op_type for s in steps]
     assert all(op.calls == report.latency.runs for op in report.ops)
@@ -128,9 +130,29 @@ def test_csv_has_a_header_and_one_row_per_op(report: ProfileReport, tmp_path: Pa
     assert {"op_type", "calls", "total_ms", "share", "output_bytes"} <= set(rows[0])
 
 
+@pytest.fixture(scope="module")
+def ort_report(tiny_cnn_path: Path) -> ProfileReport:
+    return profile(tiny_cnn_path, backend="onnxruntime", runs=4, warmup=2)
+
+
+def test_onnxruntime_ops_come_from_its_own_profiler(ort_report: ProfileReport) -> None:
+    assert ort_report.backend == "onnxruntime:CPUExecutionProvider"
+    assert ort_report.environment.providers == ["CPUExecutionProvider"]
+    assert ort_report.ops and all(op.calls == 4 for op in ort_report.ops)  # warm-ups left out
+    assert {"Conv", "Gemm", "Softmax"} <= {op.op_type for op in ort_report.ops}
+    assert sum(op.share for op in ort_report.ops) == pytest.approx(1.0)
+    assert ort_report.op_coverage is not None and 0 < ort_report.op_coverage <= 1
+    softmax = next(op for op in ort_report.ops if op.op_type == "Softmax")
+    assert softmax.output_bytes == 10 * 4  # onnxruntime's own output_size
+    mem = ort_report.memory  # the numpy runtime's own accounting does not apply
+    assert mem.peak_live_bytes is None and mem.weights_bytes is None and mem.peak_rss > 0
+
+
+@pytest.mark.parametrize("which", ["report", "ort_report"])
 def test_trace_is_chrome_json_with_ops_inside_their_runs(
-    report: ProfileReport, tmp_path: Path
+    which: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
+    report = request.getfixturevalue(which)
     path = tmp_path / "trace.json"
     report.write_chrome_trace(path)
     events = json.loads(path.read_text())["traceEvents"]

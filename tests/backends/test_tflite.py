@@ -130,3 +130,13 @@ def test_runs_from_eight_threads(models: dict[str, Path], keras_model: object) -
         outputs = list(pool.map(lambda x: _run(session, x), inputs))
     for x, out in zip(inputs, outputs, strict=True):
         np.testing.assert_allclose(out, keras_model(x).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_profile_on_tflite_is_whole_model(models: dict[str, Path]) -> None:
+    from edgerun.profiler import profile
+
+    report = profile(models["file"], backend="tflite", runs=3, warmup=1)
+    assert report.backend == "tflite:xnnpack" and report.latency.runs == 3
+    assert report.ops == [] and report.op_coverage is None
+    assert report.environment.providers == ["xnnpack"]
+    assert report.to_json()["op_coverage"] is None

@@ -45,3 +45,13 @@ def test_table_csv_trace_and_device(tiny_cnn_path: Path, tmp_path: Path) -> None
 def test_bad_shape_is_a_user_error(tiny_cnn_path: Path) -> None:
     result = edgerun("profile", str(tiny_cnn_path), "--shape", "image=1xq")
     assert result.returncode == 2 and "bad shape" in result.stderr
+
+
+def test_profile_on_onnxruntime_says_what_ran(tiny_cnn_path: Path) -> None:
+    result = edgerun(
+        "profile", str(tiny_cnn_path), "--backend", "onnxruntime", "--runs", "3", "--warmup", "1"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "backend: onnxruntime:CPUExecutionProvider" in result.stdout
+    assert "why: requested backend='onnxruntime'" in result.stdout
+    assert "ops by time" in result.stdout and "Conv" in result.stdout
