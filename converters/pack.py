@@ -296,11 +296,22 @@ def _pack_tflite(
         import edgerun
 
         session = edgerun.load(path, backend="numpy")
-        runners["numpy"] = lambda feeds: list(session.run(feeds).values())
+        runners["numpy"] = lambda feeds: _run_real(session, feeds)
     except EdgerunError as exc:
         skipped["numpy"] = str(exc)
     applied = {"format": "tflite", "converter": converter, "folding": True}
     return _Packed("tflite", model, None, inputs, outputs, runners, skipped, applied)
+
+
+def _run_real(session: Any, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Real-valued feeds in, real outputs out, quantizing integer I/O as the interpreter does.
+
+    Inputs go by position: the interpreter names them after the signature, the file after
+    its tensors.
+    """
+    inputs = {s.name: s.from_real(v) for s, v in zip(session.inputs, feeds.values(), strict=True)}
+    outputs = session.run(inputs)
+    return [s.to_real(outputs[s.name]) for s in session.outputs]
 
 
 def _to_tflite(

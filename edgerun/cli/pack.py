@@ -59,8 +59,12 @@ def pack(
 
     Example:  edgerun pack converters.digits:cnn --device rpi4 --calibration digits-calibration.npz
     """
+    import os
+
     from converters.pack import PackOptions
     from converters.pack import pack as run_pack
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ INFO/WARNING lines
     from edgerun.inference import parse_shape
 
     options = PackOptions(

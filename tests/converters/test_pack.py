@@ -254,3 +254,31 @@ def test_accuracy_gate_refuses_a_ruined_model(
     assert main([*args, "--max-accuracy-drop", "1"]) == 2
     assert "accuracy dropped by" in capsys.readouterr().err
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["zeros.npz"]
+
+
+def test_keras_digits_for_coral_is_full_int8_with_int8_io(tmp_path: Path) -> None:
+    from converters import keras_examples
+    from converters.tensorflow_frontend import run_tflite
+
+    model = keras_examples.digits_cnn(epochs=6)
+    source = tmp_path / "digits.keras"
+    model.save(source)
+    calibration, validation = keras_examples.write_digits_data(tmp_path)
+    out = tmp_path / "digits.coral.edgerun"
+    args = ["pack", str(source), "--device", "coral-dev-board", "-o", str(out)]
+    assert main([*args, "--calibration", str(calibration), "--validation", str(validation)]) == 0
+    manifest = read_manifest(out)
+    assert manifest.model_format == "tflite"
+    assert [(s.dtype, s.quantization is not None) for s in manifest.inputs] == [("int8", True)]
+    assert [s.dtype for s in manifest.outputs] == ["int8"]
+    _, _, images, labels = keras_examples.digits_split_nhwc()
+    keras_accuracy = float(np.mean(model.predict(images, verbose=0).argmax(1) == labels))
+    with open_bundle(out) as bundle:
+        flatbuffer = bytes(bundle.model)
+    logits = np.concatenate(
+        [run_tflite(flatbuffer, {"image": images[i : i + 1]})["logits"] for i in range(len(images))]
+    )
+    tflite_accuracy = float(np.mean(logits.argmax(1) == labels))
+    assert keras_accuracy > 0.9
+    assert tflite_accuracy >= keras_accuracy - 0.02
+    assert main(["verify", str(out), "--backend", "numpy"]) == 0
