@@ -1,15 +1,18 @@
 """Integer convolutions (ConvInteger, QLinearConv), exact through float32 BLAS.
 
 The input and weights are shifted by their zero points into float32 (exact for 8-bit
-values) and convolved with conv.py's im2col or depthwise machinery. A dot product over K
-terms is exact in float32 while K * max|x - zx| * max|w - zw| < 2^24; longer ones are split
-into chunks of K that each stay exact, summed in float64. Weights stay int8 in memory and
-are widened per call.
+values) and convolved with conv.py's im2col or depthwise machinery. Every partial sum of
+an output's dot product, in whatever order BLAS adds, is at most max|x - zx| * sum|w - zw|
+over that output channel's weights, so float32 is exact while that stays below 2^24; past
+it, K is split into chunks that each stay below (planned once per weight tensor) and the
+chunks are summed in float64. Weights stay int8 in memory and are widened per call.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import weakref
 
 import numpy as np
 
@@ -28,10 +31,38 @@ def _bound(dtype: np.dtype, zero: float) -> int:
 
 def _centered_weights(w, w_zero):
     if w_zero is None or not np.any(w_zero):
-        return w.astype(f32), _bound(w.dtype, 0)
+        return w.astype(f32)
     wz = np.asarray(w_zero).reshape(-1)
     shift = wz.astype(f32).reshape((-1,) + (1,) * (w.ndim - 1)) if wz.size > 1 else f32(wz[0])
-    return np.subtract(w, shift, dtype=f32), max(_bound(w.dtype, z) for z in wz.tolist())
+    return np.subtract(w, shift, dtype=f32)
+
+
+# id(weights) -> (weak reference, x bound, chunk starts, accumulator bound): derived once per
+# weight tensor (a pass over it), valid while that very array lives
+_CHUNK_PLANS: dict[int, tuple[weakref.ref, int, tuple[int, ...], int]] = {}
+
+
+def _chunk_plan(w: np.ndarray, wg: np.ndarray, x_bound: int) -> tuple[tuple[int, ...], int]:
+    """Starts of the K chunks whose partial sums stay exact in float32, and a bound on the
+    accumulator: any partial sum over a chunk is at most x_bound * sum |w| over it."""
+    hit = _CHUNK_PLANS.get(id(w))
+    if hit is not None and hit[0]() is w and hit[1] == x_bound:
+        return hit[2], hit[3]
+    k = wg.shape[-1]
+    cum = np.cumsum(np.abs(wg.reshape(-1, k)), axis=-1, dtype=np.float64)
+    total = int(cum[:, -1].max(initial=0)) * x_bound
+    limit = (int8.FLOAT32_EXACT - 1) / max(1, x_bound)
+    starts, base = [0], np.zeros(cum.shape[0])
+    while total >= int8.FLOAT32_EXACT:
+        reach = (cum[:, starts[-1] :] - base[:, None]).max(axis=0)  # grows along K
+        end = starts[-1] + max(1, int(np.searchsorted(reach, limit, side="right")))
+        if end >= k:
+            break
+        starts.append(end)
+        base = cum[:, end - 1]
+    with contextlib.suppress(TypeError):  # not weakly referenceable: planned every call
+        _CHUNK_PLANS[id(w)] = (weakref.ref(w), x_bound, tuple(starts), total)
+    return tuple(starts), total
 
 
 def integer_conv(x, x_zero, w, w_zero, auto_pad, dilations, group, kernel_shape, pads, strides):
@@ -39,16 +70,18 @@ def integer_conv(x, x_zero, w, w_zero, auto_pad, dilations, group, kernel_shape,
     sums needed chunking. Returns (accumulator, bound on |accumulator|)."""
     xz = int8.scalar(x_zero)
     xs = int8.centered(x, xz)
-    ws, w_bound = _centered_weights(w, w_zero)
-    x_bound = _bound(x.dtype, xz)
+    ws = _centered_weights(w, w_zero)
     n, c = x.shape[:2]
     m = w.shape[0]
     k = w[0].size
-    chunk = (int8.FLOAT32_EXACT - 1) // max(1, x_bound * w_bound)
+    if c != w.shape[1] * group or m % group:
+        raise ValueError(f"x {x.shape} and w {w.shape} do not match group={group}")
+    wg = ws.reshape(group, m // group, k)
+    starts, bound = _chunk_plan(w, wg, _bound(x.dtype, xz))
     # padding the shifted input with 0 is padding the raw input with its zero point
-    if k <= chunk:
+    if len(starts) == 1:
         acc = _conv(xs, ws, None, auto_pad, dilations, group, kernel_shape, pads, strides)
-        return acc, k * x_bound * w_bound
+        return acc, bound
     n_sp = x.ndim - 2
     kernel_shape = list(kernel_shape or w.shape[2:])
     strides = list(strides or [1] * n_sp)
@@ -56,15 +89,12 @@ def integer_conv(x, x_zero, w, w_zero, auto_pad, dilations, group, kernel_shape,
     begin, end, out_shape = window_pads(
         x.shape[2:], kernel_shape, strides, dilations, pads, auto_pad
     )
-    if c != w.shape[1] * group or m % group:
-        raise ValueError(f"x {x.shape} and w {w.shape} do not match group={group}")
     cols = im2col(_pad(xs, begin, end), kernel_shape, strides, dilations, out_shape)
     cols = cols.reshape(n, group, k, math.prod(out_shape))
-    wg = ws.reshape(group, m // group, k)
     acc = np.zeros((n, group, m // group, cols.shape[-1]), np.float64)
-    for start in range(0, k, chunk):
-        acc += np.matmul(wg[:, :, start : start + chunk], cols[:, :, start : start + chunk])
-    return acc.reshape(n, m, *out_shape), k * x_bound * w_bound
+    for lo, hi in zip(starts, (*starts[1:], k), strict=True):
+        acc += np.matmul(wg[:, :, lo:hi], cols[:, :, lo:hi])
+    return acc.reshape(n, m, *out_shape), bound
 
 
 @kernel("ConvInteger", since=10)

@@ -1,0 +1,97 @@
+"""Integer convolutions past float32's exact range, and the shared int8 helpers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgerun.runtime.kernels import int8, qlinear
+from edgerun.runtime.registry import resolve
+
+ort = pytest.importorskip("onnxruntime")
+rng = np.random.default_rng(0)
+
+
+def run_ort(op, inputs, attrs, out_type):
+    names = [f"i{k}" if a is not None else "" for k, a in enumerate(inputs)]
+    inits = [
+        numpy_helper.from_array(np.asarray(a), n)
+        for k, (n, a) in enumerate(zip(names, inputs, strict=True))
+        if a is not None and k
+    ]
+    x = inputs[0]
+    graph = helper.make_graph(
+        [helper.make_node(op, names, ["y"], **attrs)],
+        "g",
+        [helper.make_tensor_value_info("i0", helper.np_dtype_to_tensor_dtype(x.dtype), x.shape)],
+        [helper.make_tensor_value_info("y", out_type, None)],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"i0": x})[0]
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8])
+def test_conv_integer_past_float32_exact_range(dtype):
+    # extreme weights: K * 255 * 128 is far past 2^24, so the sums are split into chunks
+    info = np.iinfo(dtype)
+    x = rng.integers(info.min, info.max, (1, 192, 5, 5), endpoint=True).astype(dtype)
+    w = np.where(rng.random((8, 192, 3, 3)) < 0.5, info.min, info.max).astype(dtype)
+    xz, wz = np.array(info.max // 2 + 1, dtype), np.array(0, dtype)
+    wg = qlinear._centered_weights(w, wz).reshape(1, 8, -1)
+    starts, _ = qlinear._chunk_plan(w, wg, qlinear._bound(x.dtype, int(xz)))
+    assert len(starts) > 1
+    attrs = {"pads": [1, 1, 1, 1]}
+    got = resolve("", "ConvInteger", 13).fn(x, w, xz, wz, **attrs)
+    want = run_ort("ConvInteger", [x, w, xz, wz], attrs, TensorProto.INT32)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8])
+def test_qlinear_conv_past_float32_exact_range(dtype):
+    info = np.iinfo(dtype)
+    x = rng.integers(info.min, info.max, (1, 128, 4, 4), endpoint=True).astype(dtype)
+    w = rng.integers(info.min, info.max, (6, 128, 3, 3), endpoint=True).astype(dtype)
+    b = rng.integers(-(1 << 20), 1 << 20, 6).astype(np.int32)
+    zero = np.array(info.max // 2, dtype)
+    inputs = [x, np.array(0.02, np.float32), zero, w, np.full(6, 0.01, np.float32)]
+    inputs += [np.full(6, zero, dtype), np.array(40.0, np.float32), zero, b]
+    got = resolve("", "QLinearConv", 13).fn(*inputs, pads=[1, 1, 1, 1])
+    want = run_ort(
+        "QLinearConv",
+        inputs,
+        {"pads": [1, 1, 1, 1]},
+        helper.np_dtype_to_tensor_dtype(np.dtype(dtype)),
+    )
+    np.testing.assert_array_equal(got, want)
+
+
+def test_integer_matmul_chunks_are_exact():
+    a = np.full((2, 3000), 255.0, np.float32)
+    b = np.full((3000, 2), -128.0, np.float32)
+    got = int8.integer_matmul(a, b, 255, 128)
+    assert got.dtype == np.float64
+    np.testing.assert_array_equal(got, np.full((2, 2), 3000 * 255 * -128))
+
+
+@pytest.mark.parametrize("real", [0.3, 1e-3, 0.75, 2.5, 1.0 / 3.0, 7e-6])
+def test_quantized_multiplier_matches_the_real_multiplier(real):
+    multiplier, shift = int8.quantize_multiplier(real)
+    assert (1 << 30) <= int(multiplier) < (1 << 31)
+    assert abs(int(multiplier) * 2.0 ** (int(shift) - 31) - real) <= real * 2**-30
+    acc = rng.integers(-(1 << 20), 1 << 20, 1000).astype(np.int32)
+    got = int8.multiply_by_quantized_multiplier(acc, multiplier, shift).astype(np.int64)
+    # TFLite rounds the high product and the shift each to nearest: within one of exact
+    exact = acc.astype(np.float64) * int(multiplier) * 2.0 ** (int(shift) - 31)
+    assert np.abs(got - exact).max() <= 1
+    np.testing.assert_array_equal(got[acc == 0], 0)
+
+
+def test_lookup_table_covers_every_code():
+    for dtype in (np.uint8, np.int8):
+        table = int8.lookup_table(lambda v: v, 0.1, 3, 0.1, 3, np.dtype(dtype))
+        codes = np.arange(256).astype(np.uint8).view(dtype)
+        np.testing.assert_array_equal(int8.apply_table(codes, table), codes)
