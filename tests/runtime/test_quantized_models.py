@@ -24,6 +24,8 @@ import onnx
 import pytest
 
 import edgerun
+from edgerun.runtime.onnx_reader import read_onnx
+from edgerun.runtime.plan import Plan
 
 ort = pytest.importorskip("onnxruntime")
 quantization = pytest.importorskip("onnxruntime.quantization")
@@ -74,6 +76,7 @@ def quantized_paths(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str,
     for name in MODELS:
         exported, prepared = folder / f"{name}.onnx", folder / f"{name}.pre.onnx"
         zoo.export(name, str(exported))
+        paths[name, "float"] = exported
         quant_pre_process(str(exported), str(prepared), skip_symbolic_shape=True)
         for fmt in FORMATS:
             paths[name, fmt] = folder / f"{name}.{fmt}.onnx"
@@ -128,3 +131,22 @@ def test_matches_onnxruntime(
         within = np.abs(got - want) <= step * 1.001
         assert within.mean() >= 0.999, f"{within.mean():.5f} within one step ({step:.4g})"
     np.testing.assert_array_equal(got.argmax(-1), want.argmax(-1))
+
+
+@pytest.mark.parametrize("fmt", ["qdq_u8", "qdq_s8"])
+@pytest.mark.parametrize("name", MODELS)
+def test_qdq_groups_run_as_integer_kernels(
+    name: str, fmt: str, quantized_paths: dict[tuple[str, str], Path]
+) -> None:
+    def plan(path: Path) -> Plan:
+        model = read_onnx(path)
+        return Plan(model.graph, model.opset_imports, functions=model.functions)
+
+    fused, float_plan = plan(quantized_paths[name, fmt]), plan(quantized_paths[name, "float"])
+    ops = {s.node.op_type for s in fused.steps}
+    assert {"QLinearConv", "QLinearAdd", "QGemm"} <= ops
+    assert not ops & {"Conv", "Gemm", "Add"}  # nothing left in float but the head's ReduceMean
+    # weights stay 8-bit: the constants are about a quarter of the float model's
+    fused_bytes = sum(v.nbytes for v in fused.constants.values())
+    float_bytes = sum(v.nbytes for v in float_plan.constants.values())
+    assert fused_bytes < 0.3 * float_bytes
