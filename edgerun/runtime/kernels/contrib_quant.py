@@ -82,6 +82,43 @@ def q_linear_leaky_relu_1(X, X_scale, X_zero_point, Y_scale, Y_zero_point=None, 
     )
 
 
+def _softmax_table(x_scale: float, reduce_len: int, signed: bool) -> np.ndarray:
+    # onnxruntime's table: exp((i - 255 + shift) * x_scale) in double, stored as float32,
+    # with a shift that keeps the row sum finite; signed inputs index it as uint8(i - 128)
+    shift = math.log(float(np.finfo(np.float32).max) / reduce_len)
+    shift = max(0.0, shift - 5) / x_scale
+    i = np.arange(256, dtype=np.float64)
+    values = np.exp((i - 255 + shift) * x_scale).astype(f32)
+    return np.roll(values, -128) if signed else values
+
+
+@kernel("QLinearSoftmax", since=1, domain=MS)
+def q_linear_softmax_1(
+    X, X_scale, x_zero_point, y_scale, y_zero_point=None, *, axis=None, opset=13
+):
+    signed = X.dtype == np.int8
+    axis = (1 if opset < 13 else -1) if axis is None else axis
+    axis %= X.ndim
+    # before opset 13 the axes from ``axis`` on are one row, as in Softmax-1/11
+    rows = X.reshape(math.prod(X.shape[:axis]), -1) if opset < 13 else np.moveaxis(X, axis, -1)
+    d = rows.shape[-1]
+    table = _softmax_table(int8.scalar(X_scale), d, signed)
+    top = rows.max(axis=-1, keepdims=True).astype(np.int32)
+    # shift each row so that its maximum reads the table's last entry
+    if signed:
+        index = (rows.astype(np.int32) + (127 - top)).astype(np.uint8)
+    else:
+        index = rows.astype(np.int32) + (255 - top)
+    e = table[index]
+    total = np.cumsum(e, axis=-1, dtype=f32)[..., -1:]  # a running float32 sum, as it adds
+    y = np.rint((e * f32(math.floor(1.0 / f32(int8.scalar(y_scale))))) / total)
+    y = y.astype(np.int32) + _zero(y_zero_point, X)
+    y = np.clip(y, *int8.int_range(X.dtype)).astype(X.dtype)
+    if opset < 13:
+        return y.reshape(X.shape)
+    return np.moveaxis(y, -1, axis)
+
+
 @kernel("QLinearGlobalAveragePool", since=1, domain=MS)
 def q_linear_global_average_pool_1(
     X, x_scale, x_zero_point, y_scale, y_zero_point=None, *, channels_last=0

@@ -173,3 +173,13 @@ def test_matmul_integer_to_float(a_type):
     got = ours("MatMulIntegerToFloat", inputs, {})
     want = run_ort("MatMulIntegerToFloat", inputs, {}, np.dtype(np.float32))
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [U8, S8])
+@pytest.mark.parametrize(("opset", "axis"), [(13, -1), (13, 1), (12, 1), (12, 2)])
+def test_softmax(dtype, opset, axis):
+    x = ints(dtype, (2, 3, 16, 20))
+    y_zero = np.array(0 if dtype == U8 else -128, dtype)
+    params = [np.array(0.08, np.float32), qparams(dtype, 0)[1], np.array(1 / 256, np.float32)]
+    attrs = {"opset": opset, "axis": axis}
+    check("QLinearSoftmax", [x, *params, y_zero], attrs, dtype)
