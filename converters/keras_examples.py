@@ -1,4 +1,9 @@
-"""A small Keras CNN built in code, and its export to ONNX through tf2onnx (host side).
+"""Small Keras CNNs built in code, and their export to ONNX through tf2onnx (host side).
+
+``keras_cnn`` has seeded random weights (a converter test needs no training);
+``digits_cnn`` is trained when it is built on scikit-learn's digits (shipped inside
+scikit-learn, nothing downloads), the Keras twin of ``converters.digits.cnn`` and a factory
+for ``edgerun pack converters.keras_examples:digits_cnn --device coral-dev-board``.
 
 The Keras model is laid out the way people write image classifiers for small boards
 (Conv2D + BatchNormalization + ReLU, DepthwiseConv2D, MaxPooling2D, GlobalAveragePooling2D,
@@ -11,6 +16,7 @@ Needs ``tensorflow`` (or ``tensorflow-cpu``) and ``tf2onnx``; both are imported 
 module level, which is why this lives in ``converters`` and never in ``edgerun``.
 
     python -m converters.keras_examples model.onnx
+    python -m converters.keras_examples digits FOLDER   # NHWC calibration/validation .npz
 """
 
 from __future__ import annotations
@@ -80,6 +86,55 @@ def keras_cnn(seed: int = 0, classes: int = 10) -> tf.keras.Model:
     return model
 
 
+def digits_split_nhwc() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``converters.digits.digits_split`` laid out as Keras wants it: images N x 8 x 8 x 1."""
+    from converters.digits import digits_split
+
+    x_train, y_train, x_test, y_test = digits_split()
+    return x_train.transpose(0, 2, 3, 1), y_train, x_test.transpose(0, 2, 3, 1), y_test
+
+
+def digits_cnn(epochs: int = 8, seed: int = 0) -> tf.keras.Model:
+    """A Conv-BN-ReLU classifier for 8x8 digits (1x8x8x1 NHWC in, 10 logits out), trained now.
+
+    Seeded, so the same weights come out each time on one machine (TensorFlow's CPU kernels
+    may still differ in the last bits between machines).
+    """
+    layers = tf.keras.layers
+    tf.keras.utils.set_random_seed(seed)
+    inputs = tf.keras.Input(shape=(8, 8, 1), batch_size=1, name="image")
+    x = layers.Conv2D(16, 3, padding="same", use_bias=False, name="conv1")(inputs)
+    x = layers.BatchNormalization(name="bn1")(x)
+    x = layers.ReLU(name="relu1")(x)
+    x = layers.DepthwiseConv2D(3, padding="same", name="dw2")(x)
+    x = layers.Conv2D(32, 1, name="pw2")(x)
+    x = layers.ReLU(name="relu2")(x)
+    x = layers.MaxPooling2D(2, name="pool2")(x)
+    x = layers.Flatten(name="flatten")(x)
+    outputs = layers.Dense(10, name="logits")(x)
+    model = tf.keras.Model(inputs, outputs, name="digits_cnn")
+    # Trained at batch 32 through a twin without the fixed batch of 1, sharing its layers.
+    trainer = tf.keras.Model(model.layers[0].output, outputs)
+    x_train, y_train, _, _ = digits_split_nhwc()
+    trainer.compile(
+        optimizer=tf.keras.optimizers.Adam(3e-3),
+        loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    trainer.fit(x_train, y_train, batch_size=32, epochs=epochs, shuffle=True, verbose=0)
+    return model
+
+
+def write_digits_data(folder: Path, calibration_samples: int = 256) -> tuple[Path, Path]:
+    """NHWC calibration images (training split) and the labelled test split, for pack."""
+    x_train, _, x_test, y_test = digits_split_nhwc()
+    folder.mkdir(parents=True, exist_ok=True)
+    calibration = folder / "keras-digits-calibration.npz"
+    validation = folder / "keras-digits-validation.npz"
+    np.savez(calibration, image=x_train[:calibration_samples])
+    np.savez(validation, image=x_test, label=y_test)
+    return calibration, validation
+
+
 def export_onnx(model: tf.keras.Model, path: str | Path, opset: int = OPSET) -> Path:
     """Convert ``model`` to ONNX with ``tf2onnx.convert.from_keras``, write it to ``path``.
 
@@ -102,8 +157,14 @@ def export_onnx(model: tf.keras.Model, path: str | Path, opset: int = OPSET) -> 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if len(args) == 2 and args[0] == "digits":
+        for path in write_digits_data(Path(args[1])):
+            print(path)
+        return 0
     if len(args) != 1:
-        print("usage: python -m converters.keras_examples OUT.onnx", file=sys.stderr)
+        print(
+            "usage: python -m converters.keras_examples OUT.onnx | digits FOLDER", file=sys.stderr
+        )
         return 2
     print(export_onnx(keras_cnn(), args[0]))
     return 0

@@ -5,8 +5,10 @@ TensorFlow is imported inside the functions, so importing this module costs noth
 Names and order: a model's inputs keep the names the source gives them (Keras input names,
 a SavedModel signature's argument names). The converted function returns a dict keyed by
 the source's output names, and TensorFlow flattens a dict sorted by key, so TFLite's
-signature and tf2onnx's graph list outputs by name. ``run_tensorflow``, ``run_tflite`` and
-``tflite_io_specs`` use that same order, so callers may compare outputs by position.
+signature and tf2onnx's graph list outputs by name; ``run_tensorflow`` returns them in that
+order too. ``run_tflite`` and ``tflite_io_specs`` keep the order the flatbuffer's signature
+lists (by name from TensorFlow's converter, the module's order from litert-torch), so callers
+may compare outputs by position.
 """
 
 from __future__ import annotations
@@ -298,19 +300,41 @@ def _interpreter(model_bytes: bytes) -> Any:
     return interpreter
 
 
-def _io(interpreter: Any) -> tuple[_Tensors, _Tensors]:
-    """(name, tensor details) of the inputs and outputs: the serving signature's names and
-    order where the model has one, else the subgraph's tensors."""
+def _io(interpreter: Any, model_bytes: bytes) -> tuple[_Tensors, _Tensors]:
+    """(name, tensor details) of the inputs and outputs: the first signature's names, in the
+    order the flatbuffer lists them (the TFLite converter: outputs by name; litert-torch: the
+    module's order), else the subgraph's own inputs and outputs."""
     details = {d["index"]: d for d in interpreter.get_tensor_details()}
-    signatures = interpreter._get_full_signature_list()  # name -> tensor index, no public API
-    if signatures:
-        signature = signatures.get(SERVING) or next(iter(signatures.values()))
-        inputs = [(n, details[i]) for n, i in signature["inputs"].items()]
-        outputs = [(n, details[i]) for n, i in sorted(signature["outputs"].items())]
-        return inputs, outputs
+    signature = _signature(model_bytes)
+    if signature is not None:
+        inputs, outputs = signature
+        return [(n, details[i]) for n, i in inputs], [(n, details[i]) for n, i in outputs]
     return (
         [(d["name"], d) for d in interpreter.get_input_details()],
         [(d["name"], d) for d in interpreter.get_output_details()],
+    )
+
+
+def _signature(model_bytes: bytes) -> tuple[list[tuple[str, int]], ...] | None:
+    """(name, tensor index) of the serving (else first) signature's inputs and outputs, read
+    from the flatbuffer: the interpreter's own signature list is a name-sorted dict."""
+    if _lazy.available("ai_edge_litert"):
+        from ai_edge_litert import schema_py_generated as schema
+    else:
+        schema = _lazy.require("tensorflow.lite.python.schema_py_generated", "tensorflow")
+    model = schema.Model.GetRootAs(model_bytes, 0)
+    signatures = [model.SignatureDefs(i) for i in range(model.SignatureDefsLength())]
+    signatures = [s for s in signatures if s.SubgraphIndex() == 0]
+    if not signatures:
+        return None
+    chosen = next((s for s in signatures if s.SignatureKey() == SERVING.encode()), signatures[0])
+
+    def names(count: int, get: Callable[[int], Any]) -> list[tuple[str, int]]:
+        return [(get(i).Name().decode(), get(i).TensorIndex()) for i in range(count)]
+
+    return (
+        names(chosen.InputsLength(), chosen.Inputs),
+        names(chosen.OutputsLength(), chosen.Outputs),
     )
 
 
@@ -335,7 +359,7 @@ def _spec(name: str, detail: dict) -> TensorSpec:
 
 def tflite_io_specs(model_bytes: bytes) -> tuple[list[TensorSpec], list[TensorSpec]]:
     """Inputs and outputs of a TFLite model, with the quantization of integer tensors."""
-    inputs, outputs = _io(_interpreter(model_bytes))
+    inputs, outputs = _io(_interpreter(model_bytes), model_bytes)
     return [_spec(n, d) for n, d in inputs], [_spec(n, d) for n, d in outputs]
 
 
@@ -349,7 +373,7 @@ def run_tflite(model_bytes: bytes, feeds: dict[str, np.ndarray]) -> dict[str, np
     """
     interpreter = _interpreter(model_bytes)
     interpreter.allocate_tensors()
-    inputs, outputs = _io(interpreter)
+    inputs, outputs = _io(interpreter, model_bytes)
     missing = [name for name, _ in inputs if name not in feeds]
     if missing:
         raise InputError(f"no feed for TFLite input {', '.join(missing)}")
