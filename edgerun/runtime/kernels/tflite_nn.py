@@ -33,11 +33,39 @@ from edgerun.runtime.tflite_reader import DOMAIN, QuantParams, TensorQuant
 
 def _float_weights(w: np.ndarray, quant: TensorQuant | None, index: int) -> np.ndarray:
     # float16 models dequantize weights through DEQUANTIZE; a quantized weight of a float
-    # op (dynamic-range models) is dequantized here
+    # op (dynamic-range models) is dequantized here (in TFLite's layout: its axis)
     q = quant_of(quant, index)
     if w.dtype.kind in "iu" and q is not None:
         return dequantize(w, q)
     return w.astype(np.float32, copy=False)
+
+
+def _hybrid(x: np.ndarray, w: np.ndarray, quant: TensorQuant | None) -> bool:
+    """Float activations with int8 weights: TFLite's hybrid kernels of dynamic-range models."""
+    return x.dtype == np.float32 and w.dtype == np.int8 and quant_of(quant, 1) is not None
+
+
+def _quantize_rows(x: np.ndarray, asymmetric: bool):
+    """Each row of ``x`` as int8 the way TFLite's hybrid kernels quantize activations
+    (SymmetricQuantizeFloats / AsymmetricQuantizeFloats): (values, scale, zero point)."""
+    lo = np.minimum(x.min(axis=1), 0).astype(np.float64)
+    hi = np.maximum(x.max(axis=1), 0).astype(np.float64)
+    if asymmetric:
+        scale = (hi - lo) / 255.0
+        safe = np.where(scale == 0, 1.0, scale)
+        from_min, from_max = -128.0 - lo / safe, 127.0 - hi / safe
+        use_min = 128.0 + np.abs(lo / safe) < 127.0 + np.abs(hi / safe)
+        zero = np.clip(round_half_away(np.where(use_min, from_min, from_max)), -128, 127)
+        scale = np.where(scale == 0, 1.0, scale).astype(np.float32)
+        zero = np.where(hi == lo, 0, zero).astype(np.float32)
+        inv = (np.float32(1) / scale).astype(np.float32)
+        q = round_half_away(zero[:, None] + x * inv[:, None])
+        return np.clip(q, -128, 127).astype(np.float32), scale, zero
+    rng = np.maximum(-lo, hi).astype(np.float32)
+    safe = np.where(rng == 0, np.float32(1), rng)
+    q = round_half_away(x * (np.float32(127) / safe)[:, None])
+    scale = np.where(rng == 0, np.float32(1), rng / np.float32(127)).astype(np.float32)
+    return np.clip(q, -127, 127).astype(np.float32), scale, np.zeros_like(scale)
 
 
 def _multipliers(qx: QuantParams, qw: QuantParams, qy: QuantParams):
@@ -71,11 +99,45 @@ def _conv_nhwc(x, w, bias, padding, strides, dilations, group, act, quant):
             acc += bias.astype(np.int64)
         m, shift = _multipliers(qx, qw, qy)
         return requantize(acc, m, shift, qy, act)
-    wf = _float_weights(w, quant, 1)
+    if qw is not None and _hybrid(x, w, quant):
+        return _hybrid_conv(x, w, bias, padding, strides, dilations, group, act, qw)
+    wf = w.astype(np.float32) if qw is None else dequantize_oihw(w, qw)
     b = None if bias is None else bias.astype(np.float32, copy=False)
     xf = x.astype(np.float32, copy=False)
     y = _conv(nchw(xf), wf, b, same_pad(padding), dilations, group, kernel_shape, None, strides)
     return fused(np.ascontiguousarray(nhwc(y)), act)
+
+
+def dequantize_oihw(w: np.ndarray, qw: QuantParams) -> np.ndarray:
+    # conv weights reach _conv_nhwc as OIHW views; their scales run along the output channel
+    scale = qw.scale.reshape((-1, 1, 1, 1)) if qw.per_channel else qw.scale.reshape(())
+    zero = qw.zero_point.reshape(scale.shape).astype(np.float32)
+    return ((w.astype(np.float32) - zero) * scale).astype(np.float32)
+
+
+def _hybrid_conv(x, w, bias, padding, strides, dilations, group, act, qw):
+    # each image quantized asymmetrically on the fly, an exact integer convolution, then
+    # scaled back by the image's scale times each channel's weight scale
+    out = []
+    for image in x:
+        q, scale, zero = _quantize_rows(image.reshape(1, -1), asymmetric=True)
+        acc = _integer_conv(
+            nchw(q.astype(np.int8).reshape((1, *image.shape))),
+            int(zero[0]),
+            w,
+            None,
+            same_pad(padding),
+            dilations,
+            group,
+            list(w.shape[2:]),
+            None,
+            strides,
+        )
+        out.append(nhwc(acc)[0].astype(np.float32) * (scale[0] * qw.scale.astype(np.float32)))
+    y = np.stack(out)
+    if bias is not None:
+        y += bias.astype(np.float32)
+    return fused(y, act)
 
 
 @kernel("CONV_2D", since=1, domain=DOMAIN)
@@ -238,6 +300,13 @@ def fully_connected(
             acc += bias.astype(np.int64)
         m, shift = _multipliers(qx, qw, qy)
         y = requantize(acc, m, shift, qy, fused_activation_function)
+    elif qw is not None and _hybrid(x, weights, quant):
+        q, scale, zero = _quantize_rows(x.astype(np.float32), bool(asymmetric_quantize_inputs))
+        acc = _integer_matmul(q - zero[:, None], weights.astype(np.float32).T)
+        y = acc.astype(np.float32) * scale[:, None] * qw.scale.astype(np.float32)
+        if bias is not None:
+            y += bias.astype(np.float32)
+        y = fused(y, fused_activation_function)
     else:
         y = np.matmul(x.astype(np.float32, copy=False), _float_weights(weights, quant, 1).T)
         if bias is not None:

@@ -195,11 +195,11 @@ def convert(fn, shapes, mode: str = "float", positive: bool = False) -> bytes:
     return conv.convert()
 
 
-def interpreter_run(model: bytes, feeds: list[np.ndarray], reference: bool = False) -> list:
-    kwargs = {}
-    if reference:
-        kwargs["experimental_op_resolver_type"] = tf.lite.experimental.OpResolverType.BUILTIN_REF
-    it = tf.lite.Interpreter(model_content=model, **kwargs)
+def interpreter_run(model: bytes, feeds: list[np.ndarray], resolver: str = "AUTO") -> list:
+    """The interpreter's outputs; ``resolver``: "AUTO" (XNNPACK where it applies),
+    "BUILTIN_REF" (reference kernels), "BUILTIN_WITHOUT_DEFAULT_DELEGATES" (builtin ones)."""
+    kind = getattr(tf.lite.experimental.OpResolverType, resolver)
+    it = tf.lite.Interpreter(model_content=model, experimental_op_resolver_type=kind)
     for d, x in zip(it.get_input_details(), feeds, strict=True):
         if list(d["shape"]) != list(x.shape):
             it.resize_tensor_input(d["index"], x.shape)
@@ -276,7 +276,7 @@ def test_int8(index: int) -> None:
     ours = ours_run(model, feeds)
     default = interpreter_run(model, feeds)
     try:
-        reference = interpreter_run(model, feeds, reference=True)
+        reference = interpreter_run(model, feeds, "BUILTIN_REF")
     except ValueError as exc:  # op versions the reference resolver lacks (DEPTH_TO_SPACE v2)
         assert "Didn't find op" in str(exc)
         reference = default
