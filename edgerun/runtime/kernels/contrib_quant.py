@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from edgerun.runtime.kernels import int8
+from edgerun.runtime.kernels import int8, qlinear
 from edgerun.runtime.kernels.conv import window_pads
 from edgerun.runtime.kernels.quant import dynamic_quantize_linear_11
 from edgerun.runtime.registry import kernel
@@ -234,11 +234,11 @@ def q_gemm_1(
     transA=0,
     transB=0,
 ):
-    a = int8.centered(A.T if transA else A, _zero(a_zero_point, A))
-    b = _centered_columns(B.T if transB else B, b_zero_point)
-    acc = int8.integer_matmul(a, b, 255, 255)
+    acc, bound = qlinear.centered_matmul(
+        A.T if transA else A, a_zero_point, B.T if transB else B, b_zero_point, key=B
+    )
     if C is not None:
-        acc = _add_exact(acc, C)
+        acc = _add_exact(acc, C, bound)
     scale = f32(alpha) * f32(int8.scalar(a_scale)) * np.asarray(b_scale, f32).reshape(-1)
     if y_scale is not None:
         scale = scale / f32(int8.scalar(y_scale))
@@ -247,43 +247,27 @@ def q_gemm_1(
     return int8.requantize(acc, scale, _zero(y_zero_point, A), _out_type(y_zero_point, A))
 
 
-def _centered_columns(b, zero_point):
-    # B [K, N] minus its per-tensor or per-column zero point
-    if zero_point is None or not np.any(zero_point):
-        return b.astype(f32)
-    zp = np.asarray(zero_point).reshape(-1)
-    return np.subtract(b, zp.astype(f32) if zp.size > 1 else f32(zp[0]), dtype=f32)
-
-
-def _add_exact(acc, c):
-    # an int32 bias on an exact integer accumulator: float64 keeps the sum exact
-    if acc.dtype == np.float32 and np.abs(c).max(initial=0) < int8.FLOAT32_EXACT // 2:
+def _add_exact(acc, c, bound):
+    # an int32 bias on an exact integer accumulator (|acc| <= bound): float64 when needed
+    if acc.dtype == np.float32 and bound + np.abs(c).max(initial=0) < int8.FLOAT32_EXACT:
         return acc + c.astype(f32)
     return acc + c.astype(np.float64)
 
 
-def _matmul_to_float(a, a_zero, B, b_zero_point, multiplier, bias):
+def _matmul_to_float(a, a_zero_point, B, b_zero_point, multiplier, bias):
     # (A - za)(B - zb) exactly, times a float32 multiplier per tensor or column, plus bias
-    b = int8.centered(B, 0) if b_zero_point is None else _centered_rows_b(B, b_zero_point)
-    acc = int8.integer_matmul(int8.centered(a, a_zero), b, 255, 255)
+    acc, _ = qlinear.centered_matmul(a, a_zero_point, B, b_zero_point)
     y = acc.astype(f32, copy=False) * multiplier
     if bias is not None:
         y += bias.astype(f32, copy=False)
     return y
 
 
-def _centered_rows_b(B, b_zero_point):
-    zp = np.asarray(b_zero_point)
-    if zp.size == 1:
-        return int8.centered(B, int(zp.reshape(-1)[0]))
-    return np.subtract(B, zp.astype(f32), dtype=f32)  # per column: [N] broadcasts on [K, N]
-
-
 @kernel("DynamicQuantizeMatMul", since=1, domain=MS)
 def dynamic_quantize_mat_mul_1(A, B, b_scale, b_zero_point=None, bias=None):
     q, a_scale, a_zero = dynamic_quantize_linear_11(A)
     multiplier = f32(a_scale) * np.asarray(b_scale, f32)
-    return _matmul_to_float(q, int(a_zero), B, b_zero_point, multiplier, bias)
+    return _matmul_to_float(q, a_zero, B, b_zero_point, multiplier, bias)
 
 
 @kernel("MatMulIntegerToFloat", since=1, domain=MS)
@@ -291,4 +275,4 @@ def mat_mul_integer_to_float_1(
     A, B, a_scale, b_scale, a_zero_point=None, b_zero_point=None, bias=None
 ):
     multiplier = np.asarray(a_scale, f32) * np.asarray(b_scale, f32)
-    return _matmul_to_float(A, _zero(a_zero_point, A), B, b_zero_point, multiplier, bias)
+    return _matmul_to_float(A, a_zero_point, B, b_zero_point, multiplier, bias)

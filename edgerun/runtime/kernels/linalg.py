@@ -1,4 +1,4 @@
-"""Matrix products (MatMul, Gemm, Einsum, the integer and quantized MatMuls) and Det."""
+"""Matrix products (MatMul, Gemm, Einsum) and Det; the integer MatMuls are in qlinear.py."""
 
 from __future__ import annotations
 
@@ -81,23 +81,6 @@ def det_11(X):
 # -- integer products -----------------------------------------------------------------------
 
 
-def _row_param(v, a):
-    # per-row zero point / scale of ``a`` [..., M, K]: an [M] vector becomes [M, 1]
-    v = np.asarray(v)
-    if v.ndim == 1 and a.ndim >= 2 and v.size > 1:
-        return v.reshape(-1, 1)
-    return v
-
-
-def _centered(x, zero_point, per_row):
-    # x - zero_point, exact in int32; a vector zero point is per row of a, per column of b
-    x = x.astype(np.int32)
-    if zero_point is None:
-        return x
-    zero_point = _row_param(zero_point, x) if per_row else np.asarray(zero_point)
-    return x - zero_point.astype(np.int32)
-
-
 def _integer_matmul(a, b):
     # int32 operands whose products are exact in float; the dot products stay exact in
     # float32 while K * max|a| * max|b| < 2^24, else in float64 (exact far beyond int32)
@@ -105,28 +88,3 @@ def _integer_matmul(a, b):
     bound = k * int(np.abs(a).max(initial=0)) * int(np.abs(b).max(initial=0))
     dt = np.float32 if bound < _FLOAT32_EXACT else np.float64
     return np.matmul(a.astype(dt), b.astype(dt))
-
-
-@kernel("MatMulInteger", since=10)
-def mat_mul_integer_10(A, B, a_zero_point=None, b_zero_point=None):
-    acc = _integer_matmul(_centered(A, a_zero_point, True), _centered(B, b_zero_point, False))
-    return acc.astype(np.int32)
-
-
-@kernel("QLinearMatMul", since=10)
-def q_linear_mat_mul_10(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_zero_point):
-    acc = _integer_matmul(_centered(a, a_zero_point, True), _centered(b, b_zero_point, False))
-    # requantize as onnxruntime does: one float32 multiplier, round half to even, saturate
-    scale = (
-        _row_param(a_scale, a).astype(np.float32)
-        * np.asarray(b_scale).astype(np.float32)
-        / np.asarray(y_scale).astype(np.float32)
-    )
-    out = y_zero_point.dtype if y_zero_point is not None else a.dtype
-    if out.kind not in "iu":
-        raise ValueError(f"QLinearMatMul to {out} is not supported (int8 and uint8 are)")
-    y = np.rint(acc.astype(np.float32) * scale)
-    if y_zero_point is not None:
-        y = y + np.asarray(y_zero_point).astype(np.float32)
-    info = np.iinfo(out)
-    return np.clip(y, info.min, info.max).astype(out)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 import weakref
+from collections.abc import Callable
 
 import numpy as np
 
@@ -38,18 +39,22 @@ def _centered_weights(w, w_zero):
 
 
 # id(weights) -> (weak reference, x bound, chunk starts, accumulator bound): derived once per
-# weight tensor (a pass over it), valid while that very array lives
+# weight tensor (a pass over it), dropped when that array is freed
 _CHUNK_PLANS: dict[int, tuple[weakref.ref, int, tuple[int, ...], int]] = {}
 
 
-def _chunk_plan(w: np.ndarray, wg: np.ndarray, x_bound: int) -> tuple[tuple[int, ...], int]:
+def _chunk_plan(
+    key: np.ndarray, rows: Callable[[], np.ndarray], x_bound: int
+) -> tuple[tuple[int, ...], int]:
     """Starts of the K chunks whose partial sums stay exact in float32, and a bound on the
-    accumulator: any partial sum over a chunk is at most x_bound * sum |w| over it."""
-    hit = _CHUNK_PLANS.get(id(w))
-    if hit is not None and hit[0]() is w and hit[1] == x_bound:
+    accumulator. ``rows()`` gives the centered weights as (outputs, K): any partial sum
+    over a chunk is at most x_bound * sum |w| over it."""
+    hit = _CHUNK_PLANS.get(id(key))
+    if hit is not None and hit[0]() is key and hit[1] == x_bound:
         return hit[2], hit[3]
-    k = wg.shape[-1]
-    cum = np.cumsum(np.abs(wg.reshape(-1, k)), axis=-1, dtype=np.float64)
+    w = rows()
+    k = w.shape[-1]
+    cum = np.cumsum(np.abs(w), axis=-1, dtype=np.float64)
     total = int(cum[:, -1].max(initial=0)) * x_bound
     limit = (int8.FLOAT32_EXACT - 1) / max(1, x_bound)
     starts, base = [0], np.zeros(cum.shape[0])
@@ -60,9 +65,31 @@ def _chunk_plan(w: np.ndarray, wg: np.ndarray, x_bound: int) -> tuple[tuple[int,
             break
         starts.append(end)
         base = cum[:, end - 1]
+    ident = id(key)
     with contextlib.suppress(TypeError):  # not weakly referenceable: planned every call
-        _CHUNK_PLANS[id(w)] = (weakref.ref(w), x_bound, tuple(starts), total)
+        ref = weakref.ref(key, lambda _: _CHUNK_PLANS.pop(ident, None))
+        _CHUNK_PLANS[ident] = (ref, x_bound, tuple(starts), total)
     return tuple(starts), total
+
+
+def exact_matmul(
+    a: np.ndarray, b: np.ndarray, a_bound: int, b_bound: int, key: np.ndarray
+) -> tuple[np.ndarray, int]:
+    """a @ b of integer-valued float32 arrays (|a| <= a_bound, |b| <= b_bound), exact:
+    float32 when every partial sum provably stays below 2^24, else float32 chunks of K
+    summed in float64. ``key``, the raw weight tensor, keys the chunk plan."""
+    k = a.shape[-1]
+    if k * a_bound * b_bound < int8.FLOAT32_EXACT:
+        return np.matmul(a, b), k * a_bound * b_bound
+    starts, bound = _chunk_plan(key, lambda: np.swapaxes(b, -1, -2).reshape(-1, k), a_bound)
+    if len(starts) == 1:
+        return np.matmul(a, b), bound
+    acc = None
+    for lo, hi in zip(starts, (*starts[1:], k), strict=True):
+        part = np.matmul(a[..., lo:hi], b[..., lo:hi, :])
+        acc = part.astype(np.float64) if acc is None else np.add(acc, part, out=acc)
+    assert acc is not None
+    return acc, bound
 
 
 def integer_conv(x, x_zero, w, w_zero, auto_pad, dilations, group, kernel_shape, pads, strides):
@@ -77,7 +104,7 @@ def integer_conv(x, x_zero, w, w_zero, auto_pad, dilations, group, kernel_shape,
     if c != w.shape[1] * group or m % group:
         raise ValueError(f"x {x.shape} and w {w.shape} do not match group={group}")
     wg = ws.reshape(group, m // group, k)
-    starts, bound = _chunk_plan(w, wg, _bound(x.dtype, xz))
+    starts, bound = _chunk_plan(w, lambda: wg.reshape(-1, k), _bound(x.dtype, xz))
     # padding the shifted input with 0 is padding the raw input with its zero point
     if len(starts) == 1:
         acc = _conv(xs, ws, None, auto_pad, dilations, group, kernel_shape, pads, strides)
@@ -152,3 +179,40 @@ def qlinear_conv_10(
     multiplier = scale.reshape((-1, *tail)) if scale.size > 1 else scale[0]
     out = np.dtype(y_zero_point.dtype) if y_zero_point is not None else np.dtype(np.uint8)
     return int8.requantize(acc, multiplier, int(int8.scalar(y_zero_point)), out)
+
+
+def _row_param(v, a):
+    # per-row zero point / scale of ``a`` [..., M, K]: an [M] vector becomes [M, 1]
+    v = np.asarray(v)
+    return v.reshape(-1, 1) if v.ndim == 1 and a.ndim >= 2 and v.size > 1 else v
+
+
+def centered_matmul(a, a_zero_point, b, b_zero_point, key=None):
+    """(a - za) @ (b - zb) exactly (a zero point vector is per row of a, per column of b),
+    and a bound on the result; ``key`` (default ``b``) is the weight tensor as stored."""
+    az = 0 if a_zero_point is None else _row_param(a_zero_point, a)
+    bz = 0 if b_zero_point is None else np.asarray(b_zero_point)
+    a_bound = max(_bound(a.dtype, z) for z in np.asarray(az).reshape(-1).tolist())
+    b_bound = max(_bound(b.dtype, z) for z in np.asarray(bz).reshape(-1).tolist())
+    ac = np.subtract(a, np.asarray(az, f32), dtype=f32) if np.any(az) else a.astype(f32)
+    bc = np.subtract(b, np.asarray(bz, f32), dtype=f32) if np.any(bz) else b.astype(f32)
+    return exact_matmul(ac, bc, a_bound, b_bound, b if key is None else key)
+
+
+@kernel("MatMulInteger", since=10)
+def mat_mul_integer_10(A, B, a_zero_point=None, b_zero_point=None):
+    acc, _ = centered_matmul(A, a_zero_point, B, b_zero_point)
+    return acc.astype(np.int32)
+
+
+@kernel("QLinearMatMul", since=10)
+def q_linear_mat_mul_10(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_zero_point):
+    out = np.dtype(y_zero_point.dtype) if y_zero_point is not None else np.dtype(a.dtype)
+    if out.kind not in "iu":
+        raise ValueError(f"QLinearMatMul to {out} is not supported (int8 and uint8 are)")
+    acc, _ = centered_matmul(a, a_zero_point, b, b_zero_point)
+    # onnxruntime's multiplier: a_scale * b_scale / y_scale in float32 (per row / column)
+    scale = _row_param(a_scale, a).astype(f32) * np.asarray(b_scale, f32)
+    scale = (scale / np.asarray(y_scale, f32)).astype(f32)
+    zero = 0 if y_zero_point is None else int(int8.scalar(y_zero_point))
+    return int8.requantize(acc, scale, zero, out)

@@ -23,6 +23,7 @@ _INT_RANGES = {
 # float targets -> their largest finite value (saturate clips to it)
 _FLOAT_MAX = {17: 448.0, 18: 240.0, 19: 57344.0, 20: 57344.0, 23: 6.0, 27: 7.5, 28: 28.0}
 _UINT8 = 2
+_SMALL_INTS = (2, 3, 4, 5)  # uint8, int8, uint16, int16
 
 
 @functools.cache
@@ -81,8 +82,13 @@ def _quantize(x, scale, zero_point, axis, saturate, block_size, output_dtype, pr
     zp = 0 if zero_point is None else _broadcast(_as_float(zero_point), x.shape, axis, block_size)
     if code in _INT_RANGES:
         low, high = _INT_RANGES[code]
-        # round half to even before adding the zero point, then saturate (as onnxruntime)
-        return np.clip(np.rint(q) + zp, low, high).astype(target)
+        # round half to even before adding the zero point, then saturate (as onnxruntime);
+        # q is a fresh array, so each step works in place
+        q = np.asarray(q)  # a 0-d division gives a numpy scalar
+        np.rint(q, out=q)
+        q += zp
+        np.clip(q, low, high, out=q)
+        return q.astype(target)
     q = q + zp
     if saturate:
         limit = _FLOAT_MAX[code]
@@ -123,6 +129,11 @@ def quantize_linear_23(
 
 def _dequantize(x, scale, zero_point, axis, block_size, output_dtype):
     code = _code_of(x.dtype)
+    if code in _SMALL_INTS and np.dtype(scale.dtype) == np.float32 and not output_dtype:
+        # 8- and 16-bit values minus their zero point are exact in float32: two passes
+        zp = 0 if zero_point is None else _broadcast(zero_point, x.shape, axis, block_size)
+        y = np.asarray(np.subtract(x, np.asarray(zp, np.float32), dtype=np.float32))
+        return np.multiply(y, _broadcast(scale, x.shape, axis, block_size), out=y)
     if code in _INT_RANGES or code in (6, 7):
         # subtract in integers (exact), then scale in float32 as onnxruntime does
         dx = x.astype(np.int64)
