@@ -103,11 +103,13 @@ def count_macs(graph: Graph) -> tuple[dict[str, int], list[str]]:
         if v.type and v.type.shape is not None
     }
     shapes = infer_shapes(graph, batch_one)
+    shapes.update(_declared_shapes(graph))
     by_op: Counter[str] = Counter()
     unknown: list[str] = []
     for node in graph.nodes:
-        counter = MAC_RULES.get(node.op_type)
-        if counter is None or node.domain not in ("", "ai.onnx"):
+        rules = {"": MAC_RULES, "ai.onnx": MAC_RULES, "tflite": TFLITE_MAC_RULES}
+        counter = rules.get(node.domain, {}).get(node.op_type)
+        if counter is None:
             continue
         ins = [shapes.get(n) for n in node.inputs]
         out = shapes.get(node.outputs[0])
@@ -153,6 +155,28 @@ MAC_RULES = {
     "Gemm": _gemm_macs,
     "MatMul": _matmul_macs,
 }
+# TFLite keeps NHWC activations and OHWI / 1HWC / OI weights; TRANSPOSE_CONV's inputs are
+# (output shape, weights, input)
+TFLITE_MAC_RULES = {
+    "CONV_2D": lambda node, ins, out: math.prod(out) * math.prod(ins[1][1:]),
+    "DEPTHWISE_CONV_2D": lambda node, ins, out: math.prod(out) * math.prod(ins[1][1:3]),
+    "FULLY_CONNECTED": lambda node, ins, out: math.prod(out) * ins[1][1],
+    "TRANSPOSE_CONV": lambda node, ins, out: math.prod(ins[2]) * math.prod(ins[1][:3]),
+    "BATCH_MATMUL": lambda node, ins, out: (
+        math.prod(out) * ins[0][-2 if node.attr("adj_x", 0) else -1]
+    ),
+}
+
+
+def _declared_shapes(graph: Graph) -> dict[str, Shape]:
+    """TFLite files declare every tensor's shape (batch taken as 1 where it is free)."""
+    if not any(n.domain == "tflite" for n in graph.nodes):
+        return {}
+    declared = {n: a.shape for n, a in graph.initializers.items()}
+    for v in (*graph.inputs, *graph.outputs, *graph.value_info):
+        if v.type is not None and v.type.shape is not None:
+            declared[v.name] = _concrete(v.type.shape)
+    return declared
 
 
 def _manifest_summary(model_file: ModelFile) -> dict[str, Any] | None:

@@ -189,6 +189,51 @@ def test_load_runs_tflite_files(tmp_path, cnn_models) -> None:
     np.testing.assert_array_equal(next(iter(out.values())), want)
 
 
+def test_bundles_of_tflite_models_run(tmp_path, cnn_models) -> None:
+    from edgerun.bundle import write_bundle
+
+    model = cnn_models["int8"]
+    m = parse_tflite(memoryview(model))
+    path = write_bundle(
+        tmp_path / "m.edgerun", model, model_format="tflite", inputs=m.inputs, outputs=m.outputs
+    )
+    session = edgerun.load(path, backend="numpy")
+    assert session.inputs == m.inputs
+    feeds = _feeds(model)
+    out = session.run({session.inputs[0].name: feeds[0]})
+    np.testing.assert_array_equal(
+        next(iter(out.values())), interpreter_run(model, feeds, BUILTIN)[0]
+    )
+
+
+def test_inspect_and_run_on_the_command_line(tmp_path, cnn_models, capsys) -> None:
+    import json
+
+    from edgerun.cli import main
+    from edgerun.inspection import inspect_model
+
+    path = tmp_path / "m.tflite"
+    path.write_bytes(cnn_models["int8"])
+    report = inspect_model(path)
+    assert report.format == "tflite"
+    assert report.op_histogram == {
+        "tflite::CONV_2D": 1,
+        "tflite::DEPTHWISE_CONV_2D": 1,
+        "tflite::RESHAPE": 1,
+        "tflite::FULLY_CONNECTED": 1,
+    }
+    # conv 8x8x8 outputs x 3x3x3 taps, depthwise 4x4x8 x 3x3, dense 5 x 128
+    assert report.macs_by_op == {
+        "CONV_2D": 13824,
+        "DEPTHWISE_CONV_2D": 1152,
+        "FULLY_CONNECTED": 640,
+    }
+    capsys.readouterr()
+    assert main(["inspect", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["macs"] == 13824 + 1152 + 640
+    assert main(["run", str(path), "--backend", "numpy"]) == 0
+
+
 # -- hostile files -----------------------------------------------------------------------------
 def _mutations(model: bytes, count: int, seed: int = 0):
     rng = np.random.default_rng(seed)

@@ -288,3 +288,18 @@ def test_int8(index: int) -> None:
             assert steps_apart(a, ref) <= 1
         if case.op not in DEFAULT_DIFFERS:
             assert steps_apart(a, dflt) <= 1
+
+
+@pytest.mark.parametrize("op", ["CONV_2D", "ADD", "CONCATENATION"])
+def test_quantize_dequantize(op: str) -> None:
+    # int8 models with float inputs and outputs: QUANTIZE in, DEQUANTIZE out
+    index = next(i for i, c in enumerate(CASES) if c.op == op)
+    case = CASES[index]
+    model = converted(index, "int8-float-io")
+    assert {"QUANTIZE", "DEQUANTIZE", op} <= ops_in(model)
+    feeds = feeds_for(case.shapes, case.positive, seed=index)
+    for a, b in zip(
+        ours_run(model, feeds), interpreter_run(model, feeds, "BUILTIN_REF"), strict=True
+    ):
+        assert a.dtype == b.dtype == np.float32
+        np.testing.assert_array_equal(a, b)
