@@ -158,7 +158,9 @@ def test_cli_run_saves_outputs(name: str, tmp_path: Path) -> None:
 
 
 def test_cli_run_random_inputs_json() -> None:
-    done = _edgerun("run", str(_folder() / "tiny-cnn.onnx"), "--device", "rpi4", "--json")
+    done = _edgerun(
+        "run", str(_folder() / "tiny-cnn.onnx"), "--device", "rpi4", "--backend", "numpy", "--json"
+    )
     report = json.loads(done.stdout)
     assert report["backend"] == "numpy"
     assert report["random_inputs"]

@@ -62,7 +62,7 @@ def test_reader_matches_onnx_load(name: str, zoo_paths: dict[str, Path]) -> None
 @pytest.mark.parametrize("name", MODELS)
 def test_edgerun_run_from_the_command_line(name: str, zoo_paths: dict[str, Path]) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "edgerun.cli", "run", str(zoo_paths[name]), "--json"],
+        [sys.executable, "-m", "edgerun.cli", "run", str(zoo_paths[name]), "-b", "numpy", "--json"],
         capture_output=True,
         text=True,
         timeout=300,
