@@ -223,7 +223,7 @@ def _pack_onnx(
 ) -> _Packed:
     from converters.layout import externalize
     from converters.onnx_frontend import packed_runners
-    from converters.optimise import simplify
+    from converters.optimise.simplify import simplify
     from converters.quantize import quantize_onnx
 
     with stages("convert"):
