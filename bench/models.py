@@ -33,7 +33,9 @@ MINILM_TEXT = (
 # name -> (how it is made, one line for the table's notes)
 ZOO = ("resnet18", "mobilenet_v2", "mobilenet_v3_small", "tiny_yolo")
 LIGHT = ("light_squeezenet", "light_shufflenet", "light_resnet50")
-ALL_MODELS = (*ZOO[:3], "minilm_l6", "tiny_yolo", *LIGHT)
+# onnxruntime.quantization's int8 versions of some of them (NAME_KIND: KIND in _QUANTIZED)
+INT8 = ("resnet18_int8", "mobilenet_v2_int8", "minilm_l6_int8", "minilm_l6_dynamic")
+ALL_MODELS = (*ZOO[:3], "minilm_l6", "tiny_yolo", *LIGHT, *INT8)
 
 
 def light_path(name: str) -> Path:
@@ -149,10 +151,68 @@ def _sentence_transformers_drift(expected: np.ndarray) -> str:
         return f"not checked ({type(exc).__name__})"
 
 
+def _calibration(feeds: dict[str, np.ndarray], count: int) -> list[dict[str, np.ndarray]]:
+    """Inputs like ``feeds``: new uniform floats, new token ids, masks kept."""
+    rng = np.random.default_rng(1)
+    samples = []
+    for _ in range(count):
+        sample = {}
+        for name, value in feeds.items():
+            if value.dtype.kind == "f":
+                sample[name] = rng.random(value.shape, dtype=np.float32).astype(value.dtype)
+            elif name == "input_ids":
+                sample[name] = rng.integers(1000, 20000, value.shape).astype(value.dtype)
+            else:
+                sample[name] = value
+        samples.append(sample)
+    return samples
+
+
+_QUANTIZED = {
+    "int8": "static QDQ, int8 activations, per-channel int8 weights, 8 calibration inputs",
+    "dynamic": "dynamic, int8 weights",
+}
+
+
+def _quantize(name: str, path: Path) -> tuple[dict[str, np.ndarray], str]:
+    """``NAME_KIND``: model NAME quantized by onnxruntime.quantization as _QUANTIZED[KIND]."""
+    from onnxruntime import quantization as q
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    base, kind = name.rsplit("_", 1)
+    source, prepared = path.with_suffix(".float.onnx"), path.with_suffix(".prepared.onnx")
+    feeds, note = MAKERS[base](base, source)
+    try:
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        if kind == "dynamic":
+            q.quantize_dynamic(prepared, path, weight_type=q.QuantType.QInt8)
+        else:
+            samples = iter(_calibration(feeds, 8))
+
+            class Reader(q.CalibrationDataReader):
+                def get_next(self) -> dict[str, np.ndarray] | None:
+                    return next(samples, None)
+
+            q.quantize_static(
+                prepared,
+                path,
+                Reader(),
+                quant_format=q.QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=q.QuantType.QInt8,
+                weight_type=q.QuantType.QInt8,
+            )
+    finally:
+        source.unlink(missing_ok=True)
+        prepared.unlink(missing_ok=True)
+    return feeds, f"{note}; onnxruntime.quantization: {_QUANTIZED[kind]}"
+
+
 MAKERS: dict[str, Callable[[str, Path], tuple[dict[str, np.ndarray], str]]] = {
     **{name: _export_zoo for name in ZOO},
     **{name: _copy_light for name in LIGHT},
     "minilm_l6": _export_minilm,
+    **{name: _quantize for name in INT8},
 }
 
 
