@@ -24,10 +24,11 @@ from edgerun.runtime.registry import kernel
 f32 = np.float32
 
 
-def _bound(dtype: np.dtype, zero: float) -> int:
-    """The largest |v - zero| over the values of integer ``dtype``."""
+def _bound(dtype: np.dtype, zero: float | np.ndarray) -> int:
+    """The largest |v - zero| over the values of integer ``dtype`` and the zero point(s)."""
     low, high = int8.int_range(dtype)
-    return int(max(zero - low, high - zero))
+    z = np.asarray(zero)
+    return int(max(float(z.max(initial=low)) - low, high - float(z.min(initial=high))))
 
 
 def _centered_weights(w, w_zero):
@@ -192,8 +193,7 @@ def centered_matmul(a, a_zero_point, b, b_zero_point, key=None):
     and a bound on the result; ``key`` (default ``b``) is the weight tensor as stored."""
     az = 0 if a_zero_point is None else _row_param(a_zero_point, a)
     bz = 0 if b_zero_point is None else np.asarray(b_zero_point)
-    a_bound = max(_bound(a.dtype, z) for z in np.asarray(az).reshape(-1).tolist())
-    b_bound = max(_bound(b.dtype, z) for z in np.asarray(bz).reshape(-1).tolist())
+    a_bound, b_bound = _bound(a.dtype, az), _bound(b.dtype, bz)
     ac = np.subtract(a, np.asarray(az, f32), dtype=f32) if np.any(az) else a.astype(f32)
     bc = np.subtract(b, np.asarray(bz, f32), dtype=f32) if np.any(bz) else b.astype(f32)
     return exact_matmul(ac, bc, a_bound, b_bound, b if key is None else key)
