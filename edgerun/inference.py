@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from edgerun.api import Session
-from edgerun.errors import InputError
+from edgerun.errors import EdgerunError, InputError
+from edgerun.runtime import budget
 from edgerun.specs import Dim, TensorSpec
 
 
@@ -47,6 +50,7 @@ def random_feeds(
     feeds = {}
     for spec in specs:
         shape = concrete_shape(spec, (shapes or {}).get(spec.name))
+        budget.check(shape, np.float64, f"random input {spec.name!r}")  # drawn as float64
         feeds[spec.name] = _random(rng, spec, shape)
     return feeds
 
@@ -65,34 +69,104 @@ def _random(rng: np.random.Generator, spec: TensorSpec, shape: tuple[int, ...]) 
 
 
 def read_feeds(files: dict[str, Path], npz: Path | None) -> dict[str, np.ndarray]:
-    """Arrays from ``name=file.npy`` pairs and/or one ``.npz`` (never unpickled)."""
+    """Arrays from ``name=file.npy`` pairs and/or one ``.npz``.
+
+    Never unpickled (``allow_pickle=False``), and every array's header is read and checked
+    against its file and the memory budget before numpy allocates it, so a 100-byte file
+    that claims a terabyte is one clear error.
+    """
     feeds: dict[str, np.ndarray] = {}
     if npz is not None:
-        with _load(npz) as archive:
-            feeds.update({name: archive[name] for name in archive.files})
+        feeds.update(_load_npz(npz))
     for name, path in files.items():
-        feeds[name] = _load(path)
+        feeds[name] = _load_npy(path)
     return feeds
 
 
-def _load(path: Path) -> Any:
+def _open_input(path: Path) -> Any:
+    """A regular file opened for reading; FIFOs and devices would block or never end."""
     try:
-        return np.load(path, allow_pickle=False)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
-    except (ValueError, OSError) as exc:
-        raise InputError(f"{path}: not a numpy .npy/.npz file ({exc})") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise InputError(f"{path}: not a regular file")
+    return os.fdopen(fd, "rb")
+
+
+def _check_header(f: Any, available: int, what: str) -> None:
+    """Read an .npy header from ``f`` (left just past it) and refuse what cannot be right."""
+    try:
+        version = np.lib.format.read_magic(f)
+        header = (
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0
+        )
+        shape, _fortran, dtype = header(f)
+    except (ValueError, OSError, EOFError, SyntaxError) as exc:
+        raise InputError(f"{what}: not a numpy .npy file ({exc})") from None
+    if dtype.hasobject:
+        raise InputError(f"{what}: holds Python objects, which would need unpickling; refused")
+    nbytes = budget.tensor_bytes(shape, dtype)
+    if nbytes > available:
+        raise InputError(
+            f"{what}: its header claims {budget.human(nbytes)} of data, the file holds "
+            f"{budget.human(available)}; truncated or forged"
+        )
+    budget.check_bytes(nbytes, f"{what}: array of shape {list(shape)}")
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    with _open_input(path) as f:
+        size = os.fstat(f.fileno()).st_size
+        _check_header(f, size, str(path))
+        f.seek(0)
+        try:
+            return np.load(f, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise InputError(f"{path}: not a numpy .npy file ({exc})") from None
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    import zipfile
+
+    with _open_input(path) as f:
+        try:
+            with zipfile.ZipFile(f) as archive:
+                infos = [i for i in archive.infolist() if not i.is_dir()]
+                total = sum(i.file_size for i in infos)
+                budget.check_bytes(total, f"{path}: arrays")
+                arrays = {}
+                for info in infos:
+                    name = info.filename.removesuffix(".npy")
+                    what = f"{path}: {info.filename}"
+                    with archive.open(info) as member:
+                        _check_header(member, info.file_size, what)
+                    with archive.open(info) as member:
+                        arrays[name] = np.lib.format.read_array(member, allow_pickle=False)
+                return arrays
+        except (zipfile.BadZipFile, ValueError, OSError, EOFError, zlib.error) as exc:
+            raise InputError(f"{path}: not a numpy .npz file ({exc})") from None
 
 
 def save_outputs(outputs: dict[str, np.ndarray], path: Path) -> None:
     """Write an .npz atomically: a temp file in the same folder, then rename."""
-    fd, temp = tempfile.mkstemp(dir=path.parent or ".", prefix=".", suffix=".npz.tmp")
+    try:
+        fd, temp = tempfile.mkstemp(dir=path.parent or ".", prefix=".", suffix=".npz.tmp")
+    except OSError as exc:
+        raise EdgerunError(f"{path}: cannot write outputs: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **outputs)  # type: ignore[arg-type]  # numpy stubs: savez(file, *args, allow_pickle, **kwds)
         os.replace(temp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(temp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise EdgerunError(f"{path}: cannot write outputs: {exc.strerror or exc}") from None
         raise
 
 

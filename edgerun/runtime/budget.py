@@ -12,6 +12,7 @@ import contextlib
 import contextvars
 import math
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import numpy as np
 
@@ -30,14 +31,31 @@ def limit() -> int:
 
 
 def machine_budget() -> int:
+    """A share of the memory this process may use: RAM, a cgroup's limit, RLIMIT_AS."""
     if not _machine:
-        try:
-            import psutil
-
-            _machine.append(int(psutil.virtual_memory().total * MACHINE_SHARE))
-        except Exception:  # no psutil, or no /proc: a conservative guess
-            _machine.append(_FALLBACK_BYTES)
+        _machine.append(int(min(_memory_limits()) * MACHINE_SHARE))
     return _machine[0]
+
+
+def _memory_limits() -> list[int]:
+    limits = []
+    try:
+        import psutil
+
+        limits.append(psutil.virtual_memory().total)
+    except Exception:  # no psutil, or no /proc: a conservative guess
+        limits.append(_FALLBACK_BYTES)
+    with contextlib.suppress(OSError, ValueError):
+        text = Path("/sys/fs/cgroup/memory.max").read_text().strip()  # a container's limit
+        if text.isdigit():
+            limits.append(int(text))
+    with contextlib.suppress(ImportError, OSError, ValueError):
+        import resource
+
+        soft, _hard = resource.getrlimit(resource.RLIMIT_AS)
+        if soft > 0 and soft != resource.RLIM_INFINITY:
+            limits.append(soft)
+    return limits
 
 
 @contextlib.contextmanager

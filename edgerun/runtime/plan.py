@@ -100,7 +100,8 @@ class Plan:
         self.constants.update({k: densify(s) for k, s in self.graph.sparse_initializers.items()})
         available = set(self.constants) | set(self.input_names) | set(outer)
         ordered = _topological(self.graph.nodes, available)
-        steps = [self._step(node, available | _all_outputs(ordered)) for node in ordered]
+        visible = available | _all_outputs(ordered)  # once: per node it was quadratic
+        steps = [self._step(node, visible) for node in ordered]
         steps = self._fold(steps)
         self.free_names = sorted(_free_names(self.graph))  # outer values it reads
         self.steps = _with_last_use(steps, set(self.output_names), set(self.constants))
@@ -216,8 +217,13 @@ def _fold_within_cap(step: Step, constants: Mapping[str, Any]) -> tuple | None:
     predicted = output_shapes(step.node, [a if isinstance(a, np.ndarray) else None for a in args])
     itemsize = max((a.dtype.itemsize for a in args if isinstance(a, np.ndarray)), default=8)
     for shape in predicted:
-        concrete = shape is not None and all(isinstance(d, int) for d in shape)
-        if concrete and math.prod(shape) * itemsize > MAX_FOLDED_BYTES:  # type: ignore[arg-type]
+        if shape is None or not all(isinstance(d, int) for d in shape):
+            continue
+        nbytes = math.prod(shape) * itemsize  # type: ignore[arg-type]
+        name = step.node.name or step.node.op_type
+        what = f"node {name!r} ({step.node.op_type}): its result of shape {list(shape)}"
+        budget.check_bytes(nbytes, what)  # constant inputs: it would fail at every run
+        if nbytes > MAX_FOLDED_BYTES:
             return None
     try:
         with budget.limited(MAX_FOLDED_BYTES):
