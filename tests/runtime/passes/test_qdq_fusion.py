@@ -1,0 +1,114 @@
+"""QDQ fusion on small hand-built QDQ graphs: what fuses, what must not, and the numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgerun.runtime.graph import Model
+from edgerun.runtime.onnx_reader import parse_model
+from edgerun.runtime.passes.qdq_fusion import fuse_qdq
+from edgerun.runtime.plan import Plan
+
+ort = pytest.importorskip("onnxruntime")
+rng = np.random.default_rng(0)
+S8 = TensorProto.INT8
+
+
+def _init(name: str, value: np.ndarray) -> onnx.TensorProto:
+    return numpy_helper.from_array(value, name)
+
+
+def _qdq_model(bias_scale_factor: float = 1.0, add_pool: bool = True) -> onnx.ModelProto:
+    """x -> Q -> DQ -> Conv(DQ(w), DQ(b)) -> Q -> DQ -> [Add with itself, MaxPool] -> Q -> DQ."""
+    xs, ys, zs = np.float32(0.05), np.float32(0.1), np.float32(0.2)
+    ws = (rng.random(8) * 0.01 + 0.002).astype(np.float32)
+    inits = [
+        _init("xs", np.array(xs)),
+        _init("xz", np.array(3, np.int8)),
+        _init("w", rng.integers(-127, 127, (8, 4, 3, 3)).astype(np.int8)),
+        _init("ws", ws),
+        _init("wz", np.zeros(8, np.int8)),
+        _init("b", rng.integers(-500, 500, 8).astype(np.int32)),
+        _init("bs", (xs * ws * np.float32(bias_scale_factor)).astype(np.float32)),
+        _init("bz", np.zeros(8, np.int32)),
+        _init("ys", np.array(ys)),
+        _init("yz", np.array(-5, np.int8)),
+        _init("zs", np.array(zs)),
+        _init("zz", np.array(0, np.int8)),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xf"]),
+        helper.make_node("DequantizeLinear", ["w", "ws", "wz"], ["wf"], axis=0),
+        helper.make_node("DequantizeLinear", ["b", "bs", "bz"], ["bf"], axis=0),
+        helper.make_node("Conv", ["xf", "wf", "bf"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("QuantizeLinear", ["c", "ys", "yz"], ["cq"]),
+        helper.make_node("DequantizeLinear", ["cq", "ys", "yz"], ["cf"]),
+    ]
+    out = "cf"
+    if add_pool:
+        nodes += [
+            helper.make_node("Add", ["cf", "cf"], ["s"]),
+            helper.make_node("QuantizeLinear", ["s", "zs", "zz"], ["sq"]),
+            helper.make_node("DequantizeLinear", ["sq", "zs", "zz"], ["sf"]),
+            helper.make_node("MaxPool", ["sf"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+            helper.make_node("QuantizeLinear", ["p", "zs", "zz"], ["pq"]),
+            helper.make_node("DequantizeLinear", ["pq", "zs", "zz"], ["y"]),
+        ]
+        out = "y"
+    graph = helper.make_graph(
+        nodes,
+        "qdq",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    model.ir_version = 9
+    return model
+
+
+def _parse(model: onnx.ModelProto) -> Model:
+    return parse_model(memoryview(model.SerializeToString()), None)
+
+
+def _ops(model: onnx.ModelProto) -> list[str]:
+    parsed = _parse(model)
+    return [n.op_type for n in fuse_qdq(parsed.graph).nodes]
+
+
+def test_groups_fuse_into_integer_ops():
+    ops = _ops(_qdq_model())
+    assert ops == [
+        "QuantizeLinear",
+        "QLinearConv",
+        "QLinearAdd",
+        "MaxPool",  # same scale and zero point on both sides: runs on the int8 values
+        "DequantizeLinear",
+    ]
+
+
+def test_a_bias_not_scaled_by_x_and_w_scales_stays_float():
+    assert "Conv" in _ops(_qdq_model(bias_scale_factor=1.5, add_pool=False))
+
+
+def test_a_graph_without_groups_is_returned_as_is():
+    parsed = _parse(_qdq_model(bias_scale_factor=1.5, add_pool=False))
+    assert fuse_qdq(parsed.graph) is parsed.graph
+
+
+def test_fused_plan_matches_onnxruntime_within_one_step():
+    model = _qdq_model()
+    x = rng.standard_normal((1, 4, 8, 8)).astype(np.float32) * 3
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(model.SerializeToString(), options, ["CPUExecutionProvider"])
+    want = sess.run(None, {"x": x})[0]
+    parsed = _parse(model)
+    got = Plan(parsed.graph, parsed.opset_imports).run({"x": x})[0]
+    assert got.shape == want.shape
+    assert np.abs(got - want).max() <= 0.2 * 1.001  # the output's scale
+    assert np.mean(got == want) > 0.9
