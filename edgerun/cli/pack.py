@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 
 
 def pack(
+    ctx: typer.Context,
     model: str = typer.Argument(
         ...,
         help="A .pt/.pt2/.onnx/.tflite/.keras/.h5 file, a SavedModel folder, or module:factory.",
@@ -59,8 +61,6 @@ def pack(
 
     Example:  edgerun pack converters.digits:cnn --device rpi4 --calibration digits-calibration.npz
     """
-    import os
-
     from converters.pack import PackOptions
     from converters.pack import pack as run_pack
 
@@ -81,7 +81,12 @@ def pack(
         trust_pickle=trust_pickle,
         opset=opset,
     )
-    with _stages(not as_json) as progress, warnings.catch_warnings():
+    debug = bool(ctx.find_root().params.get("debug"))
+    with (
+        _stages(not as_json) as progress,
+        _native_stderr_silenced(not debug),
+        warnings.catch_warnings(),
+    ):
         warnings.simplefilter("ignore")  # pack returns its own warnings; shown below
         result = run_pack(model, options, progress)
     for message in result.warnings:
@@ -100,8 +105,32 @@ def _stages(wanted: bool) -> Iterator[Any]:
         return
     from rich.console import Console
 
-    with Console(stderr=True).status("packing") as status:
+    # its own handle on the terminal, so silencing file descriptor 2 leaves it visible
+    with (
+        os.fdopen(os.dup(sys.stderr.fileno()), "w") as terminal,
+        Console(file=terminal).status("packing") as status,
+    ):
         yield lambda stage: status.update(f"packing: {stage}")
+
+
+@contextmanager
+def _native_stderr_silenced(wanted: bool) -> Iterator[None]:
+    """TensorFlow's converter, LiteRT and torch print from C++ straight to file descriptor 2
+    ("INFO: Created TensorFlow Lite XNNPACK delegate", converter statistics); the CLI says
+    what matters itself. Python errors still surface: they are raised, and printed after."""
+    if not wanted:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _summary(result: PackResult) -> dict[str, Any]:
