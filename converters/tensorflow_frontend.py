@@ -265,6 +265,9 @@ def _configure(
     elif recipe.scheme == "int8":
         if not calibration:
             raise ConversionError("full-integer TFLite quantization needs calibration samples")
+        missing = [s.name for s in specs if s.name not in calibration]
+        if missing:
+            raise ConversionError(f"no calibration samples for input {', '.join(missing)}")
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = lambda: _representative(specs, calibration)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -278,13 +281,11 @@ def _configure(
         converter._experimental_disable_per_channel = True  # no public switch for it
 
 
-def _representative(specs: list[TensorSpec], calibration: Samples) -> Iterator[list[np.ndarray]]:
-    missing = [s.name for s in specs if s.name not in calibration]
-    if missing:
-        raise ConversionError(f"no calibration samples for input {', '.join(missing)}")
+def _representative(specs: list[TensorSpec], calibration: Samples) -> Iterator[Samples]:
+    # keyed by name: the converter matches a dict to the signature's inputs, a list by order
     count = min(len(calibration[s.name]) for s in specs)
     for i in range(count):
-        yield [np.asarray(calibration[s.name][i : i + 1], s.dtype) for s in specs]
+        yield {s.name: np.asarray(calibration[s.name][i : i + 1], s.dtype) for s in specs}
 
 
 def _interpreter(model_bytes: bytes) -> Any:

@@ -259,3 +259,31 @@ def test_outputs_keep_one_order_everywhere() -> None:
     if importlib.util.find_spec("tf2onnx"):
         proto = tff.tensorflow_to_onnx(model, specs, opset=17)
         assert [o.name for o in proto.graph.output] == list(source)
+
+
+def test_calibration_reaches_each_input_by_name() -> None:
+    """Two inputs listed against name order, calibrated on ranges 100x apart: each input's
+    scale comes from its own samples."""
+    small = tf.keras.Input(shape=(4,), batch_size=1, name="zz_small")
+    large = tf.keras.Input(shape=(4,), batch_size=1, name="aa_large")
+    # Dense + Add, not Concatenate: TFLite's int8 concatenation gives its inputs one scale
+    summed = tf.keras.layers.Add(name="out")(
+        [tf.keras.layers.Dense(3, name="from_small")(small), tf.keras.layers.Dense(3)(large)]
+    )
+    model = tf.keras.Model([small, large], summed)
+    specs = tff.tensorflow_input_specs(model, None, False)
+    assert [s.name for s in specs] == ["zz_small", "aa_large"]
+    rng = np.random.default_rng(0)
+    calibration = {
+        "zz_small": rng.uniform(0, 1, (64, 4)).astype(np.float32),
+        "aa_large": rng.uniform(0, 100, (64, 4)).astype(np.float32),
+    }
+    flatbuffer = tff.tensorflow_to_tflite(model, specs, _recipe("int8", io=True), calibration)
+    inputs, _ = tff.tflite_io_specs(flatbuffer)
+    scales = {s.name: s.quantization.scale[0] for s in inputs}
+    assert scales["zz_small"] == pytest.approx(1 / 255, rel=0.1)
+    assert scales["aa_large"] == pytest.approx(100 / 255, rel=0.1)
+    feeds = {name: samples[:5] for name, samples in calibration.items()}
+    expected = tff.run_tensorflow(model, feeds)["out"]
+    got = tff.run_tflite(flatbuffer, feeds)["out"]
+    np.testing.assert_allclose(got, expected, atol=0.05 * np.abs(expected).max(), rtol=0)
