@@ -24,11 +24,18 @@ from edgerun.runtime.registry import kernel
 f32 = np.float32
 
 
-def _bound(dtype: np.dtype, zero: float | np.ndarray) -> int:
-    """The largest |v - zero| over the values of integer ``dtype`` and the zero point(s)."""
+def _span(dtype: np.dtype, zero: float | np.ndarray) -> tuple[int, int]:
+    """How far below and above zero ``v - zero`` reaches over the values of ``dtype``."""
     low, high = int8.int_range(dtype)
     z = np.asarray(zero)
-    return int(max(float(z.max(initial=low)) - low, high - float(z.min(initial=high))))
+    return int(max(0.0, float(z.max(initial=low)) - low)), int(
+        max(0.0, high - float(z.min(initial=high)))
+    )
+
+
+def _bound(dtype: np.dtype, zero: float | np.ndarray) -> int:
+    """The largest |v - zero| over the values of integer ``dtype`` and the zero point(s)."""
+    return max(_span(dtype, zero))
 
 
 def _centered_weights(w, w_zero):
@@ -39,50 +46,59 @@ def _centered_weights(w, w_zero):
     return np.subtract(w, shift, dtype=f32)
 
 
-# id(weights) -> (weak reference, x bound, chunk starts, accumulator bound): derived once per
+# id(weights) -> (weak reference, x span, chunk starts, accumulator bound): derived once per
 # weight tensor (a pass over it), dropped when that array is freed
-_CHUNK_PLANS: dict[int, tuple[weakref.ref, int, tuple[int, ...], int]] = {}
+_CHUNK_PLANS: dict[int, tuple[weakref.ref, tuple[int, int], tuple[int, ...], int]] = {}
 
 
 def _chunk_plan(
-    key: np.ndarray, rows: Callable[[], np.ndarray], x_bound: int
+    key: np.ndarray, rows: Callable[[], np.ndarray], x_span: tuple[int, int]
 ) -> tuple[tuple[int, ...], int]:
     """Starts of the K chunks whose partial sums stay exact in float32, and a bound on the
-    accumulator. ``rows()`` gives the centered weights as (outputs, K): any partial sum
-    over a chunk is at most x_bound * sum |w| over it."""
+    accumulator. ``rows()`` gives the centered weights as (outputs, K); with x - zx in
+    [-below, above], a partial sum over any part of a chunk is at most
+    max(above * P + below * N, below * P + above * N), P and N the chunk's positive and
+    negative weight sums (so nonnegative activations, as after ReLU, need half the room)."""
     hit = _CHUNK_PLANS.get(id(key))
-    if hit is not None and hit[0]() is key and hit[1] == x_bound:
+    if hit is not None and hit[0]() is key and hit[1] == x_span:
         return hit[2], hit[3]
     w = rows()
     k = w.shape[-1]
-    cum = np.cumsum(np.abs(w), axis=-1, dtype=np.float64)
-    total = int(cum[:, -1].max(initial=0)) * x_bound
-    limit = (int8.FLOAT32_EXACT - 1) / max(1, x_bound)
-    starts, base = [0], np.zeros(cum.shape[0])
+    below, above = x_span
+    # running sums of integers below 2^24: exact in float32
+    pos = np.cumsum(np.maximum(w, 0), axis=-1, dtype=np.float32)
+    neg = np.cumsum(np.maximum(-w, 0), axis=-1, dtype=np.float32)
+
+    def reach(p: np.ndarray, n: np.ndarray) -> np.ndarray:
+        return np.maximum(above * p + below * n, below * p + above * n)
+
+    total = int(reach(pos[:, -1], neg[:, -1]).max(initial=0))
+    starts = [0]
     while total >= int8.FLOAT32_EXACT:
-        reach = (cum[:, starts[-1] :] - base[:, None]).max(axis=0)  # grows along K
-        end = starts[-1] + max(1, int(np.searchsorted(reach, limit, side="right")))
+        s = starts[-1]
+        p0, n0 = (pos[:, s - 1 : s], neg[:, s - 1 : s]) if s else (0, 0)
+        grown = reach(pos[:, s:] - p0, neg[:, s:] - n0).max(axis=0)  # grows along K
+        end = s + max(1, int(np.searchsorted(grown, int8.FLOAT32_EXACT - 1, side="right")))
         if end >= k:
             break
         starts.append(end)
-        base = cum[:, end - 1]
     ident = id(key)
     with contextlib.suppress(TypeError):  # not weakly referenceable: planned every call
         ref = weakref.ref(key, lambda _: _CHUNK_PLANS.pop(ident, None))
-        _CHUNK_PLANS[ident] = (ref, x_bound, tuple(starts), total)
+        _CHUNK_PLANS[ident] = (ref, x_span, tuple(starts), total)
     return tuple(starts), total
 
 
 def exact_matmul(
-    a: np.ndarray, b: np.ndarray, a_bound: int, b_bound: int, key: np.ndarray
+    a: np.ndarray, b: np.ndarray, a_span: tuple[int, int], b_bound: int, key: np.ndarray
 ) -> tuple[np.ndarray, int]:
-    """a @ b of integer-valued float32 arrays (|a| <= a_bound, |b| <= b_bound), exact:
+    """a @ b of integer-valued float32 arrays (a in [-a_span[0], a_span[1]], |b| <= b_bound):
     float32 when every partial sum provably stays below 2^24, else float32 chunks of K
     summed in float64. ``key``, the raw weight tensor, keys the chunk plan."""
     k = a.shape[-1]
-    if k * a_bound * b_bound < int8.FLOAT32_EXACT:
-        return np.matmul(a, b), k * a_bound * b_bound
-    starts, bound = _chunk_plan(key, lambda: np.swapaxes(b, -1, -2).reshape(-1, k), a_bound)
+    if k * max(a_span) * b_bound < int8.FLOAT32_EXACT:
+        return np.matmul(a, b), k * max(a_span) * b_bound
+    starts, bound = _chunk_plan(key, lambda: np.swapaxes(b, -1, -2).reshape(-1, k), a_span)
     if len(starts) == 1:
         return np.matmul(a, b), bound
     acc = None
@@ -105,7 +121,7 @@ def integer_conv(x, x_zero, w, w_zero, auto_pad, dilations, group, kernel_shape,
     if c != w.shape[1] * group or m % group:
         raise ValueError(f"x {x.shape} and w {w.shape} do not match group={group}")
     wg = ws.reshape(group, m // group, k)
-    starts, bound = _chunk_plan(w, lambda: wg.reshape(-1, k), _bound(x.dtype, xz))
+    starts, bound = _chunk_plan(w, lambda: wg.reshape(-1, k), _span(x.dtype, xz))
     # padding the shifted input with 0 is padding the raw input with its zero point
     if len(starts) == 1:
         acc = _conv(xs, ws, None, auto_pad, dilations, group, kernel_shape, pads, strides)
@@ -193,10 +209,10 @@ def centered_matmul(a, a_zero_point, b, b_zero_point, key=None):
     and a bound on the result; ``key`` (default ``b``) is the weight tensor as stored."""
     az = 0 if a_zero_point is None else _row_param(a_zero_point, a)
     bz = 0 if b_zero_point is None else np.asarray(b_zero_point)
-    a_bound, b_bound = _bound(a.dtype, az), _bound(b.dtype, bz)
+    a_span, b_bound = _span(a.dtype, az), _bound(b.dtype, bz)
     ac = np.subtract(a, np.asarray(az, f32), dtype=f32) if np.any(az) else a.astype(f32)
     bc = np.subtract(b, np.asarray(bz, f32), dtype=f32) if np.any(bz) else b.astype(f32)
-    return exact_matmul(ac, bc, a_bound, b_bound, b if key is None else key)
+    return exact_matmul(ac, bc, a_span, b_bound, b if key is None else key)
 
 
 @kernel("MatMulInteger", since=10)

@@ -42,7 +42,7 @@ def test_conv_integer_past_float32_exact_range(dtype):
     w = np.where(rng.random((8, 192, 3, 3)) < 0.5, info.min, info.max).astype(dtype)
     xz, wz = np.array(info.max // 2 + 1, dtype), np.array(0, dtype)
     wg = qlinear._centered_weights(w, wz).reshape(1, 8, -1)
-    starts, _ = qlinear._chunk_plan(w, lambda: wg.reshape(8, -1), qlinear._bound(x.dtype, int(xz)))
+    starts, _ = qlinear._chunk_plan(w, lambda: wg.reshape(8, -1), qlinear._span(x.dtype, int(xz)))
     assert len(starts) > 1
     attrs = {"pads": [1, 1, 1, 1]}
     got = resolve("", "ConvInteger", 13).fn(x, w, xz, wz, **attrs)
