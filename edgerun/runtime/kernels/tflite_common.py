@@ -7,10 +7,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from edgerun.runtime.kernels.int8 import multiply_by_quantized_multiplier, quantize_multiplier
+from edgerun.runtime.kernels.int8 import quantize_multiplier
 from edgerun.runtime.tflite_reader import QuantParams, TensorQuant
 
-__all__ = ["multiply_by_quantized_multiplier", "quantize_multiplier"]  # TFLite's fixed point
+_INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
+__all__ = ["quantize_multiplier"]  # TFLite's QuantizeMultiplier, shared with kernels/int8.py
 
 
 # -- float --------------------------------------------------------------------------------
@@ -111,6 +112,31 @@ def via_float(quant: TensorQuant, fn: Callable[..., np.ndarray], *args, out: int
     if isinstance(result, tuple | list):
         return type(result)(quantize(r, q) for r, q in zip(result, quant.outputs, strict=True))
     return quantize(result, q_out)
+
+
+def multiply_by_quantized_multiplier(x, m, shift) -> np.ndarray:
+    """TFLite's MultiplyByQuantizedMultiplier, bit for bit, in a few whole-array int64 passes
+    (kernels/int8.py spells out the same steps; this is the form fast on large tensors).
+
+    Its high multiply rounds x * m / 2^31 with ties up (the nudge and C's truncating
+    division come to one floor), and its rounding right shift rounds ties away from zero.
+    """
+    m = np.asarray(m, dtype=np.int64)
+    shift = np.asarray(shift, dtype=np.int64)
+    y = np.asarray(x, dtype=np.int64)
+    if np.any(shift > 0):
+        y = np.clip(y << np.maximum(shift, 0), _INT32_MIN, _INT32_MAX)
+    y = y * m
+    y += 1 << 30
+    y >>= 31
+    right = np.maximum(-shift, 0)
+    if np.any(right):
+        # (y + half - [y < 0]) >> right rounds ties away from zero; no rounding at right == 0
+        negative = (y < 0) & (right > 0)
+        y += (np.int64(1) << right) >> 1
+        y -= negative
+        y >>= right
+    return y
 
 
 def activation_range(act: str, q: QuantParams) -> tuple[int, int]:

@@ -1,0 +1,45 @@
+"""TFLite's fixed-point helpers: the fast whole-array form against kernels/int8.py's
+step-by-step one, and the activation ranges."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgerun.runtime.kernels import int8
+from edgerun.runtime.kernels.tflite_common import (
+    activation_range,
+    multiply_by_quantized_multiplier,
+    quantize_multiplier,
+    round_half_away,
+)
+from edgerun.runtime.tflite_reader import QuantParams
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_multiply_by_quantized_multiplier_matches_step_by_step(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    high = 1 << 31 if seed % 2 else 1 << 24
+    x = rng.integers(-high, high - 1, (4000, 8))
+    x[:200] = rng.integers(-1000, 1000, (200, 8)) << rng.integers(0, 20, (200, 8))  # ties
+    real = rng.uniform(1e-6, 4.0, 8)
+    real[:3] = [1.0, 0.5, 2.0]  # shifts of zero and above
+    m, shift = quantize_multiplier(real)
+    m = -m if seed % 3 == 0 else m  # SUB negates a multiplier
+    want = int8.multiply_by_quantized_multiplier(x, m, shift).astype(np.int64)
+    np.testing.assert_array_equal(multiply_by_quantized_multiplier(x, m, shift), want)
+
+
+def test_round_half_away() -> None:
+    v = np.array([-2.5, -1.5, -0.5, 0.5, 1.5, 2.5, 0.49999997, -0.49999997], np.float32)
+    np.testing.assert_array_equal(round_half_away(v), [-3, -2, -1, 1, 2, 3, 0, -0])
+
+
+def test_activation_ranges() -> None:
+    q = QuantParams(np.array([0.05], np.float32), np.array([-10]), 0, np.dtype(np.int8))
+    assert activation_range("NONE", q) == (-128, 127)
+    assert activation_range("RELU", q) == (-10, 127)
+    assert activation_range("RELU6", q) == (-10, 110)
+    assert activation_range("RELU_N1_TO_1", q) == (-30, 10)
+    with pytest.raises(ValueError, match="TANH"):
+        activation_range("TANH", q)
