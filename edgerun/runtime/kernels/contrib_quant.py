@@ -35,10 +35,10 @@ def q_linear_add_1(A, A_scale, A_zero_point, B, B_scale, B_zero_point, C_scale, 
     a *= f32(int8.scalar(A_scale))
     b = int8.centered(B, _zero(B_zero_point, B))
     b *= f32(int8.scalar(B_scale))
-    c = a + b
+    c = np.add(a, b, out=a) if a.shape == np.broadcast_shapes(a.shape, b.shape) else a + b
     c /= f32(int8.scalar(C_scale))
     c += f32(_zero(C_zero_point, A))
-    return int8.requantize(c, 1.0, 0, _out_type(C_zero_point, A))
+    return int8.round_saturate(c, 0, _out_type(C_zero_point, A))
 
 
 @kernel("QLinearMul", since=1, domain=MS)
@@ -186,7 +186,7 @@ def q_linear_average_pool_1(
     y /= f32(int8.scalar(y_scale))
     zero = _zero(y_zero_point, X)
     y += f32(zero)
-    y = int8.requantize(y, 1.0, 0, _out_type(y_zero_point, X))
+    y = int8.round_saturate(y, 0, _out_type(y_zero_point, X))
     return np.moveaxis(y, 1, -1) if channels_last else y
 
 

@@ -80,6 +80,11 @@ def requantize(
     """
     y = acc if acc.dtype == np.float32 else acc.astype(np.float32)
     np.multiply(y, np.asarray(multiplier, np.float32), out=y)
+    return round_saturate(y, zero_point, dtype)
+
+
+def round_saturate(y: np.ndarray, zero_point: int, dtype: np.dtype) -> np.ndarray:
+    """rint(y) + zero point, saturated to ``dtype``; float32 ``y`` is overwritten."""
     np.rint(y, out=y)
     low, high = int_range(dtype)
     if zero_point:
