@@ -99,9 +99,25 @@ def parse_model(buf: memoryview, external: ExternalResolver | None, what: str = 
     if len(buf) == 0:
         raise ModelFormatError(f"{what}: empty file, not an ONNX model")
     model = _Parser(WireReader(buf, what), external).model(0, len(buf))
+    _check_outputs_defined(model.graph, what)
     _check_declared_inputs(model, what)
     _check_function_expansion(model, what)
     return model
+
+
+def _check_outputs_defined(graph: Graph, what: str) -> None:
+    """Each output of the main graph must be an input, an initializer or a node's output.
+
+    (Subgraphs may also return outer values; the plan checks those.)
+    """
+    defined = {v.name for v in graph.inputs} | graph.initializers.keys()
+    defined |= graph.sparse_initializers.keys() | {o for n in graph.nodes for o in n.outputs}
+    for v in graph.outputs:
+        if v.name not in defined:
+            raise ModelFormatError(
+                f"{what}: graph output {v.name!r} is not an input, an initializer "
+                "or any node's output"
+            )
 
 
 def _check_declared_inputs(model: Model, what: str) -> None:
