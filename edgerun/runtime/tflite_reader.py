@@ -515,7 +515,8 @@ class _Reader:
             raise self.fail(f"{where}: an index is outside its shape {list(tensor.shape)}")
         linear = np.zeros(1, np.int64)
         if rank:
-            linear = np.asarray(np.ravel_multi_index(tuple(full.T), tensor.shape), np.int64)
+            where_ = tuple(full.T.astype(np.intp))
+            linear = np.asarray(np.ravel_multi_index(where_, tensor.shape), np.int64)
         values = dtypes.to_runtime(values, tensor.code)
         return SparseTensor(values, linear, tensor.shape, tensor.code, tensor.name)
 
@@ -537,7 +538,9 @@ class _Reader:
         if segments[-1] != indices.size or indices.size > dense:
             raise self.fail(f"{where}: array_segments and array_indices disagree")
         size = int(indices.max()) + 1 if indices.size else 0
-        return np.column_stack([np.repeat(coords, np.diff(segments), axis=0), indices]), size
+        # counts in numpy's index type: 32-bit ARM refuses int64 ones
+        counts = np.diff(segments).astype(np.intp)
+        return np.column_stack([np.repeat(coords, counts, axis=0), indices]), size
 
     def index_vector(self, meta: Table, field: int, where: str) -> np.ndarray:
         kind = int(meta.scalar(field, "B"))
