@@ -1,1 +1,2 @@
-"""Backends that run a model: the numpy runtime, and (later) onnxruntime and TFLite."""
+"""Backends that run a model: the numpy runtime, onnxruntime (execution providers) and LiteRT
+(delegates); ``select`` decides which, ``probe`` is the model ``edgerun doctor`` runs on each."""

@@ -22,7 +22,7 @@ TOP_OPS = 15
 
 
 def profile(
-    model: Path = typer.Argument(..., help="An .onnx file or an .edgerun bundle."),
+    model: Path = typer.Argument(..., help="An .onnx or .tflite file, or an .edgerun bundle."),
     backend: str = typer.Option("auto", "--backend", "-b", help="auto|numpy|onnxruntime|tflite"),
     device: Optional[str] = typer.Option(
         None, "--device", "-d", help="Device profile: its threads, and a check against its RAM."
@@ -100,7 +100,7 @@ def _progress(wanted: bool) -> Iterator[Progress | None]:
 def _render(report: ProfileReport) -> None:
     out = console()
     env, lat, mem = report.environment, report.latency, report.memory
-    threads = env.threads if env.threads is not None else "BLAS default"
+    threads = env.threads if env.threads is not None else "the backend's default"
     out.print(f"model: {report.model}")
     out.print(f"backend: {report.backend}; threads: {threads}")
     out.print(f"why: {report.backend_reason}")

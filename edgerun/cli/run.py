@@ -30,7 +30,7 @@ def _pairs(values: list[str], what: str) -> dict[str, str]:
 
 
 def run(
-    model: Path = typer.Argument(..., help="An .onnx file or an .edgerun bundle."),
+    model: Path = typer.Argument(..., help="An .onnx or .tflite file, or an .edgerun bundle."),
     input_files: list[str] = typer.Option([], "--input", "-i", help="name=file.npy (repeatable)."),
     inputs: Optional[Path] = typer.Option(None, "--inputs", help="An .npz holding all inputs."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Save outputs to .npz."),
