@@ -171,3 +171,45 @@ def test_provider_options_are_strings_onnxruntime_knows(provider: str) -> None:
         assert options == {"intra_op_num_threads": "4"}
     if provider == "TensorrtExecutionProvider":
         assert options["trt_fp16_enable"] == "True"
+
+
+def test_a_provider_that_fails_to_start_is_dropped_and_named(
+    tiny_cnn_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As when onnxruntime-gpu finds no CUDA libraries: the next provider runs, and says so."""
+    real = OnnxRuntimeSession._create
+
+    def create(self: OnnxRuntimeSession, providers: list[str], prefix: str | None) -> object:
+        if providers[0] == "AzureExecutionProvider":
+            raise RuntimeError("libcudart.so.12: cannot open shared object file\nmore")
+        return real(self, providers, prefix)
+
+    monkeypatch.setattr(OnnxRuntimeSession, "_create", create)
+    wanted = ("AzureExecutionProvider", "CPUExecutionProvider")
+    impl = OnnxRuntimeSession(open_source(tiny_cnn_path), wanted, OrtOptions())
+    assert impl.name == "onnxruntime:CPUExecutionProvider"
+    assert impl.misses == [
+        "onnxruntime:AzureExecutionProvider (failed to start: "
+        "libcudart.so.12: cannot open shared object file)"
+    ]
+
+
+def test_a_model_onnxruntime_refuses_falls_back_to_numpy_under_auto(tmp_path: Path) -> None:
+    from onnx import TensorProto, helper
+
+    # an IR version newer than this onnxruntime knows: it refuses the model at load
+    node = helper.make_node("Relu", ["x"], ["y"])
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=99)
+    path = tmp_path / "future.onnx"
+    path.write_bytes(model.SerializeToString())
+    with pytest.raises(BackendUnavailableError, match="onnxruntime cannot load"):
+        edgerun.load(path, backend="onnxruntime")
+    session = edgerun.load(path)
+    assert session.backend == "numpy" and "onnxruntime cannot load" in session.backend_reason
+    assert session.run({"x": np.array([-1, 2], np.float32)})["y"].tolist() == [0, 2]
