@@ -143,11 +143,11 @@ CASES = [
     Case("MINIMUM", tf.minimum, [X, X]),
     Case("SQUARED_DIFFERENCE", tf.math.squared_difference, [X, X]),
     Case("RSQRT", tf.math.rsqrt, [X], positive=True),
-    Case("SQRT", tf.sqrt, [X], positive=True, int8=False),
+    Case("SQRT", tf.sqrt, [X], positive=True),
     Case("EXP", tf.exp, [X]),
     Case("LOG", tf.math.log, [X], positive=True),
-    Case("POW", tf.pow, [X, X], positive=True, int8=False),
-    Case("CAST", lambda x: tf.cast(x * 4.0, tf.int32), [X], int8=False),
+    Case("POW", tf.pow, [X, X], positive=True),
+    Case("CAST", lambda x: tf.cast(x * 4.0, tf.int32), [X]),
     Case("GELU", lambda x: tf.nn.gelu(x, approximate=False), [X]),
     Case("GELU", lambda x: tf.nn.gelu(x, approximate=True), [X]),
 ]  # fmt: skip
@@ -172,8 +172,8 @@ def feeds_for(shapes, positive: bool, seed: int = 0) -> list[np.ndarray]:
 
 def convert(fn, shapes, mode: str = "float", positive: bool = False) -> bytes:
     """A tf.function of float32 inputs, converted: "float", "int8" (int8 in and out),
-    "int8-float-io" (float in and out, QUANTIZE/DEQUANTIZE at the ends), "float16",
-    "dynamic" (int8 weights, float activations)."""
+    "int8-float-io" (float in and out, QUANTIZE/DEQUANTIZE at the ends), "uint8-io",
+    "float16", "dynamic" (int8 weights, float activations)."""
     specs = [tf.TensorSpec(s, tf.float32) for s in shapes]
     f = tf.function(fn, input_signature=specs)
     conv = tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()], f)
@@ -192,6 +192,13 @@ def convert(fn, shapes, mode: str = "float", positive: bool = False) -> bytes:
         if mode == "int8":
             conv.inference_input_type = tf.int8
             conv.inference_output_type = tf.int8
+    if mode == "uint8-io":  # int8 inside, uint8 at the ends: QUANTIZE requantizes
+        conv.representative_dataset = lambda: (
+            feeds_for(shapes, positive, 100 + i) for i in range(16)
+        )
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = tf.uint8
+        conv.inference_output_type = tf.uint8
     return conv.convert()
 
 
@@ -302,4 +309,18 @@ def test_quantize_dequantize(op: str) -> None:
         ours_run(model, feeds), interpreter_run(model, feeds, "BUILTIN_REF"), strict=True
     ):
         assert a.dtype == b.dtype == np.float32
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("op", ["CONV_2D", "ADD"])
+def test_uint8_inputs_and_outputs(op: str) -> None:
+    index = next(i for i, c in enumerate(CASES) if c.op == op)
+    case = CASES[index]
+    model = converted(index, "uint8-io")
+    assert "QUANTIZE" in ops_in(model)
+    feeds = quantize_feeds(model, feeds_for(case.shapes, case.positive, seed=index))
+    assert feeds[0].dtype == np.uint8
+    ours = ours_run(model, feeds)
+    for a, b in zip(ours, interpreter_run(model, feeds, "BUILTIN_REF"), strict=True):
+        assert a.dtype == b.dtype == np.uint8
         np.testing.assert_array_equal(a, b)
