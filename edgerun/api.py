@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -104,42 +105,65 @@ def load(
             threads = profile.deploy.threads
     source = open_source(path)
     choice = plan_choice(backend, source.format, profile)
-    misses: list[str] = []  # asked for and not running
-    notes: list[str] = []  # defaults that are not here: said, not warned about
-    impl = None
-    for group in choice.groups:
-        try:
-            impl = _open(group, source, profile, threads)
-        except (MissingDependencyError, BackendUnavailableError) as exc:
-            if backend != "auto":
-                raise
-            if group.kind == "numpy" and (misses or notes):
-                raise BackendUnavailableError(
-                    f"no backend can run {source.path}: {'; '.join(misses + notes)}; "
-                    f"numpy runtime: {exc}"
-                ) from exc
-            (misses if group.requested else notes).append(f"{group.kind} ({exc})")
-            if strict and group.requested:
-                break
-            continue
-        misses += getattr(impl, "misses", [])
-        break
-    if strict and misses:
+    impl, missed = _first_that_runs(choice.groups, source, profile, threads, backend, strict)
+    if strict and missed.asked:
         asked = f"device {profile.name}" if profile is not None else f"backend={backend!r}"
         raise BackendUnavailableError(
             f"{asked} asks for what cannot run here, and strict mode allows no fallback: "
-            + "; ".join(misses)
+            + "; ".join(missed.asked)
         )
     assert impl is not None  # the last group is numpy, which raises rather than misses
-    impl.reason = _reason(choice.why, impl, misses, notes)
-    if misses:
+    impl.reason = _reason(choice.why, impl, missed)
+    if missed.asked or missed.failed:
         warnings.warn(
-            f"{source.path.name} runs on {impl.name}; asked for and not available: "
-            + "; ".join(misses),
+            f"{source.path.name} runs on {impl.name}; not available: "
+            + "; ".join(missed.asked + missed.failed),
             BackendFallbackWarning,
             stacklevel=2,
         )
     return Session(impl)
+
+
+@dataclass
+class _Missed:
+    asked: list[str] = field(default_factory=list)  # asked for: warned, strict refuses
+    failed: list[str] = field(default_factory=list)  # a default that broke: warned
+    absent: list[str] = field(default_factory=list)  # a default not installed: only said
+
+
+def _first_that_runs(
+    groups: list[Group],
+    source: ModelSource,
+    profile: DeviceProfile | None,
+    threads: int | None,
+    backend: str,
+    strict: bool,
+) -> tuple[BackendSession | None, _Missed]:
+    missed = _Missed()
+    for group in groups:
+        try:
+            impl = _open(group, source, profile, threads)
+        except (MissingDependencyError, BackendUnavailableError) as exc:
+            before = missed.asked + missed.failed + missed.absent
+            if backend != "auto":
+                raise
+            if group.kind == "numpy" and before:
+                raise BackendUnavailableError(
+                    f"no backend can run {source.path}: {'; '.join(before)}; numpy runtime: {exc}"
+                ) from exc
+            text = f"{group.kind} ({exc})"
+            if group.requested:
+                missed.asked.append(text)
+                if strict:
+                    return None, missed
+            elif isinstance(exc, MissingDependencyError):
+                missed.absent.append(text)
+            else:
+                missed.failed.append(text)
+            continue
+        missed.asked += getattr(impl, "misses", [])
+        return impl, missed
+    return None, missed
 
 
 def _open(
@@ -161,12 +185,14 @@ def _open(
     return NumpySession(model, threads)
 
 
-def _reason(why: str, impl: BackendSession, misses: list[str], notes: list[str]) -> str:
+def _reason(why: str, impl: BackendSession, missed: _Missed) -> str:
     parts = [why]
-    if misses:
-        parts.append("missing: " + "; ".join(misses))
-    if notes:
-        parts.append("not here: " + "; ".join(notes))
+    if missed.asked:
+        parts.append("missing: " + "; ".join(missed.asked))
+    if missed.failed:
+        parts.append("failed: " + "; ".join(missed.failed))
+    if missed.absent:
+        parts.append("not here: " + "; ".join(missed.absent))
     if impl.placement:
         total = sum(impl.placement.values())
         took = ", ".join(f"{p} took {n} of {total} nodes" for p, n in impl.placement.items())
