@@ -140,3 +140,29 @@ def test_profile_on_tflite_is_whole_model(models: dict[str, Path]) -> None:
     assert report.ops == [] and report.op_coverage is None
     assert report.environment.providers == ["xnnpack"]
     assert report.to_json()["op_coverage"] is None
+
+
+def test_an_int8_model_keeps_its_quantization(keras_model: object, tmp_path: Path) -> None:
+    def calibration() -> object:
+        for _ in range(8):
+            yield [_image(1)]
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = calibration
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = converter.inference_output_type = tf.int8
+    path = tmp_path / "int8.tflite"
+    path.write_bytes(converter.convert())
+
+    session = edgerun.load(path, backend="tflite")
+    (spec,), (out_spec,) = session.inputs, session.outputs
+    assert spec.dtype == out_spec.dtype == "int8" and spec.quantization is not None
+    (scale,), (zero,) = spec.quantization.scale, spec.quantization.zero_point
+    x = _image(1)
+    q = np.clip(np.round(x / scale) + zero, -128, 127).astype(np.int8)
+    got = _run(session, q)
+    (out_scale,), (out_zero,) = out_spec.quantization.scale, out_spec.quantization.zero_point
+    real = (got.astype(np.float32) - out_zero) * out_scale
+    # int8 end to end: within a few output steps of the float source model
+    np.testing.assert_allclose(real, keras_model(x).numpy(), atol=4 * out_scale + 0.02)
