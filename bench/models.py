@@ -11,6 +11,7 @@ in ``manifest.json``: path, weight bytes, where the model came from.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import sys
@@ -176,36 +177,43 @@ _QUANTIZED = {
 
 def _quantize(name: str, path: Path) -> tuple[dict[str, np.ndarray], str]:
     """``NAME_KIND``: model NAME quantized by onnxruntime.quantization as _QUANTIZED[KIND]."""
-    from onnxruntime import quantization as q
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
     base, kind = name.rsplit("_", 1)
     source, prepared = path.with_suffix(".float.onnx"), path.with_suffix(".prepared.onnx")
-    feeds, note = MAKERS[base](base, source)
     try:
-        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-        if kind == "dynamic":
-            q.quantize_dynamic(prepared, path, weight_type=q.QuantType.QInt8)
-        else:
-            samples = iter(_calibration(feeds, 8))
-
-            class Reader(q.CalibrationDataReader):
-                def get_next(self) -> dict[str, np.ndarray] | None:
-                    return next(samples, None)
-
-            q.quantize_static(
-                prepared,
-                path,
-                Reader(),
-                quant_format=q.QuantFormat.QDQ,
-                per_channel=True,
-                activation_type=q.QuantType.QInt8,
-                weight_type=q.QuantType.QInt8,
-            )
+        with contextlib.redirect_stdout(sys.stderr):  # stdout carries the manifest
+            feeds, note = MAKERS[base](base, source)
+            _quantize_file(source, prepared, path, kind, feeds)
     finally:
         source.unlink(missing_ok=True)
         prepared.unlink(missing_ok=True)
     return feeds, f"{note}; onnxruntime.quantization: {_QUANTIZED[kind]}"
+
+
+def _quantize_file(
+    source: Path, prepared: Path, path: Path, kind: str, feeds: dict[str, np.ndarray]
+) -> None:
+    from onnxruntime import quantization as q
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+    if kind == "dynamic":
+        q.quantize_dynamic(prepared, path, weight_type=q.QuantType.QInt8)
+    else:
+        samples = iter(_calibration(feeds, 8))
+
+        class Reader(q.CalibrationDataReader):
+            def get_next(self) -> dict[str, np.ndarray] | None:
+                return next(samples, None)
+
+        q.quantize_static(
+            prepared,
+            path,
+            Reader(),
+            quant_format=q.QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=q.QuantType.QInt8,
+            weight_type=q.QuantType.QInt8,
+        )
 
 
 MAKERS: dict[str, Callable[[str, Path], tuple[dict[str, np.ndarray], str]]] = {

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from bench import report  # noqa: E402
-from bench.models import ALL_MODELS, DEFAULT_CACHE  # noqa: E402
+from bench.models import ALL_MODELS, DEFAULT_CACHE, INT8  # noqa: E402
 
 CONTESTANTS = ("edgerun", "onnxruntime", "reference")
 # They slow current numpy on this machine; every contestant runs without them alike.
@@ -175,6 +175,12 @@ def render(rows: list[dict], manifest: dict, info: list[tuple[str, str]], args) 
         "",
         *report.targets(rows),
         "",
+        "## Issue 5 targets: int8 against float (edgerun)",
+        "",
+        "Targets: median ≤ 1.2 and peak RSS < 1 against the float model, same thread count.",
+        "",
+        *int8_vs_float(rows),
+        "",
         "## Notes",
         "",
         *notes(rows),
@@ -203,6 +209,26 @@ def render(rows: list[dict], manifest: dict, info: list[tuple[str, str]], args) 
         "",
     ]
     return "\n".join(lines)
+
+
+def int8_vs_float(rows: list[dict]) -> list[str]:
+    """Each int8 model's edgerun median and peak RSS over its float model's (NAME_KIND/NAME)."""
+    lines = ["| int8 model | threads | median / float | peak RSS / float |", "|---|---|---|---|"]
+    by_key = {(r["model"], r["contestant"], r["threads"]): r for r in rows}
+    for (model, contestant, threads), row in by_key.items():
+        if contestant != "edgerun" or model not in INT8:
+            continue
+        base = model.rsplit("_", 1)[0]
+        ref = by_key.get((base, "edgerun", threads))
+        if not (ref and row.get("status") == ref.get("status") == "ok"):
+            lines.append(f"| {model} | {threads} | needs {base} in the same run | |")
+            continue
+        rss, ref_rss = report.peak_rss(row), report.peak_rss(ref)
+        rss_ratio = f"{rss / ref_rss:.2f}" if rss and ref_rss else ""
+        lines.append(
+            f"| {model} | {threads} | {row['median_s'] / ref['median_s']:.2f} | {rss_ratio} |"
+        )
+    return lines
 
 
 STATIC_NOTES = (
