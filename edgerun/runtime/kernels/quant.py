@@ -182,3 +182,15 @@ def dynamic_quantize_linear_11(x):
     y += zero_point
     np.clip(y, 0, 255, out=y)
     return y.astype(np.uint8), np.array(scale, dtype=x.dtype), np.array(zero_point, np.uint8)
+
+
+# onnxruntime's own versions (its quantizer writes them with use_qdq_contrib_ops, and for
+# 16-bit and 4-bit types before opset 21): the opset-13 semantics
+@kernel("QuantizeLinear", since=1, domain="com.microsoft")
+def quantize_linear_ms_1(x, y_scale, y_zero_point=None, *, axis=1):
+    return _quantize(x, y_scale, y_zero_point, axis, True, 0, 0, 0)
+
+
+@kernel("DequantizeLinear", since=1, domain="com.microsoft")
+def dequantize_linear_ms_1(x, x_scale, x_zero_point=None, *, axis=1):
+    return _dequantize(x, x_scale, x_zero_point, axis, 0, 0)

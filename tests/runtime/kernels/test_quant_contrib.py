@@ -183,3 +183,18 @@ def test_softmax(dtype, opset, axis):
     params = [np.array(0.08, np.float32), qparams(dtype, 0)[1], np.array(1 / 256, np.float32)]
     attrs = {"opset": opset, "axis": axis}
     check("QLinearSoftmax", [x, *params, y_zero], attrs, dtype)
+
+
+@pytest.mark.parametrize("dtype", [U8, S8, np.dtype(np.uint16), np.dtype(np.int16)])
+@pytest.mark.parametrize("per_axis", [False, True])
+def test_quantize_dequantize(dtype, per_axis):
+    x = (rng.standard_normal((2, 3, 5)) * 40).astype(np.float32)
+    scale = np.array([0.5, 0.25, 0.3], np.float32) if per_axis else np.array(0.3, np.float32)
+    zero = np.zeros(scale.shape, dtype) + (3 if dtype.kind == "u" else -2)
+    q = ours("QuantizeLinear", [x, scale, zero], {"axis": 1})
+    np.testing.assert_array_equal(
+        q, run_ort("QuantizeLinear", [x, scale, zero], {"axis": 1}, dtype)
+    )
+    d = ours("DequantizeLinear", [q, scale, zero], {"axis": 1})
+    want = run_ort("DequantizeLinear", [q, scale, zero], {"axis": 1}, np.dtype(np.float32))
+    np.testing.assert_array_equal(d, want)
