@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from edgerun import bundle
 from edgerun.bundle import ALIGNMENT, FORMAT_VERSION, MANIFEST, open_bundle, read_manifest
@@ -633,3 +635,95 @@ def test_golden_member_round_trip(tmp_path: Path, onnx_bytes: bytes) -> None:
         assert opened.manifest.members[-1] == opened.manifest.golden
         assert bytes(opened.member(bundle.GOLDEN)) == b"arrays"
     assert read_manifest(write(tmp_path / "n.edgerun", onnx_bytes)).golden is None
+
+
+# ---- properties (hypothesis, bounded and derandomized so CI runs are repeatable) -----------
+
+BOUNDED = settings(
+    max_examples=60,
+    derandomize=True,
+    deadline=None,
+    database=None,  # nothing written into the checkout
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+NAME_PART = st.text("abcdefghijklmnopqrstuvwxyz0123456789_-.é", min_size=1, max_size=12).filter(
+    lambda part: part not in (".", "..")
+)
+MEMBER_NAME = st.lists(NAME_PART, min_size=1, max_size=3).map("/".join)
+EXTERNAL_DATA = st.dictionaries(
+    MEMBER_NAME.filter(lambda n: n not in (MANIFEST, "model.onnx", "golden.npz")),
+    st.binary(max_size=300),
+    max_size=4,
+)
+
+
+@BOUNDED
+@given(model=st.binary(min_size=1, max_size=500), external=EXTERNAL_DATA)
+def test_any_members_round_trip_aligned(
+    tmp_path: Path, model: bytes, external: dict[str, bytes]
+) -> None:
+    path = write(tmp_path / "p.edgerun", model, external_data=external)
+    with open_bundle(path) as b:
+        assert bytes(b.model) == model
+        for name, data in external.items():
+            assert bytes(b.member(name)) == data
+    for name in ["model.onnx", *external]:
+        assert data_offset(path, name) % ALIGNMENT == 0
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    folder = tmp_path_factory.mktemp("prop")
+    return write(
+        folder / "w.edgerun", b"\x08\x07" * 40, external_data={"w.bin": b"w" * 90}
+    ).read_bytes()
+
+
+@BOUNDED
+@given(data=st.data())
+def test_damaged_bundle_opens_intact_or_is_refused(
+    tmp_path: Path, written: bytes, data: st.DataObject
+) -> None:
+    """Any edits and a cut: either a BundleError, or every member is exactly what was written
+    (an edit in a timestamp, say, is harmless), never another exception."""
+    raw = bytearray(written)
+    edits = data.draw(
+        st.lists(st.tuples(st.integers(0, len(raw) - 1), st.integers(0, 255)), max_size=4)
+    )
+    for at, value in edits:
+        raw[at] = value
+    cut = data.draw(st.integers(0, len(raw)))
+    path = tmp_path / "d.edgerun"
+    path.write_bytes(bytes(raw[:cut]))
+    try:
+        with open_bundle(path) as b:
+            assert bytes(b.model) == b"\x08\x07" * 40 and bytes(b.member("w.bin")) == b"w" * 90
+    except BundleError:
+        pass
+
+
+U16, U32 = st.integers(0, 0xFFFF), st.integers(0, 0xFFFFFFFF)
+# a central record with every field drawn: version, flags, method, times, CRC, sizes, name,
+# extra and comment lengths, disk, attributes and the local header's offset
+CENTRAL_RECORD = st.tuples(*[U16] * 6, *[U32] * 3, *[U16] * 5, U32, U32).map(
+    lambda fields: struct.pack("<4s6H3L5H2L", b"PK\x01\x02", *fields)
+)
+
+
+@BOUNDED
+@given(
+    blob=st.binary(max_size=400),
+    records=st.lists(CENTRAL_RECORD, max_size=3),
+    count=st.integers(0, 0xFFFF),
+    offset=st.integers(0, 0xFFFFFFFF),
+)
+def test_forged_directories_are_refused(
+    tmp_path: Path, blob: bytes, records: list[bytes], count: int, offset: int
+) -> None:
+    """Garbage, then forged central records and an end record with any counts and offsets."""
+    directory = b"".join(records)
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, count, count, len(directory), offset, 0)
+    path = tmp_path / "r.edgerun"
+    path.write_bytes(blob + directory + end)
+    with pytest.raises(BundleError):
+        open_bundle(path)

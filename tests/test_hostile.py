@@ -833,3 +833,133 @@ def test_mutated_files_fail_cleanly(suffix: str, tmp_path: Path) -> None:
             failures.append(f"{label}: {type(exc).__name__}: {exc}")
     assert not failures, f"{len(failures)} failures, first ones:\n" + "\n".join(failures[:10])
     assert time.perf_counter() - start < 40
+
+
+# ---- properties of the size planner (hypothesis, bounded and derandomized) ----------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from edgerun.runtime import budget  # noqa: E402
+from edgerun.runtime.kernels import shape as shape_kernels  # noqa: E402
+from edgerun.runtime.passes.shape_inference import output_shapes  # noqa: E402
+
+BOUNDED = settings(max_examples=80, derandomize=True, deadline=None, database=None)
+SMALL_BUDGET = 1 << 20
+DIM = st.one_of(st.integers(0, 6), st.integers(0, 1 << 62))  # mostly small, sometimes absurd
+DTYPES = st.sampled_from(["float32", "float16", "int64", "int8", "bool", "complex128"])
+
+
+@BOUNDED
+@given(shape=st.lists(DIM, max_size=6), dtype=DTYPES)
+def test_tensor_bytes_are_exact_python_integers(shape: list[int], dtype: str) -> None:
+    nbytes = budget.tensor_bytes(shape, dtype)
+    exact = np.dtype(dtype).itemsize
+    for d in shape:
+        exact *= d
+    assert nbytes == exact >= 0  # an int64 product would have wrapped for the large ones
+    if budget.tensor_bytes([d for d in shape if d], dtype) <= SMALL_BUDGET:
+        assert np.empty(shape, dtype).nbytes == nbytes  # (numpy refuses [0, 2**40, 2**40])
+
+
+def refused_or_exact(make: Callable[[], np.ndarray], expected: list[int], dtype: np.dtype) -> None:
+    """Under a small budget, the kernel refuses exactly when the result would not fit."""
+    fits = budget.tensor_bytes(expected, dtype) <= SMALL_BUDGET
+    with budget.limited(SMALL_BUDGET):
+        if not fits:
+            with pytest.raises(ResourceLimitError, match="over the memory budget"):
+                make()
+            return
+        if budget.tensor_bytes([d for d in expected if d], dtype) >= 1 << 63:
+            # empty, yet numpy refuses shapes like [0, 2**40, 2**40]: a ValueError, which
+            # the plan reports as the node's failure
+            with pytest.raises(ValueError):
+                make()
+            return
+        result = make()
+    assert list(result.shape) == expected and result.dtype == dtype
+
+
+@BOUNDED
+@given(dims=st.lists(DIM, max_size=4))
+def test_constant_of_shape_size(dims: list[int]) -> None:
+    value = np.array([2.5], np.float32)
+    make = lambda: shape_kernels.constant_of_shape_9(np.array(dims, np.int64), value=value)  # noqa: E731
+    refused_or_exact(make, dims, np.dtype(np.float32))
+
+
+@BOUNDED
+@given(base=st.lists(st.integers(1, 3), min_size=1, max_size=3), data=st.data())
+def test_tile_and_expand_sizes(base: list[int], data: st.DataObject) -> None:
+    x = np.ones(base, np.float32)
+    reps = data.draw(st.lists(DIM, min_size=len(base), max_size=len(base)))
+    tiled = [b * r for b, r in zip(base, reps, strict=True)]
+    refused_or_exact(lambda: shape_kernels.tile_6(x, np.array(reps, np.int64)), tiled, x.dtype)
+    target = [r if b == 1 else b for b, r in zip(base, reps, strict=True)]
+    expand = lambda: shape_kernels.expand_8(x, np.array(target, np.int64))  # noqa: E731
+    refused_or_exact(expand, target, x.dtype)
+
+
+@BOUNDED
+@given(base=st.lists(st.integers(1, 3), min_size=1, max_size=3), data=st.data())
+def test_pad_size(base: list[int], data: st.DataObject) -> None:
+    x = np.ones(base, np.int8)
+    pads = data.draw(st.lists(DIM, min_size=2 * len(base), max_size=2 * len(base)))
+    grown = [d + pads[i] + pads[i + len(base)] for i, d in enumerate(base)]
+    refused_or_exact(lambda: shape_kernels.pad_11(x, np.array(pads, np.int64)), grown, x.dtype)
+
+
+@BOUNDED
+@given(limit=st.one_of(st.integers(-10, 100), st.integers(0, 1 << 60)), delta=st.integers(1, 7))
+def test_range_size(limit: int, delta: int) -> None:
+    count = max(-(-limit // delta), 0)
+    args = (np.array(0, np.int64), np.array(limit, np.int64), np.array(delta, np.int64))
+    with budget.limited(SMALL_BUDGET):
+        if count * 8 > SMALL_BUDGET:
+            with pytest.raises(ResourceLimitError):
+                shape_kernels.range_11(*args)
+            return
+        result = shape_kernels.range_11(*args)
+    np.testing.assert_array_equal(result, np.arange(0, limit, delta))
+
+
+BROADCAST_DIM = st.sampled_from([1, 1, 2, 3])
+
+
+@BOUNDED
+@given(a=st.lists(BROADCAST_DIM, max_size=4), b=st.lists(BROADCAST_DIM, max_size=4))
+def test_planned_broadcast_matches_numpy(a: list[int], b: list[int]) -> None:
+    node = helper.make_node("Add", ["a", "b"], ["c"])
+    from edgerun.runtime.onnx_reader import parse_model
+
+    model = parse_model(
+        memoryview(onnx_model([node], [], [float_input("c", None)]).SerializeToString()), None
+    )
+    arrays = [np.zeros(a, np.float32), np.zeros(b, np.float32)]
+    try:
+        expected = np.broadcast_shapes(tuple(a), tuple(b))
+    except ValueError:
+        assert output_shapes(model.graph.nodes[0], arrays) == []  # unknown, never a guess
+        return
+    assert output_shapes(model.graph.nodes[0], arrays) == [expected]
+
+
+@BOUNDED
+@given(shape=st.lists(st.integers(1, 4), min_size=1, max_size=4), data=st.data())
+def test_planned_reshape_and_transpose_match_numpy(shape: list[int], data: st.DataObject) -> None:
+    from edgerun.runtime.onnx_reader import parse_model
+
+    x = np.zeros(shape, np.float32)
+    target = data.draw(st.permutations(shape))
+    if target:
+        target[data.draw(st.integers(0, len(target) - 1))] = -1
+    perm = data.draw(st.permutations(range(len(shape))))
+    nodes = [
+        helper.make_node("Reshape", ["x", "s"], ["r"]),
+        helper.make_node("Transpose", ["x"], ["t"], perm=perm),
+    ]
+    outputs = [float_input("r", None), float_input("t", None)]
+    graph = parse_model(memoryview(onnx_model(nodes, [], outputs).SerializeToString()), None).graph
+    shape_arg = np.array(target, np.int64)
+    assert output_shapes(graph.nodes[0], [x, shape_arg]) == [x.reshape(target).shape]
+    assert output_shapes(graph.nodes[1], [x]) == [x.transpose(perm).shape]

@@ -236,12 +236,20 @@ def slice_10(data, starts, ends, axes=None, steps=None):
 
 @kernel("Expand", since=8)
 def expand_8(input, shape):
-    try:
-        target = np.broadcast_shapes(input.shape, tuple(_ints(shape)))
-    except ValueError:
-        raise ValueError(f"cannot expand {input.shape} to {_ints(shape)}") from None
+    target = _broadcast_shape(input.shape, tuple(_ints(shape)))
     budget.check(target, input.dtype, "Expand output")  # a view, but users of it copy
     return np.broadcast_to(input, target)
+
+
+def _broadcast_shape(a: tuple, b: tuple) -> tuple:
+    # in Python ints: np.broadcast_shapes refuses sizes it could never allocate
+    rank = max(len(a), len(b))
+    out = []
+    for x, y in zip((1,) * (rank - len(a)) + a, (1,) * (rank - len(b)) + b, strict=True):
+        if x != y and 1 not in (x, y):
+            raise ValueError(f"cannot expand {a} to {list(b)}")
+        out.append(y if x == 1 else x)
+    return tuple(out)
 
 
 @kernel("Tile", since=1)
