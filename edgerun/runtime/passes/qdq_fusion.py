@@ -30,6 +30,7 @@ import numpy as np
 from edgerun.runtime.graph import Graph, Node
 
 DOMAIN = "com.microsoft"  # the domain of the contrib ops this pass may emit
+_QDQ_DOMAINS = ("", "ai.onnx", DOMAIN)  # onnxruntime's contrib Q/DQ mean the same for 8 bits
 _EIGHT_BIT = (np.dtype(np.uint8), np.dtype(np.int8))
 _DIRECT = {
     "MaxPool",
@@ -69,7 +70,7 @@ class _Groups:
     def dq(self, name: str, per_tensor: bool = True) -> Node | None:
         """The DequantizeLinear producing ``name``, if its parameters are 8-bit constants."""
         node = self.producer.get(name)
-        if node is None or node.op_type != "DequantizeLinear" or node.domain not in ("", "ai.onnx"):
+        if node is None or node.op_type != "DequantizeLinear" or node.domain not in _QDQ_DOMAINS:
             return None
         if len(node.inputs) < 3 or not all(n in self.const for n in node.inputs[1:3]):
             return None
@@ -88,7 +89,7 @@ class _Groups:
         if len(readers) != 1 or out in self.outputs:
             return None
         q = readers[0]
-        if q.op_type != "QuantizeLinear" or q.domain not in ("", "ai.onnx") or q.inputs[0] != out:
+        if q.op_type != "QuantizeLinear" or q.domain not in _QDQ_DOMAINS or q.inputs[0] != out:
             return None
         if len(q.inputs) < 3 or not all(n in self.const for n in q.inputs[1:3]):
             return None

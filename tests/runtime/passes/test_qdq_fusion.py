@@ -21,7 +21,9 @@ def _init(name: str, value: np.ndarray) -> onnx.TensorProto:
     return numpy_helper.from_array(value, name)
 
 
-def _qdq_model(bias_scale_factor: float = 1.0, add_pool: bool = True) -> onnx.ModelProto:
+def _qdq_model(
+    bias_scale_factor: float = 1.0, add_pool: bool = True, domain: str = ""
+) -> onnx.ModelProto:
     """x -> Q -> DQ -> Conv(DQ(w), DQ(b)) -> Q -> DQ -> [Add with itself, MaxPool] -> Q -> DQ."""
     xs, ys, zs = np.float32(0.05), np.float32(0.1), np.float32(0.2)
     ws = (rng.random(8) * 0.01 + 0.002).astype(np.float32)
@@ -66,7 +68,11 @@ def _qdq_model(bias_scale_factor: float = 1.0, add_pool: bool = True) -> onnx.Mo
         [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)],
         initializer=inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    for node in nodes:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            node.domain = domain
+    opsets = [helper.make_opsetid("", 19), helper.make_opsetid("com.microsoft", 1)]
+    model = helper.make_model(graph, opset_imports=opsets)
     model.ir_version = 9
     return model
 
@@ -80,8 +86,9 @@ def _ops(model: onnx.ModelProto) -> list[str]:
     return [n.op_type for n in fuse_qdq(parsed.graph).nodes]
 
 
-def test_groups_fuse_into_integer_ops():
-    ops = _ops(_qdq_model())
+@pytest.mark.parametrize("domain", ["", "com.microsoft"])  # onnxruntime's contrib Q/DQ too
+def test_groups_fuse_into_integer_ops(domain):
+    ops = _ops(_qdq_model(domain=domain))
     assert ops == [
         "QuantizeLinear",
         "QLinearConv",
