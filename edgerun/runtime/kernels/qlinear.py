@@ -72,15 +72,20 @@ def _chunk_plan(
     def reach(p: np.ndarray, n: np.ndarray) -> np.ndarray:
         return np.maximum(above * p + below * n, below * p + above * n)
 
+    def first_over(s: int) -> int:
+        # the first column whose sum from column s no longer fits (the sums grow along K),
+        # searched a block of columns at a time to keep the temporaries small
+        p0, n0 = (pos[:, s - 1 : s], neg[:, s - 1 : s]) if s else (0, 0)
+        for lo in range(s, k, 256):
+            grown = reach(pos[:, lo : lo + 256] - p0, neg[:, lo : lo + 256] - n0).max(axis=0)
+            over = np.flatnonzero(grown >= int8.FLOAT32_EXACT)
+            if over.size:
+                return max(s + 1, lo + int(over[0]))
+        return k
+
     total = int(reach(pos[:, -1], neg[:, -1]).max(initial=0))
     starts = [0]
-    while total >= int8.FLOAT32_EXACT:
-        s = starts[-1]
-        p0, n0 = (pos[:, s - 1 : s], neg[:, s - 1 : s]) if s else (0, 0)
-        grown = reach(pos[:, s:] - p0, neg[:, s:] - n0).max(axis=0)  # grows along K
-        end = s + max(1, int(np.searchsorted(grown, int8.FLOAT32_EXACT - 1, side="right")))
-        if end >= k:
-            break
+    while total >= int8.FLOAT32_EXACT and (end := first_over(starts[-1])) < k:
         starts.append(end)
     ident = id(key)
     with contextlib.suppress(TypeError):  # not weakly referenceable: planned every call
