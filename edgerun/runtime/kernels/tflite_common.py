@@ -10,7 +10,6 @@ import numpy as np
 from edgerun.runtime.kernels.int8 import quantize_multiplier
 from edgerun.runtime.tflite_reader import QuantParams, TensorQuant
 
-_INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
 __all__ = ["quantize_multiplier"]  # TFLite's QuantizeMultiplier, shared with kernels/int8.py
 
 
@@ -125,7 +124,7 @@ def multiply_by_quantized_multiplier(x, m, shift) -> np.ndarray:
     shift = np.asarray(shift, dtype=np.int64)
     y = np.asarray(x, dtype=np.int64)
     if np.any(shift > 0):
-        y = np.clip(y << np.maximum(shift, 0), _INT32_MIN, _INT32_MAX)
+        y = np.clip(y << np.maximum(shift, 0), -(1 << 31), (1 << 31) - 1)
     y = y * m
     y += 1 << 30
     y >>= 31
@@ -136,6 +135,19 @@ def multiply_by_quantized_multiplier(x, m, shift) -> np.ndarray:
         y += (np.int64(1) << right) >> 1
         y -= negative
         y >>= right
+    return y
+
+
+def multiply_single_rounding(x, m, shift) -> np.ndarray:
+    """The single-rounding form (TFLITE_SINGLE_ROUNDING): x * m / 2^(31 - shift) rounded
+    once, ties up. TFLite 2.21's FULLY_CONNECTED requantizes this way (its reference and
+    builtin kernels both), its other int8 kernels with the double rounding above."""
+    total = 31 - np.asarray(shift, dtype=np.int64)
+    if np.any(total < 1):
+        raise ValueError("a fixed-point multiplier's shift is above 30")
+    y = np.asarray(x, dtype=np.int64) * np.asarray(m, dtype=np.int64)
+    y += np.int64(1) << (total - 1)
+    y >>= total
     return y
 
 
@@ -159,8 +171,9 @@ def activation_range(act: str, q: QuantParams) -> tuple[int, int]:
     raise ValueError(f"fused activation {act} is not supported on quantized tensors")
 
 
-def requantize(acc, m, shift, q: QuantParams, act: str) -> np.ndarray:
+def requantize(acc, m, shift, q: QuantParams, act: str, single: bool = False) -> np.ndarray:
     """int32 accumulators -> the output's integers: scale, add its zero point, clamp."""
     lo, hi = activation_range(act, q)
-    y = multiply_by_quantized_multiplier(acc, m, shift) + int(q.zero_point[0])
+    scale = multiply_single_rounding if single else multiply_by_quantized_multiplier
+    y = scale(acc, m, shift) + int(q.zero_point[0])
     return np.clip(y, lo, hi).astype(q.dtype)

@@ -248,7 +248,19 @@ def relu_n1_to_1(x, *, quant=None):
 @kernel("LEAKY_RELU", since=1, domain=DOMAIN)
 def leaky_relu(x, *, alpha=0.2, quant=None):
     a = np.float32(alpha)
-    return _unary(lambda v: np.where(v >= 0, v, v * a).astype(v.dtype))(x, quant=quant)
+    qx, qy = quant_of(quant, 0), quant_of(quant, 0, output=True)
+    if is_quantized(x, qx) and qy is not None:
+        # QuantizeLeakyRelu: one multiplier for each side of zero (scales in float32)
+        sx, sy = np.float32(qx.scale[0]), np.float32(qy.scale[0])
+        m_id, s_id = quantize_multiplier(np.float64(sx / sy))
+        m_a, s_a = quantize_multiplier(np.float64(sx * a / sy))
+        v = x.astype(np.int64) - _zero(qx)
+        positive = multiply_by_quantized_multiplier(v, m_id, s_id)
+        negative = multiply_by_quantized_multiplier(v, m_a, s_a)
+        y = np.where(v >= 0, positive, negative) + _zero(qy)
+        info = np.iinfo(qy.dtype)
+        return np.clip(y, info.min, info.max).astype(qy.dtype)
+    return np.where(x >= 0, x, x * a).astype(x.dtype)
 
 
 @kernel("PRELU", since=1, domain=DOMAIN)
@@ -302,12 +314,29 @@ def _reduce(op, x, axis, keep_dims, quant, exact=False):
     return y.astype(x.dtype, copy=False) if x.dtype != y.dtype and op is not np.mean else y
 
 
+def _integer_mean(x, axes, keep_dims: bool, qx: QuantParams, qy: QuantParams) -> np.ndarray:
+    # reference QuantizedMeanOrSum: the integer sum scaled by in/out scale over the count,
+    # 1/count folded into the multiplier with as many extra bits as the count has
+    count = int(np.prod([x.shape[a] for a in axes]))
+    m, shift = quantize_multiplier(_scale(qx) / _scale(qy))
+    extra = min(count.bit_length() - 1, 32, 31 + int(shift))
+    per_count = (int(m) << extra) // count
+    total = np.sum(x, axis=axes, keepdims=keep_dims, dtype=np.int64) - _zero(qx) * count
+    y = multiply_by_quantized_multiplier(total, per_count, int(shift) - extra) + _zero(qy)
+    info = np.iinfo(qy.dtype)
+    return np.clip(y, info.min, info.max).astype(qy.dtype)
+
+
 @kernel("MEAN", since=1, domain=DOMAIN)
 def mean(input, axis, *, keep_dims=0, quant=None):
-    if input.dtype.kind in "iu" and not (quant and is_quantized(input, quant_of(quant, 0))):
-        return np.mean(input, axis=axes_of(axis, input.ndim), keepdims=bool(keep_dims)).astype(
-            input.dtype
-        )
+    axes = axes_of(axis, input.ndim)
+    qx, qy = quant_of(quant, 0), quant_of(quant, 0, output=True)
+    if is_quantized(input, qx) and qy is not None:
+        # the 4-D spatial mean has an optimized kernel of its own: through float there
+        if not (input.ndim == 4 and axes == (1, 2) and keep_dims):
+            return _integer_mean(input, axes, bool(keep_dims), qx, qy)
+    elif input.dtype.kind in "iu":
+        return np.mean(input, axis=axes, keepdims=bool(keep_dims)).astype(input.dtype)
     return _reduce(np.mean, input, axis, keep_dims, quant)
 
 

@@ -299,7 +299,7 @@ def fully_connected(
         if bias is not None:
             acc += bias.astype(np.int64)
         m, shift = _multipliers(qx, qw, qy)
-        y = requantize(acc, m, shift, qy, fused_activation_function)
+        y = requantize(acc, m, shift, qy, fused_activation_function, single=True)
     elif qw is not None and _hybrid(x, weights, quant):
         q, scale, zero = _quantize_rows(x.astype(np.float32), bool(asymmetric_quantize_inputs))
         acc = _integer_matmul(q - zero[:, None], weights.astype(np.float32).T)

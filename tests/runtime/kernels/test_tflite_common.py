@@ -10,6 +10,7 @@ from edgerun.runtime.kernels import int8
 from edgerun.runtime.kernels.tflite_common import (
     activation_range,
     multiply_by_quantized_multiplier,
+    multiply_single_rounding,
     quantize_multiplier,
     round_half_away,
 )
@@ -28,6 +29,20 @@ def test_multiply_by_quantized_multiplier_matches_step_by_step(seed: int) -> Non
     m = -m if seed % 3 == 0 else m  # SUB negates a multiplier
     want = int8.multiply_by_quantized_multiplier(x, m, shift).astype(np.int64)
     np.testing.assert_array_equal(multiply_by_quantized_multiplier(x, m, shift), want)
+
+
+def test_single_rounding_is_one_rounding_with_ties_up() -> None:
+    rng = np.random.default_rng(9)
+    x = rng.integers(-(1 << 24), 1 << 24, 3000)
+    m, shift = quantize_multiplier(rng.uniform(1e-4, 0.9, 3000))
+    got = multiply_single_rounding(x, m, shift)
+    want = [
+        (int(a) * int(b) + (1 << (30 - int(s)))) >> (31 - int(s))
+        for a, b, s in zip(x, m, shift, strict=True)
+    ]
+    np.testing.assert_array_equal(got, want)
+    # a tie: 3 * 2^30 / 2^31 = 1.5 rounds up to 2, -1.5 up to -1
+    np.testing.assert_array_equal(multiply_single_rounding([3, -3], 1 << 30, 0), [2, -1])
 
 
 def test_round_half_away() -> None:

@@ -3,9 +3,8 @@
 Four models (a MobileNetV2-style CNN, an MLP, a transformer block, a detector head with
 resize and concat) in four conversions each: float32, dynamic range (int8 weights, float
 activations), full int8 (int8 in and out) and float16 weights. Float outputs must match
-within rtol 1e-4; int8 outputs must have at least 99.9 % of their elements within one
-quantization step of the interpreter (the whole model, not one op: ops that edgerun runs
-through float may round the other way, and the difference can carry).
+within rtol 1e-4; int8 outputs must equal those of TFLite's reference kernels and have at
+least 99.9 % of their elements within one quantization step of the default interpreter.
 """
 
 from __future__ import annotations
@@ -129,33 +128,23 @@ def tflite_models() -> dict[tuple[str, str], tuple[bytes, list[np.ndarray]]]:
     return out
 
 
-CASES = [
-    pytest.param(
-        name,
-        mode,
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="TFLite 2.21's int8 MEAN over the last axis (layer norm) rounds unlike "
-            "its reference formula (1 step on 1 in 8 statistics, carried by RSQRT and MUL to "
-            "3 steps at the output), and XNNPACK's int8 BATCH_MATMUL ignores a nonzero "
-            "right-hand zero point (edgerun matches the reference kernel there)",
-        ),
-    )
-    if (name, mode) == ("transformer", "int8")
-    else (name, mode)
-    for name in MODELS
-    for mode in MODES
-]
-
-
-@pytest.mark.parametrize(("name", "mode"), CASES)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("name", list(MODELS))
 def test_model_matches_interpreter(tflite_models, name: str, mode: str) -> None:
     model, feeds = tflite_models[name, mode]
     if mode == "int8":
         feeds = quantize_feeds(model, feeds)
     ours = ours_run(model, feeds)
-    # dynamic range: XNNPACK quantizes activations its own way (about 0.5 % apart from
-    # TFLite's hybrid kernels, which edgerun follows), so compare with those kernels
+    if mode == "int8" and name != "detector":  # (the reference resolver lacks TILE v3)
+        # bit for bit with TFLite's reference kernels ...
+        for a, b in zip(ours, interpreter_run(model, feeds, "BUILTIN_REF"), strict=True):
+            np.testing.assert_array_equal(a, b)
+        # ... and within one step of XNNPACK, which requantizes in float; its int8
+        # BATCH_MATMUL ignores a nonzero right-hand zero point (the transformer's attention)
+        if name == "transformer":
+            return
+    # dynamic range: XNNPACK quantizes activations its own way (outputs about 0.5 % apart
+    # from TFLite's hybrid kernels, which edgerun follows): compare with those kernels
     resolver = "BUILTIN_WITHOUT_DEFAULT_DELEGATES" if mode == "dynamic" else "AUTO"
     want = interpreter_run(model, feeds, resolver)
     for a, b in zip(ours, want, strict=True):
