@@ -138,6 +138,7 @@ _OPTIONS: dict[str, tuple[int, str]] = {
     "UNPACK": (64, "num:i axis:i"),
     "RESIZE_NEAREST_NEIGHBOR": (74, "align_corners:? half_pixel_centers:?"),
     "LEAKY_RELU": (75, "alpha:f"),
+    "MIRROR_PAD": (77, "mode:b"),
     "SPLIT_V": (79, "num_splits:i"),
     "DEPTH_TO_SPACE": (94, "block_size:i"),
     "BATCH_MATMUL": (101, "adj_x:? adj_y:? asymmetric_quantize_inputs:?"),

@@ -92,6 +92,7 @@ def _prelu():
 
 _dw, _tconv, _v1 = tf.nn.depthwise_conv2d, tf.nn.conv2d_transpose, tf.compat.v1.image
 X = [1, 8, 8, 4]
+_PADS = [[0, 0], [1, 2], [2, 1], [0, 0]]
 CASES = [
     Case("CONV_2D", lambda x: tf.nn.relu(tf.nn.conv2d(x, _w(3, 3, 4, 6), 1, "SAME") + _w(6)), [X]),
     Case("CONV_2D", lambda x: tf.nn.conv2d(x, _w(3, 3, 4, 5), 2, "VALID", dilations=1), [X]),
@@ -153,6 +154,32 @@ CASES = [
     Case("CAST", lambda x: tf.cast(x * 4.0, tf.int32), [X]),
     Case("GELU", lambda x: tf.nn.gelu(x, approximate=False), [X]),
     Case("GELU", lambda x: tf.nn.gelu(x, approximate=True), [X]),
+    # beyond the list: float only
+    Case("SPACE_TO_DEPTH", lambda x: tf.nn.space_to_depth(x, 2), [X], int8=False),
+    Case("MIRROR_PAD", lambda x: tf.pad(x, _PADS, "REFLECT"), [X], int8=False),
+    Case("MIRROR_PAD", lambda x: tf.pad(x, _PADS, "SYMMETRIC"), [X], int8=False),
+    Case("TILE", lambda x: tf.tile(x, [1, 2, 1, 3]), [X], int8=False),
+    Case("BROADCAST_TO", lambda x: tf.broadcast_to(x, [3, 8, 8, 4]), [X], int8=False),
+    Case("REDUCE_MIN", lambda x: tf.reduce_min(x, axis=[2]), [X], int8=False),
+    Case("REDUCE_PROD", lambda x: tf.reduce_prod(x, axis=[3]), [X], int8=False),
+    Case("ARG_MIN", lambda x: tf.argmin(x, axis=1), [X], int8=False),
+    Case("LOG_SOFTMAX", tf.nn.log_softmax, [[2, 10]], int8=False),
+    Case("ABS", tf.abs, [X], int8=False),
+    Case("NEG", tf.negative, [X], int8=False),
+    Case("FLOOR", lambda x: tf.floor(x * 3.0), [X], int8=False),
+    Case("CEIL", lambda x: tf.math.ceil(x * 3.0), [X], int8=False),
+    Case("SQUARE", tf.square, [X], int8=False),
+    Case("SIN", tf.sin, [X], int8=False),
+    Case("COS", tf.cos, [X], int8=False),
+    Case("ELU", tf.nn.elu, [X], int8=False),
+    Case("SELECT", lambda x, y: tf.where(x > y, x, y * 2.0), [X, X], int8=False),
+    Case("GATHER_ND", lambda x: tf.gather_nd(x, [[0, 1], [0, 3]]), [X], int8=False),
+    Case("REVERSE_V2", lambda x: tf.reverse(x, [1]), [X], int8=False),
+    Case("FLOOR_DIV", lambda x, y: tf.math.floordiv(x, y), [X, X], positive=True, int8=False),
+    Case("FLOOR_MOD", lambda x, y: tf.math.floormod(x, y), [X, X], positive=True, int8=False),
+    Case("ZEROS_LIKE", lambda x: tf.zeros_like(x) + x, [[None, 5]], int8=False),
+    Case("FILL", lambda x: tf.fill(tf.shape(x), 2.0) * x, [[None, 5]], int8=False),
+    Case("RANGE", lambda x: tf.cast(tf.range(tf.shape(x)[0]), tf.float32), [[None, 5]], int8=False),
 ]  # fmt: skip
 
 
