@@ -79,6 +79,15 @@ def write_data(folder: Path, calibration_samples: int = 256) -> tuple[Path, Path
     return calibration, validation
 
 
+def write_train(folder: Path) -> Path:
+    """The labelled training split, for ``--train`` (fine-tuning after pruning)."""
+    x_train, y_train, _, _ = digits_split()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "digits-train.npz"
+    np.savez(path, image=x_train, label=y_train)
+    return path
+
+
 if __name__ == "__main__":
     for path in write_data(Path(sys.argv[1] if len(sys.argv) > 1 else ".")):
         print(path)

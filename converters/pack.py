@@ -51,6 +51,8 @@ class PackOptions:
     synthetic_samples: int = 32
     compression: CompressionRecipe | None = None  # pruning, low-rank, clustering (ONNX)
     train: Path | None = None  # labelled samples: fine-tune a pruned PyTorch source
+    choose: str | None = None  # "fastest": measure every quantization here, keep the fastest
+    choose_backend: str = "numpy"
 
 
 @dataclass
@@ -79,6 +81,7 @@ class _Packed:
     runners: dict[str, acc.Runner]  # backend -> the packed model on it
     skipped: dict[str, str]  # backend -> why it could not run the packed model
     applied: dict[str, Any]
+    recipe: QuantRecipe | None = None  # when --choose picked another than the profile's
 
 
 def pack(model: str, options: PackOptions, progress: Progress | None = None) -> PackResult:
@@ -103,6 +106,10 @@ def _pack(model: str, options: PackOptions, stages: _Stages) -> PackResult:
         from converters.compression import check_for
 
         check_for(options.compression, recipe.scheme, fmt, options.train)
+    if options.choose is not None:
+        from converters.compression import check_choice
+
+        check_choice(options.choose, options.quantize, fmt)
     with stages("load"):
         source = load_source(model, options.trust_pickle)
         specs = _source_specs(source, options)
@@ -111,6 +118,7 @@ def _pack(model: str, options: PackOptions, stages: _Stages) -> PackResult:
     with tempfile.TemporaryDirectory(prefix="edgerun-pack-") as tmp:
         if fmt == "onnx":
             packed = _pack_onnx(source, specs, recipe, data, options, stages, Path(tmp), reference)
+            recipe = packed.recipe or recipe
         else:
             packed = _pack_tflite(source, specs, recipe, data, stages, Path(tmp))
         with stages("accuracy"):
@@ -249,8 +257,16 @@ def _pack_onnx(
                     source, specs, options.train, options.compression, options.opset
                 )
             model, compression = compress(model, options.compression, data, reference, retrain)
+    choice = None
     with stages("quantize"):
-        model = quantize_onnx(model, recipe, data.calibration)
+        if options.choose is not None:
+            from converters.compression import choose_fastest
+
+            model, recipe, choice = choose_fastest(
+                model, recipe, data, reference, options.max_accuracy_drop, options.choose_backend
+            )
+        else:
+            model = quantize_onnx(model, recipe, data.calibration)
     if compression is not None and recipe.scheme != "none":
         compression.measure_quantized(model, recipe.scheme)
     model_bytes, weights = externalize(model)
@@ -264,8 +280,9 @@ def _pack_onnx(
         "folding": simplified["batchnorm_left"] == 0,  # by the exporter or by onnxslim
         "optimisation": simplified,
         **({"compression": compression.to_json()} if compression is not None else {}),
+        **({"choice": choice} if choice is not None else {}),
     }
-    return _Packed("onnx", model_bytes, weights, inputs, outputs, runners, skipped, applied)
+    return _Packed("onnx", model_bytes, weights, inputs, outputs, runners, skipped, applied, recipe)
 
 
 def _to_onnx(source: Source, specs: list[TensorSpec], options: PackOptions) -> tuple[Any, str]:

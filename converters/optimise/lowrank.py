@@ -64,7 +64,7 @@ def factorise(
 def _rank(s: np.ndarray, k: int, n: int, energy: float | None, size: float | None) -> int:
     if energy is not None:
         share = np.cumsum(s**2) / max(float(np.sum(s**2)), 1e-30)
-        return int(min(np.searchsorted(share, energy - 1e-12) + 1, len(s)))
+        return min(int(np.searchsorted(share, energy - 1e-12)) + 1, len(s))
     return max(1, int(np.floor(size * k * n / (k + n))))  # type: ignore[operator]
 
 

@@ -58,10 +58,9 @@ def magnitude(model: Any, sparsity: Sparsity, scope: str = "layer") -> tuple[Any
     targets = _targets(sparsity, [g.layer_name(n) for n, _ in layers])
     weights = {name: g.array(model, name) for _, name in layers}
     threshold = None
-    if scope == "global" and weights:
-        threshold = _kth_magnitude(
-            np.concatenate([np.abs(w).ravel() for w in weights.values()]), float(sparsity)
-        )  # type: ignore[arg-type]
+    if scope == "global" and weights and not isinstance(sparsity, Mapping):
+        magnitudes = np.concatenate([np.abs(w).ravel() for w in weights.values()])
+        threshold = _kth_magnitude(magnitudes, float(sparsity))
     report: dict[str, Any] = {"scope": scope, "layers": {}}
     for node, name in layers:
         w = weights[name]

@@ -55,6 +55,21 @@ def pack(
         False, "--trust-pickle", help="Allow a pickled .pt (unpickling runs its code)."
     ),
     opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset for the export."),
+    recipe: Optional[Path] = typer.Option(
+        None, "--recipe", help="Compression recipe TOML: [prune], [low_rank], [cluster]."
+    ),
+    prune: Optional[float] = typer.Option(
+        None, "--prune", help="Remove this share of each layer's channels (0-1)."
+    ),
+    low_rank: Optional[float] = typer.Option(
+        None, "--low-rank", help="Factorise dense/1x1 layers keeping this SVD energy (0-1]."
+    ),
+    cluster: Optional[int] = typer.Option(
+        None, "--cluster", help="Cluster weights to this many values (codebook + indices)."
+    ),
+    train: Optional[Path] = typer.Option(
+        None, "--train", help="Labelled .npz: fine-tune a pruned PyTorch model on it."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON summary."),
 ) -> None:
     """Pack a trained model for a board: convert, optimise, quantize, check accuracy.
@@ -80,6 +95,8 @@ def pack(
         max_accuracy_drop=max_accuracy_drop,
         trust_pickle=trust_pickle,
         opset=opset,
+        compression=_compression(recipe, prune, low_rank, cluster),
+        train=train,
     )
     debug = bool(ctx.find_root().params.get("debug"))
     with (
@@ -95,6 +112,15 @@ def pack(
         emit_json(_summary(result))
         return
     _render(result)
+
+
+def _compression(
+    recipe: Path | None, prune: float | None, low_rank: float | None, cluster: int | None
+) -> Any:
+    from converters.compression import CompressionRecipe, load_recipe, with_flags
+
+    base = load_recipe(recipe) if recipe is not None else CompressionRecipe()
+    return with_flags(base, prune, low_rank, cluster) or None
 
 
 @contextmanager
@@ -184,6 +210,24 @@ def _render(result: PackResult) -> None:
     out.print(table(None, columns, rows))
     for backend, why in (accuracy.get("skipped") or {}).items():
         out.print(f"not checked on {backend}: {why}")
+    steps = (m.applied.get("compression") or {}).get("steps")
+    if steps:
+        out.print("compression, measured after each step on the numpy runtime:")
+        columns = ["step", "parameters", "bytes", "latency ms", "peak live", "accuracy", "drop"]
+        out.print(table(None, columns, [_step_row(step) for step in steps]))
+
+
+def _step_row(step: dict[str, Any]) -> list[str]:
+    drop = step.get("drop")
+    return [
+        step["step"],
+        f"{step['parameters']:,}",
+        f"{step['bytes']:,}",
+        f"{step['latency_ms']:.3f}",
+        "" if step.get("peak_live_bytes") is None else f"{step['peak_live_bytes']:,}",
+        _percent(step.get("label_accuracy")),
+        "" if drop is None else f"{drop:.2f}",
+    ]
 
 
 def _percent(value: float | None) -> str:
