@@ -515,6 +515,12 @@ def eight_bytes(folder: Path, outside: Path) -> list[str]:
     return ["inspect", str(save(folder, b"\x3a\xff\xff\xff\x7f\x00\x00\x00"))]
 
 
+@case("garbage", ModelFormatError, "offset 2147483647 is past the end")
+def tflite_eight_bytes(folder: Path, outside: Path) -> list[str]:
+    """TFLite's own 8-byte crash: a root table offset far outside the file."""
+    return ["run", str(save(folder, b"\xff\xff\xff\x7fTFL3", "model.tflite"))]
+
+
 @case("garbage", ModelFormatError, "malformed protobuf varint")
 def overlong_varint(folder: Path, outside: Path) -> list[str]:
     return ["run", str(save(folder, b"\x08" + b"\xff" * 11 + b"\x01"))]
@@ -963,3 +969,140 @@ def test_planned_reshape_and_transpose_match_numpy(shape: list[int], data: st.Da
     shape_arg = np.array(target, np.int64)
     assert output_shapes(graph.nodes[0], [x, shape_arg]) == [x.reshape(target).shape]
     assert output_shapes(graph.nodes[1], [x]) == [x.transpose(perm).shape]
+
+
+# ---- inputs at run time: special values, odd layouts, many threads ------------------------
+
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+from threading import Barrier  # noqa: E402
+
+from edgerun.errors import BackendUnavailableError, MissingDependencyError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tflite_cnn(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tf = pytest.importorskip("tensorflow")
+    tf.keras.utils.set_random_seed(0)
+    model = tf.keras.Sequential(
+        [
+            tf.keras.Input((8, 8, 3)),
+            tf.keras.layers.Conv2D(4, 3, activation="relu"),
+            tf.keras.layers.GlobalAveragePooling2D(),
+            tf.keras.layers.Dense(3),
+        ]
+    )
+    path = tmp_path_factory.mktemp("tflite") / "cnn.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    return path
+
+
+BACKEND_MODELS = [
+    ("numpy", "onnx"),
+    ("onnxruntime", "onnx"),
+    ("numpy", "tflite"),
+    ("tflite", "tflite"),
+]
+
+
+def session_for(backend: str, fmt: str, request: pytest.FixtureRequest) -> edgerun.Session:
+    path = request.getfixturevalue("tiny_cnn_path" if fmt == "onnx" else "tflite_cnn")
+    try:
+        return edgerun.load(path, backend=backend)
+    except (BackendUnavailableError, MissingDependencyError) as exc:
+        pytest.skip(f"{backend} cannot run here: {exc}")
+
+
+def feeds_for(session: edgerun.Session, seed: int) -> dict[str, np.ndarray]:
+    from edgerun.inference import random_feeds
+
+    return random_feeds(session.inputs, seed=seed)
+
+
+@pytest.mark.parametrize(("backend", "fmt"), BACKEND_MODELS)
+def test_sixteen_threads_match_sequential_runs(
+    backend: str, fmt: str, request: pytest.FixtureRequest
+) -> None:
+    session = session_for(backend, fmt, request)
+    feeds = [feeds_for(session, seed) for seed in range(16)]
+    sequential = [session.run(f) for f in feeds]
+    start = Barrier(16)
+
+    def worker(i: int) -> list[dict[str, np.ndarray]]:
+        start.wait()  # all sixteen at once
+        return [session.run(feeds[i]) for _ in range(3)]
+
+    with ThreadPoolExecutor(16) as pool:
+        parallel = list(pool.map(worker, range(16)))
+    for expected, rounds in zip(sequential, parallel, strict=True):
+        for got in rounds:
+            assert got.keys() == expected.keys()
+            for name in expected:
+                np.testing.assert_array_equal(got[name], expected[name])
+
+
+def _layouts(x: np.ndarray) -> dict[str, np.ndarray]:
+    wide = np.zeros((*x.shape[:-1], x.shape[-1] * 2), x.dtype)
+    wide[..., ::2] = x
+    return {
+        "strided": wide[..., ::2],
+        "fortran": np.asfortranarray(x),
+        "reversed": np.ascontiguousarray(x[..., ::-1])[..., ::-1],
+        "read-only": np.frombuffer(x.tobytes(), x.dtype).reshape(x.shape),
+        "broadcast": np.broadcast_to(x[:1], x.shape) if x.shape[0] == 1 else x,
+    }
+
+
+@pytest.mark.parametrize(("backend", "fmt"), BACKEND_MODELS)
+def test_non_contiguous_inputs_give_the_same_outputs(
+    backend: str, fmt: str, request: pytest.FixtureRequest
+) -> None:
+    session = session_for(backend, fmt, request)
+    feeds = feeds_for(session, 3)
+    expected = session.run(feeds)
+    (name, x), *rest = feeds.items()
+    for layout, y in _layouts(x).items():
+        got = session.run({name: y, **dict(rest)})
+        for out in expected:
+            np.testing.assert_array_equal(got[out], expected[out], err_msg=layout)
+
+
+def special_values_model() -> onnx.ModelProto:
+    nodes = [
+        helper.make_node("Relu", ["x"], ["relu"]),
+        helper.make_node("Sigmoid", ["x"], ["sigmoid"]),
+        helper.make_node("Add", ["x", "x"], ["add"]),
+        helper.make_node("Mul", ["x", "zero"], ["times_zero"]),
+        helper.make_node("Softmax", ["x"], ["softmax"], axis=1),
+        helper.make_node("ReduceSum", ["x"], ["sum"], keepdims=0),
+        helper.make_node("MatMul", ["x", "w"], ["matmul"]),
+    ]
+    names = ["relu", "sigmoid", "add", "times_zero", "softmax", "sum", "matmul"]
+    initializers = [
+        tensor("zero", np.zeros(1, np.float32)),
+        tensor("w", np.ones((4, 2), np.float32)),
+    ]
+    return onnx_model(
+        nodes, [float_input("x", [3, 4])], [float_input(n, None) for n in names], initializers
+    )
+
+
+def test_nan_and_inf_propagate_as_the_reference_does(tmp_path: Path) -> None:
+    from onnx.reference import ReferenceEvaluator
+
+    model = special_values_model()
+    x = np.array(
+        [[np.nan, 1.0, -2.0, 0.5], [np.inf, -np.inf, 3.0, 0.0], [1.0, 2.0, np.inf, np.inf]],
+        np.float32,
+    )
+    session = edgerun.load(save(tmp_path, model), backend="numpy")
+    ours = session.run({"x": x})
+    reference = dict(
+        zip(
+            [spec.name for spec in session.outputs],
+            ReferenceEvaluator(model).run(None, {"x": x}),
+            strict=True,
+        )
+    )
+    for name, expected in reference.items():
+        np.testing.assert_allclose(ours[name], expected, rtol=1e-6, equal_nan=True, err_msg=name)
+        assert np.array_equal(np.isnan(ours[name]), np.isnan(expected)), name
