@@ -70,6 +70,12 @@ def pack(
     train: Optional[Path] = typer.Option(
         None, "--train", help="Labelled .npz: fine-tune a pruned PyTorch model on it."
     ),
+    choose: Optional[str] = typer.Option(
+        None, "--choose", help="fastest: build none/fp16/dynamic/int8, keep the fastest here."
+    ),
+    choose_backend: str = typer.Option(
+        "numpy", "--choose-backend", help="Backend --choose measures on."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON summary."),
 ) -> None:
     """Pack a trained model for a board: convert, optimise, quantize, check accuracy.
@@ -97,6 +103,8 @@ def pack(
         opset=opset,
         compression=_compression(recipe, prune, low_rank, cluster),
         train=train,
+        choose=choose,
+        choose_backend=choose_backend,
     )
     debug = bool(ctx.find_root().params.get("debug"))
     with (
@@ -215,6 +223,12 @@ def _render(result: PackResult) -> None:
         out.print("compression, measured after each step on the numpy runtime:")
         columns = ["step", "parameters", "bytes", "latency ms", "peak live", "accuracy", "drop"]
         out.print(table(None, columns, [_step_row(step) for step in steps]))
+    choice = m.applied.get("choice")
+    if choice:
+        out.print(f"quantization chosen by latency on {choice['backend']} here:")
+        columns = ["scheme", "latency ms", "bytes", "accuracy", "drop", "status"]
+        rows = [_choice_row(k, v) for k, v in choice["candidates"].items()]
+        out.print(table(None, columns, rows))
 
 
 def _step_row(step: dict[str, Any]) -> list[str]:
@@ -227,6 +241,20 @@ def _step_row(step: dict[str, Any]) -> list[str]:
         "" if step.get("peak_live_bytes") is None else f"{step['peak_live_bytes']:,}",
         _percent(step.get("label_accuracy")),
         "" if drop is None else f"{drop:.2f}",
+    ]
+
+
+def _choice_row(scheme: str, row: dict[str, Any]) -> list[str]:
+    if "latency_ms" not in row:
+        return [scheme, "", "", "", "", row["status"]]
+    drop = row.get("drop")
+    return [
+        scheme,
+        f"{row['latency_ms']:.3f}",
+        f"{row['bytes']:,}",
+        _percent(row.get("label_accuracy")),
+        "" if drop is None else f"{drop:.2f}",
+        row["status"],
     ]
 
 

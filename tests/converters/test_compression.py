@@ -209,3 +209,45 @@ def test_train_needs_pruning_and_labels(tmp_path: Path, capsys: pytest.CaptureFi
     assert main([*base, *train, "--prune", "0.5"]) == 2
     assert "--train fine-tunes PyTorch models; this one is onnx" in capsys.readouterr().err
     assert not list(tmp_path.glob("*.edgerun"))
+
+
+def test_choose_fastest_measures_every_scheme(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "cnn.onnx"
+    source.write_bytes(nets.cnn().SerializeToString())
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "cal.npz", x=rng.standard_normal((24, 1, 8, 8)).astype(np.float32))
+    out = tmp_path / "cnn.edgerun"
+    args = ["pack", str(source), "--device", "rpi4", "--choose", "fastest", "-o", str(out)]
+    assert (
+        main([*args, "--calibration", str(tmp_path / "cal.npz"), "--max-accuracy-drop", "50"]) == 0
+    )
+    manifest = read_manifest(out)
+    choice = manifest.applied["choice"]
+    candidates = choice["candidates"]
+    assert set(candidates) == {"none", "fp16", "dynamic", "int8"}
+    measured = {k: v for k, v in candidates.items() if "latency_ms" in v}
+    assert "none" in measured
+    within = [k for k, v in measured.items() if k == "none" or v["drop"] <= 50]
+    fastest = min(within, key=lambda k: measured[k]["latency_ms"])
+    assert choice["chosen"] == fastest
+    assert candidates[fastest]["status"].startswith("chosen")
+    scheme = (manifest.applied["quantization"] or {}).get("scheme", "none")
+    assert scheme == fastest
+    for name, row in measured.items():
+        if row["latency_ms"] > measured["none"]["latency_ms"] and name != "none":
+            assert "slower than float" in row["status"]
+    assert "quantization chosen by latency on numpy" in capsys.readouterr().out
+
+
+def test_choose_refuses_a_fixed_quantization(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "cnn.onnx"
+    source.write_bytes(nets.cnn().SerializeToString())
+    args = ["pack", str(source), "--device", "rpi4", "--choose", "fastest", "-q", "int8"]
+    assert main(args) == 2
+    assert "drop --quantize" in capsys.readouterr().err
+    assert main(["pack", str(source), "--device", "rpi4", "--choose", "smallest"]) == 2
+    assert "choose one of fastest" in capsys.readouterr().err
