@@ -45,7 +45,10 @@ def feed_dtype(spec: TensorSpec) -> np.dtype | None:
 
 
 def _check(spec: TensorSpec, value: Any) -> np.ndarray:
-    array = value if isinstance(value, np.ndarray) else np.asarray(value)
+    try:  # a plain ndarray of any subclass (np.matrix, masked arrays), never a copy
+        array = np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"input {spec.name!r} is not an array: {exc}") from None
     want = feed_dtype(spec)
     if want is not None and array.dtype != want:
         raise InputError(f"input {spec.name!r} must be {spec.dtype}, got {array.dtype}")

@@ -599,6 +599,14 @@ def pickled_checkpoint(folder: Path, outside: Path) -> list[str]:
     return ["run", str(path)]
 
 
+@case("code", ModelFormatError, "a pickle, and unpickling runs code")
+def pickled_torch_model_to_pack(folder: Path, outside: Path) -> list[str]:
+    pytest.importorskip("torch")
+    path = folder / "model.pt"
+    path.write_bytes(pickle.dumps(Payload(outside / "pwned")))
+    return ["pack", str(path), "--device", "rpi4"]
+
+
 # inputs at run time
 
 
@@ -654,6 +662,11 @@ def library(args: list[str]) -> None:
         options.setdefault(flag, []).append(value)
     if verb == "inspect":
         inspect_model(model)
+        return
+    if verb == "pack":
+        from converters.pack import PackOptions, pack
+
+        pack(model, PackOptions(device=options["--device"][0]))
         return
     pairs = [item.split("=", 1) for item in options.get("--input", [])]
     files = {name: Path(value) for name, value in pairs}
