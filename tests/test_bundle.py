@@ -727,3 +727,40 @@ def test_forged_directories_are_refused(
     path.write_bytes(blob + directory + end)
     with pytest.raises(BundleError):
         open_bundle(path)
+
+
+def as_zip64(raw: bytes) -> bytes:
+    """The same archive with every central record and the end record in zip64 form, as a
+    bundle over 4 GiB would have them (zipfile writes them only when it must)."""
+    eocd = raw.rfind(b"PK\x05\x06")
+    count, _, cd_offset = struct.unpack_from("<4s4H2LH", raw, eocd)[4:7]
+    records, pos = [], cd_offset
+    for _ in range(count):
+        fields = list(struct.unpack_from("<4s6H3L5H2L", raw, pos))
+        name_len, extra_len, comment_len = fields[10:13]
+        name = raw[pos + 46 : pos + 46 + name_len]
+        extra = raw[pos + 46 + name_len : pos + 46 + name_len + extra_len]
+        zip64 = struct.pack("<HHQQQ", 1, 24, fields[9], fields[8], fields[16])
+        fields[8] = fields[9] = fields[16] = 0xFFFFFFFF
+        fields[11] = len(zip64 + extra)
+        records.append(struct.pack("<4s6H3L5H2L", *fields) + name + zip64 + extra)
+        pos += 46 + name_len + extra_len + comment_len
+    directory = b"".join(records)
+    record = cd_offset + len(directory)
+    end64 = struct.pack(
+        "<4sQ2H2L2Q2Q", b"PK\x06\x06", 44, 45, 45, 0, 0, count, count, len(directory), cd_offset
+    )
+    locator = struct.pack("<4sLQL", b"PK\x06\x07", 0, record, 1)
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0)
+    return raw[:cd_offset] + directory + end64 + locator + end
+
+
+def test_zip64_records_are_read(good: Path) -> None:
+    path = good.with_name("z64.edgerun")
+    path.write_bytes(as_zip64(good.read_bytes()))
+    with zipfile.ZipFile(path) as zf:  # Python's zipfile agrees it is a valid zip64 archive
+        assert zf.testzip() is None
+    with open_bundle(good) as plain, open_bundle(path) as zip64:
+        assert zip64.manifest == plain.manifest
+        for member in plain.manifest.members:
+            assert bytes(zip64.member(member.name)) == bytes(plain.member(member.name))
