@@ -132,25 +132,30 @@ def _load_npy(path: Path) -> np.ndarray:
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    with _open_input(path) as f:
+        return read_npz(f, str(path))
+
+
+def read_npz(f: Any, what: str) -> dict[str, np.ndarray]:
+    """Every array of an .npz from a seekable binary file, each header checked first."""
     import zipfile
 
-    with _open_input(path) as f:
-        try:
-            with zipfile.ZipFile(f) as archive:
-                infos = [i for i in archive.infolist() if not i.is_dir()]
-                total = sum(i.file_size for i in infos)
-                budget.check_bytes(total, f"{path}: arrays")
-                arrays = {}
-                for info in infos:
-                    name = info.filename.removesuffix(".npy")
-                    what = f"{path}: {info.filename}"
-                    with archive.open(info) as member:
-                        _check_header(member, info.file_size, what)
-                    with archive.open(info) as member:
-                        arrays[name] = np.lib.format.read_array(member, allow_pickle=False)
-                return arrays
-        except (zipfile.BadZipFile, ValueError, OSError, EOFError, zlib.error) as exc:
-            raise InputError(f"{path}: not a numpy .npz file ({exc})") from None
+    try:
+        with zipfile.ZipFile(f) as archive:
+            infos = [i for i in archive.infolist() if not i.is_dir()]
+            budget.check_bytes(sum(i.file_size for i in infos), f"{what}: arrays")
+            arrays = {}
+            for info in infos:
+                with archive.open(info) as member:
+                    _check_header(member, info.file_size, f"{what}: {info.filename}")
+                with archive.open(info) as member:
+                    array = np.lib.format.read_array(member, allow_pickle=False)
+                arrays[info.filename.removesuffix(".npy")] = array
+            return arrays
+    except EdgerunError:
+        raise  # already names the problem (ResourceLimitError is also a ValueError)
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, zlib.error) as exc:
+        raise InputError(f"{what}: not a numpy .npz file ({exc})") from None
 
 
 def save_outputs(outputs: dict[str, np.ndarray], path: Path) -> None:
