@@ -7,6 +7,7 @@ checked to be a regular file with a single link before it is mapped.
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import stat
@@ -76,7 +77,7 @@ class FolderResolver:
             ) from None
         except OSError as exc:
             os.close(fd)
-            if exc.errno in (40, 20):  # ELOOP (a symlink), ENOTDIR (a symlinked parent)
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):  # a symlink on the way
                 raise UnsafePathError(
                     f"external data {location!r} goes through a symlink"
                 ) from None
