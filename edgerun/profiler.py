@@ -31,20 +31,25 @@ JSON schema (``ProfileReport.to_json()``, ``schema_version`` 1); times in ms, si
   throttle_detail
 - ``device_fit``: None without a device; else device, ram_bytes, peak_rss, share, margin_bytes,
   fits (measured on this machine, compared with the profile's RAM)
+- ``gates``: one per ``--fail-if`` in the order given: gate (as written), metric, op,
+  threshold and value (in unit: ms, bytes or fraction), passed (False also where the backend
+  does not measure the metric, value None)
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import operator
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
 import threading
 from bisect import bisect_right
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from glob import glob
@@ -190,6 +195,7 @@ class ProfileReport:
     memory: Memory
     environment: Environment
     device_fit: DeviceFit | None
+    gates: list[GateResult] = field(default_factory=list)
     # for the trace: (name, start_s, seconds) of load and first inference; (start_s, seconds)
     # of the first MAX_TRACED_RUNS runs; their op spans
     phases: list[tuple[str, float, float]] = field(default_factory=list, repr=False)
@@ -257,6 +263,126 @@ def _complete(
     }
 
 
+# --- gates for CI -------------------------------------------------------------------------
+
+# metric -> (quantity, where the report keeps it); quantities are ms, bytes or a fraction
+GATE_METRICS: dict[str, tuple[str, Callable[[ProfileReport], float | None]]] = {
+    "mean": ("time", lambda r: r.latency.mean_ms),
+    "p50": ("time", lambda r: r.latency.p50_ms),
+    "p90": ("time", lambda r: r.latency.p90_ms),
+    "p99": ("time", lambda r: r.latency.p99_ms),
+    "max": ("time", lambda r: r.latency.max_ms),
+    "load": ("time", lambda r: r.load_ms),
+    "first_inference": ("time", lambda r: r.first_inference_ms),
+    "peak_rss": ("bytes", lambda r: r.memory.peak_rss),
+    "peak_live": ("bytes", lambda r: r.memory.peak_live_bytes),
+    "ram_share": ("share", lambda r: None if r.device_fit is None else r.device_fit.share),
+}
+# quantity -> unit -> factor to the report's unit (ms, bytes, fraction)
+GATE_UNITS: dict[str, dict[str, float]] = {
+    "time": {"us": 1e-3, "µs": 1e-3, "ms": 1.0, "s": 1e3},
+    "bytes": {
+        "B": 1,
+        "KB": 1e3,
+        "MB": 1e6,
+        "GB": 1e9,
+        "KiB": 2**10,
+        "MiB": 2**20,
+        "GiB": 2**30,
+    },
+    "share": {"": 1.0, "%": 0.01},
+}
+GATE_OPERATORS: dict[str, Callable[[float, float], bool]] = {
+    ">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt,
+}  # fmt: skip
+_GATE = re.compile(r"\s*([a-z0-9_]+)\s*(>=|<=|>|<)\s*([0-9.]+(?:[eE][+-]?[0-9]+)?)\s*(\S*)\s*")
+
+
+@dataclass(frozen=True)
+class Gate:
+    """``--fail-if METRIC OP NUMBER UNIT``: the run fails when the comparison holds.
+
+    ``threshold`` is in the report's unit for the metric: ms, bytes, or a fraction of the
+    device's RAM.
+    """
+
+    text: str
+    metric: str
+    op: str
+    threshold: float
+
+    @property
+    def unit(self) -> str:
+        return {"time": "ms", "bytes": "bytes", "share": "fraction"}[GATE_METRICS[self.metric][0]]
+
+
+@dataclass(frozen=True)
+class GateResult:
+    gate: str
+    metric: str
+    op: str
+    threshold: float
+    unit: str
+    value: float | None  # None: this backend does not measure the metric
+    passed: bool
+
+
+def parse_gate(text: str) -> Gate:
+    """``'p99>50ms'``, ``'peak_rss>=200MiB'``, ``'ram_share>0.5'`` (or ``>50%``) as a Gate."""
+    match = _GATE.fullmatch(text)
+    if match is None:
+        raise InputError(
+            f"bad gate {text!r}: expected METRIC OP NUMBER[UNIT] such as 'p99>50ms', "
+            f"with OP one of {', '.join(GATE_OPERATORS)}"
+        )
+    metric, op, number, unit = match.groups()
+    if metric not in GATE_METRICS:
+        raise InputError(
+            f"bad gate {text!r}: unknown metric {metric!r}; known: {', '.join(GATE_METRICS)}"
+        )
+    quantity = GATE_METRICS[metric][0]
+    units = GATE_UNITS[quantity]
+    if unit not in units:
+        known = ", ".join(u or "none" for u in units)
+        raise InputError(
+            f"bad gate {text!r}: {metric} takes a unit among {known}, got {unit or 'none'!r}"
+        )
+    try:
+        value = float(number)
+    except ValueError:
+        raise InputError(f"bad gate {text!r}: {number!r} is not a number") from None
+    return Gate(text=text.strip(), metric=metric, op=op, threshold=value * units[unit])
+
+
+def check_gates(gates: Sequence[Gate], device: str | None) -> None:
+    """Refuse, before any run, a gate that could never be evaluated."""
+    if device is None:
+        needs = [g.text for g in gates if GATE_METRICS[g.metric][0] == "share"]
+        if needs:
+            raise InputError(f"gate {needs[0]!r} compares with a device's RAM: give --device")
+
+
+def evaluate_gates(report: ProfileReport, gates: Sequence[Gate]) -> list[GateResult]:
+    """Each gate against the report. A metric the backend does not measure fails its gate:
+    a CI check that cannot be made must not pass silently."""
+    results = []
+    for gate in gates:
+        value = GATE_METRICS[gate.metric][1](report)
+        failed = value is None or GATE_OPERATORS[gate.op](value, gate.threshold)
+        results.append(
+            GateResult(
+                gate=gate.text,
+                metric=gate.metric,
+                op=gate.op,
+                threshold=gate.threshold,
+                unit=gate.unit,
+                value=None if value is None else float(value),
+                passed=not failed,
+            )
+        )
+    return results
+
+
 # --- profiling ----------------------------------------------------------------------------
 
 
@@ -273,15 +399,18 @@ def profile(
     seed: int = 0,
     progress: Progress | None = None,
     strict: bool = False,
+    gates: Sequence[Gate] = (),
 ) -> ProfileReport:
     """Profile the model at ``path`` on random inputs.
 
     ``duration`` (seconds), when given, replaces ``runs``: runs go on until it has passed
     (at least one). ``batch`` sets the first dimension of every input not in ``shapes``.
     Per-op time comes from the backend's own instrument (``Session.op_recorder``): the numpy
-    runtime's step hook, onnxruntime's profiler; TFLite is timed whole-model.
+    runtime's step hook, onnxruntime's profiler; TFLite is timed whole-model. ``gates``
+    (see ``parse_gate``) are evaluated on the report into ``report.gates``.
     """
     _check_counts(runs, warmup, duration, batch)
+    check_gates(gates, device)
     process = psutil.Process()
     t0 = perf_counter()
     rss_before = process.memory_info().rss
@@ -328,7 +457,7 @@ def profile(
     used_batch = _batch_of(feeds)
     ops = op_stats(record, None if live is None else live.output_bytes)
     traced = [(s - t0, d) for s, d in zip(run_starts, run_s, strict=True)][:MAX_TRACED_RUNS]
-    return ProfileReport(
+    report = ProfileReport(
         model=str(path),
         backend=session.backend,
         backend_reason=session.backend_reason,
@@ -352,6 +481,8 @@ def profile(
             if run < len(traced)
         ],
     )
+    report.gates = evaluate_gates(report, gates)
+    return report
 
 
 def _check_counts(runs: int, warmup: int, duration: float | None, batch: int | None) -> None:

@@ -16,9 +16,12 @@ import edgerun
 from edgerun.errors import InputError
 from edgerun.profiler import (
     SCHEMA_VERSION,
+    Gate,
     LiveBytes,
     ProfileReport,
     Sensors,
+    evaluate_gates,
+    parse_gate,
     profile,
     throttling,
 )
@@ -227,3 +230,84 @@ def test_pi_throttle_flags() -> None:
     assert throttling(pi(0x40000), pi(0x40000)) == (False, "none")  # before the runs
     assert throttling(pi(0x0), pi(0x50005))[1] == "under-voltage now; throttled now"
     assert throttling(pi(None, 3), pi(None, 5)) == (True, "2 thermal throttle events")
+
+
+@pytest.mark.parametrize(
+    ("text", "metric", "op", "threshold"),
+    [
+        ("p99>50ms", "p99", ">", 50.0),
+        (" mean >= 1.5 s ", "mean", ">=", 1500.0),
+        ("max<250us", "max", "<", 0.25),
+        ("first_inference<=2e3ms", "first_inference", "<=", 2000.0),
+        ("load>1s", "load", ">", 1000.0),
+        ("peak_rss>200MB", "peak_rss", ">", 200e6),
+        ("peak_rss>200MiB", "peak_rss", ">", 200 * 2**20),
+        ("peak_live>=512KiB", "peak_live", ">=", 512 * 1024),
+        ("peak_rss>1GB", "peak_rss", ">", 1e9),
+        ("ram_share>0.5", "ram_share", ">", 0.5),
+        ("ram_share>50%", "ram_share", ">", 0.5),
+    ],
+)
+def test_gates_parse_into_the_reports_units(
+    text: str, metric: str, op: str, threshold: float
+) -> None:
+    gate = parse_gate(text)
+    assert (gate.metric, gate.op) == (metric, op)
+    assert gate.threshold == pytest.approx(threshold)
+    assert gate.text == text.strip()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("p99=50ms", "expected METRIC OP NUMBER"),
+        ("p99>>50ms", "expected METRIC OP NUMBER"),
+        ("p99>", "expected METRIC OP NUMBER"),
+        ("p95>50ms", "unknown metric 'p95'"),
+        ("p99>50", "p99 takes a unit"),
+        ("p99>50MB", "p99 takes a unit"),
+        ("peak_rss>200", "peak_rss takes a unit"),
+        ("peak_rss>200ms", "peak_rss takes a unit"),
+        ("ram_share>0.5MB", "ram_share takes a unit"),
+        ("p99>1.2.3ms", "not a number"),
+    ],
+)
+def test_a_malformed_gate_is_a_user_error(text: str, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        parse_gate(text)
+
+
+def test_gates_compare_the_reports_own_figures(report: ProfileReport) -> None:
+    p99, rss = report.latency.p99_ms, report.memory.peak_rss
+    share = report.device_fit.share if report.device_fit else 0.0
+    gates = [
+        Gate(f"p99>{p99 * 2}ms", "p99", ">", p99 * 2),  # passes
+        Gate(f"p99>{p99 / 2}ms", "p99", ">", p99 / 2),  # fails
+        Gate(f"p99>={p99}ms", "p99", ">=", p99),  # fails: the bound itself
+        Gate(f"peak_rss<{rss}B", "peak_rss", "<", rss),  # passes
+        Gate(f"peak_rss<={rss}B", "peak_rss", "<=", rss),  # fails
+        Gate(f"ram_share>{share}", "ram_share", ">", share),  # passes
+    ]
+    results = evaluate_gates(report, gates)
+    assert [r.passed for r in results] == [True, False, False, True, False, True]
+    assert [r.value for r in results] == [p99, p99, p99, rss, rss, share]
+    assert [r.unit for r in results] == ["ms", "ms", "ms", "bytes", "bytes", "fraction"]
+
+
+def test_a_gate_the_backend_cannot_measure_fails(ort_report: ProfileReport) -> None:
+    (result,) = evaluate_gates(ort_report, [parse_gate("peak_live>1GB")])
+    assert result.value is None and not result.passed
+
+
+def test_a_ram_share_gate_needs_a_device(tiny_cnn_path: Path) -> None:
+    with pytest.raises(InputError, match="give --device"):
+        profile(tiny_cnn_path, runs=1, gates=[parse_gate("ram_share>0.5")])
+
+
+def test_gates_are_in_the_json_report(tiny_cnn_path: Path) -> None:
+    gated = profile(tiny_cnn_path, runs=2, warmup=0, gates=[parse_gate("p99>1000s")])
+    (entry,) = json.loads(json.dumps(gated.to_json()))["gates"]
+    assert entry == {
+        "gate": "p99>1000s", "metric": "p99", "op": ">", "threshold": 1e6, "unit": "ms",
+        "value": gated.latency.p99_ms, "passed": True,
+    }  # fmt: skip

@@ -16,7 +16,7 @@ from edgerun.cli.run import STRICT_HELP, _pairs, fallback_warnings
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from edgerun.profiler import Memory, ProfileReport, Progress
+    from edgerun.profiler import GateResult, Memory, ProfileReport, Progress
 
 TOP_OPS = 15
 
@@ -42,15 +42,24 @@ def profile(
     trace: Optional[Path] = typer.Option(
         None, "--trace", help="Write a Chrome trace (chrome://tracing, Perfetto) here."
     ),
+    fail_if: list[str] = typer.Option(
+        [],
+        "--fail-if",
+        help="Exit with status 1 when this holds (repeatable): METRIC OP NUMBER[UNIT], "
+        "metrics mean p50 p90 p99 max load first_inference (us ms s), peak_rss peak_live "
+        "(B KB MB GB KiB MiB GiB), ram_share (a fraction or %, needs --device).",
+    ),
 ) -> None:
     """Measure a model on this machine: latency, where the time goes, memory.
 
-    Example:  edgerun profile model.onnx --device rpi4 --runs 100 --trace trace.json
+    Example:  edgerun profile model.onnx --device rpi4 --runs 100 --fail-if 'p99>50ms'
     """
     from edgerun.inference import parse_shape
+    from edgerun.profiler import parse_gate
     from edgerun.profiler import profile as run_profile
 
     shapes = {k: parse_shape(v) for k, v in _pairs(shape, "--shape").items()}
+    gates = [parse_gate(text) for text in fail_if]
     with _progress(not as_json) as progress, fallback_warnings():
         report = run_profile(
             model,
@@ -65,6 +74,7 @@ def profile(
             seed,
             progress,
             strict,
+            gates,
         )
     if csv_file is not None:
         report.write_csv(csv_file)
@@ -72,11 +82,16 @@ def profile(
         report.write_chrome_trace(trace)
     if as_json:
         emit_json(report.to_json())
-        return
-    _render(report)
-    for what, path in (("per-op table", csv_file), ("trace", trace)):
-        if path is not None:
-            console().print(f"wrote {what} to {path}")
+    else:
+        _render(report)
+        for what, path in (("per-op table", csv_file), ("trace", trace)):
+            if path is not None:
+                console().print(f"wrote {what} to {path}")
+    failed = [g for g in report.gates if not g.passed]
+    for g in failed:
+        print(f"edgerun: gate failed: {g.gate} ({_gate_value(g)})", file=sys.stderr)
+    if failed:
+        raise typer.Exit(1)  # a result, not a user error (those exit 2)
 
 
 @contextmanager
@@ -133,6 +148,21 @@ def _render(report: ProfileReport) -> None:
             f"{human_bytes(fit.ram_bytes)} RAM: {verdict} "
             f"(margin {'-' if fit.margin_bytes < 0 else ''}{human_bytes(abs(fit.margin_bytes))})"
         )
+    if report.gates:
+        rows = [[g.gate, _gate_value(g), "pass" if g.passed else "FAIL"] for g in report.gates]
+        out.print(table("gates", ["--fail-if", "measured", "result"], rows))
+
+
+def _gate_value(g: GateResult) -> str:
+    if g.value is None:
+        return f"{g.metric} not measured by this backend"
+    if g.unit == "ms":
+        shown = f"{_ms(g.value)} ms"
+    elif g.unit == "bytes":
+        shown = human_bytes(int(g.value))
+    else:
+        shown = f"{g.value:.1%}"
+    return f"{g.metric} = {shown}"
 
 
 def _ops_table(report: ProfileReport) -> Table:

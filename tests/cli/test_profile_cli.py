@@ -55,3 +55,32 @@ def test_profile_on_onnxruntime_says_what_ran(tiny_cnn_path: Path) -> None:
     assert "backend: onnxruntime:CPUExecutionProvider" in result.stdout
     assert "why: requested backend='onnxruntime'" in result.stdout
     assert "ops by time" in result.stdout and "Conv" in result.stdout
+
+
+def test_a_failing_gate_exits_1_and_names_itself(tiny_cnn_path: Path) -> None:
+    result = edgerun(
+        "profile", str(tiny_cnn_path), "--backend", "numpy", "--runs", "2", "--warmup", "0",
+        "--json", "--fail-if", "p99>0.0001us", "--fail-if", "peak_rss>1000GB",
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "gate failed: p99>0.0001us (p99 = " in result.stderr
+    assert "peak_rss" not in result.stderr  # the passing gate is not named
+    gates = json.loads(result.stdout)["gates"]
+    assert [(g["gate"], g["passed"]) for g in gates] == [
+        ("p99>0.0001us", False), ("peak_rss>1000GB", True)
+    ]  # fmt: skip
+
+
+def test_passing_gates_exit_0_and_show_in_the_table(tiny_cnn_path: Path) -> None:
+    result = edgerun(
+        "profile", str(tiny_cnn_path), "--backend", "numpy", "--runs", "2", "--warmup", "0",
+        "--device", "rpi4", "--fail-if", "ram_share>=100%", "--fail-if", "p99>10s",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "gates" in result.stdout and "ram_share = " in result.stdout
+    assert "FAIL" not in result.stdout and result.stderr == ""
+
+
+def test_a_malformed_gate_is_a_user_error(tiny_cnn_path: Path) -> None:
+    result = edgerun("profile", str(tiny_cnn_path), "--fail-if", "p99 > fast")
+    assert result.returncode == 2 and "bad gate 'p99 > fast'" in result.stderr
