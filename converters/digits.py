@@ -68,6 +68,27 @@ def cnn(epochs: int = 12):  # -> torch.nn.Module (torch is imported here, not at
     return model
 
 
+def student():  # -> torch.nn.Module, untrained
+    """A smaller digits classifier (about a quarter of ``cnn``'s parameters) to distil into."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(SEED)
+    model = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(8 * 4 * 4, 10),
+    )
+    model.example_inputs = (torch.zeros(1, 1, 8, 8),)
+    model.input_names = ["image"]
+    model.output_names = ["logits"]
+    return model
+
+
 def write_data(folder: Path, calibration_samples: int = 256) -> tuple[Path, Path]:
     """Calibration images (from the training split) and the labelled test split."""
     x_train, _, x_test, y_test = digits_split()
