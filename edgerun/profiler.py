@@ -6,34 +6,103 @@ step. It returns a ``ProfileReport``: the same table for every backend, so the o
 and TFLite backends fill it from their own profilers later. Fields a backend cannot measure
 are None (e.g. ``output_bytes`` and ``peak_live_bytes`` off the numpy runtime).
 
-JSON schema (``ProfileReport.to_json()``, ``schema_version`` 1); times in ms, sizes in bytes:
+JSON schema of ``ProfileReport.to_json()``, version 1 (``SCHEMA_VERSION``): the indented
+block below is the schema itself, read by ``report_schema()``, which ``validate_report()``
+and the tests check reports against. One key a line, ``key: type -- meaning``; types are
+``int``, ``number``, ``str``, ``bool``, ``object`` (its keys indented below it),
+``list[T]``, ``map[T]`` (any keys, values T); a trailing ``?`` allows null. Times are in ms,
+sizes in bytes. Values a backend cannot measure are null (the numpy runtime's own memory
+accounting and output sizes off it; per-op rows on TFLite).
 
-- ``model``, ``backend``, ``backend_reason``, ``inputs`` ({name: {shape, dtype}}), ``batch``
-- ``load_ms``, ``first_inference_ms``: each measured once, apart from the runs
-- ``latency``: runs, mean/std/min/p50/p90/p99/max_ms, throughput_per_s (runs),
-  items_per_s (runs x batch)
-- ``runs_ms``: every timed run, in order
-- ``ops``: one row per plan step in plan order: index, name (the model's node name),
-  op_type, calls, total_ms, mean_ms, share (of all op time), output_bytes
-- ``op_types``: the same grouped by op type, by total time descending
-- ``op_coverage``: op time over run wall time (the rest is the runtime's own loop)
-- ``memory``: rss_before_load, rss_after_load, peak_rss (over the runs) and peak_rss_method,
-  peak_live_bytes and peak_live_at (the runtime's largest set of live activations, at
-  step boundaries; kernel scratch is not in it), weights_bytes, weights_mapped_bytes
-  (initializers that are views over the memory-mapped file), weights_resident_after_load
-  and weights_resident_after_runs (those mappings' resident pages, /proc/self/smaps; None
-  where the OS does not say), constants_in_ram_bytes (initializers and folded constants
-  held in RAM, not in the mapping)
-- ``environment``: cpu_model, arch, cores, cpu_max_mhz, threads, blas_threads, backend,
-  providers, python, numpy, platform, before/after sensor snapshots (cpu_mhz per core,
-  temperatures_c per thermal zone, Raspberry Pi ``vcgencmd get_throttled`` flags, x86
-  core_throttle_count), throttled (True / False / None when nothing tells) and
-  throttle_detail
-- ``device_fit``: None without a device; else device, ram_bytes, peak_rss, share, margin_bytes,
-  fits (measured on this machine, compared with the profile's RAM)
-- ``gates``: one per ``--fail-if`` in the order given: gate (as written), metric, op,
-  threshold and value (in unit: ms, bytes or fraction), passed (False also where the backend
-  does not measure the metric, value None)
+    schema_version: int -- bumped when a key changes meaning or goes away
+    model: str -- the path given
+    backend: str -- what ran it, e.g. numpy or onnxruntime:CPUExecutionProvider
+    backend_reason: str -- why that backend was chosen
+    inputs: map[object] -- the random feeds, by input name
+        shape: list[int]
+        dtype: str
+    batch: int -- first dimension of the first input
+    load_ms: number -- load, measured once
+    first_inference_ms: number -- the first inference, apart from warm-ups and runs
+    latency: object -- over the timed runs
+        runs: int
+        mean_ms: number
+        std_ms: number
+        min_ms: number
+        p50_ms: number
+        p90_ms: number
+        p99_ms: number
+        max_ms: number
+        throughput_per_s: number -- runs per second
+        items_per_s: number -- runs x batch per second
+    runs_ms: list[number] -- every timed run, in order
+    ops: list[object] -- one row per op in execution order (plan steps on numpy)
+        index: int
+        name: str -- the model's node name
+        op_type: str
+        calls: int
+        total_ms: number -- over all timed runs
+        mean_ms: number -- per call
+        share: number -- of all op time
+        output_bytes: int? -- per call
+    op_types: list[object] -- ops grouped by type, by total time descending
+        op_type: str
+        nodes: int
+        calls: int
+        total_ms: number
+        share: number
+    op_coverage: number? -- op time over run wall time; the rest is the runtime's own loop
+    memory: object
+        rss_before_load: int
+        rss_after_load: int
+        peak_rss: int -- over the timed runs
+        peak_rss_method: str -- kernel VmHWM or sampled
+        peak_live_bytes: int? -- largest set of live activations at step boundaries
+        peak_live_at: str? -- the step where it peaked; kernel scratch is not in it
+        weights_bytes: int? -- initializers
+        weights_mapped_bytes: int? -- initializers that are views over the mapped file
+        weights_resident_after_load: int? -- resident pages of those mappings (smaps)
+        weights_resident_after_runs: int?
+        constants_in_ram_bytes: int? -- initializers and folded constants held in RAM
+    environment: object
+        cpu_model: str
+        arch: str
+        cores: int
+        cpu_max_mhz: number?
+        threads: int? -- requested; null for the backend's default
+        blas_threads: int? -- what BLAS uses, per threadpoolctl
+        backend: str
+        providers: list[str] -- onnxruntime's providers, the TFLite delegate
+        python: str
+        numpy: str
+        platform: str
+        before: object -- sensors before the runs
+            cpu_mhz: list[number] -- per core (cpufreq)
+            temperatures_c: map[number] -- per thermal zone
+            pi_throttled: int? -- vcgencmd get_throttled
+            throttle_count: int? -- x86 core_throttle_count, summed
+        after: object -- the same after the runs
+            cpu_mhz: list[number]
+            temperatures_c: map[number]
+            pi_throttled: int?
+            throttle_count: int?
+        throttled: bool? -- null when nothing on this machine tells
+        throttle_detail: str
+    device_fit: object? -- with a device: peak RSS here against the profile's RAM
+        device: str
+        ram_bytes: int
+        peak_rss: int
+        share: number
+        margin_bytes: int
+        fits: bool
+    gates: list[object] -- one per --fail-if, in the order given
+        gate: str -- as written
+        metric: str
+        op: str
+        threshold: number -- in unit
+        unit: str -- ms, bytes or fraction
+        value: number? -- null where the backend does not measure it (the gate fails)
+        passed: bool
 """
 
 from __future__ import annotations
@@ -261,6 +330,81 @@ def _complete(
         "tid": 1,
         "args": args,
     }
+
+
+# --- the JSON schema, read from the module docstring ---------------------------------------
+
+
+@dataclass(frozen=True)
+class SchemaKey:
+    type: str  # int, number, str, bool, object, list[T], map[T]; "?" at the end: nullable
+    keys: dict[str, SchemaKey]  # an object's (or list[object]'s, map[object]'s) own keys
+
+
+def report_schema() -> dict[str, SchemaKey]:
+    """The report's keys as documented in this module's docstring (the indented block)."""
+    if __doc__ is None:  # python -OO strips docstrings
+        raise RuntimeError("the profile report schema lives in edgerun.profiler's docstring")
+    root: dict[str, SchemaKey] = {}
+    stack: list[dict[str, SchemaKey]] = [root]
+    for line in __doc__.splitlines():
+        if not line.startswith("    ") or ":" not in line:
+            continue
+        depth = (len(line) - len(line.lstrip(" "))) // 4
+        key, _, rest = line.strip().partition(":")
+        kind = rest.split(" -- ")[0].strip()
+        del stack[depth:]
+        stack[-1][key] = SchemaKey(kind, {})
+        stack.append(stack[-1][key].keys)
+    return root
+
+
+def validate_report(data: Any) -> list[str]:
+    """Where ``data`` (a parsed JSON report) departs from the schema: one line per problem."""
+    return _check_object(data, report_schema(), "")
+
+
+_TYPES: dict[str, Callable[[Any], bool]] = {
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "str": lambda v: isinstance(v, str),
+    "bool": lambda v: isinstance(v, bool),
+    "object": lambda v: isinstance(v, dict),
+}
+
+
+def _check_object(data: Any, keys: dict[str, SchemaKey], where: str) -> list[str]:
+    if not isinstance(data, dict):
+        return [f"{where or 'report'}: expected an object"]
+    problems = [f"{where}{k}: missing" for k in keys if k not in data]
+    problems += [f"{where}{k}: not in the schema" for k in data if k not in keys]
+    for k, spec in keys.items():
+        if k in data:
+            problems += _check_value(data[k], spec.type, spec.keys, f"{where}{k}")
+    return problems
+
+
+def _check_value(value: Any, kind: str, keys: dict[str, SchemaKey], where: str) -> list[str]:
+    if kind.endswith("?"):
+        return [] if value is None else _check_value(value, kind[:-1], keys, where)
+    for wrapper, items in (("list[", _list_items), ("map[", _map_items)):
+        if kind.startswith(wrapper):
+            inner = kind[len(wrapper) : -1]
+            found = items(value)
+            if found is None:
+                return [f"{where}: expected a {wrapper[:-1]}"]
+            return [p for at, v in found for p in _check_value(v, inner, keys, f"{where}{at}")]
+    if kind == "object":
+        return _check_object(value, keys, f"{where}.")
+    return [] if _TYPES[kind](value) else [f"{where}: expected {kind}, got {value!r}"]
+
+
+def _list_items(value: Any) -> list[tuple[str, Any]] | None:
+    return [(f"[{i}]", v) for i, v in enumerate(value)] if isinstance(value, list) else None
+
+
+def _map_items(value: Any) -> list[tuple[str, Any]] | None:
+    return [(f"[{k!r}]", v) for k, v in value.items()] if isinstance(value, dict) else None
 
 
 # --- gates for CI -------------------------------------------------------------------------

@@ -23,7 +23,9 @@ from edgerun.profiler import (
     evaluate_gates,
     parse_gate,
     profile,
+    report_schema,
     throttling,
+    validate_report,
 )
 
 
@@ -111,17 +113,38 @@ def test_a_tiny_model_fits_a_pi_zero_in_a_fresh_process(tiny_cnn_path: Path) -> 
     assert fit["fits"] and 0 < fit["share"] < 1
 
 
-def test_json_is_one_versioned_document(report: ProfileReport) -> None:
+@pytest.mark.parametrize("which", ["report", "ort_report"])
+def test_json_matches_the_documented_schema(which: str, request: pytest.FixtureRequest) -> None:
+    report = request.getfixturevalue(which)
+    report.gates = evaluate_gates(report, [parse_gate("p99>1s")])  # a gate row checked too
     data = json.loads(json.dumps(report.to_json()))
     assert data["schema_version"] == SCHEMA_VERSION
-    expected = {"model", "backend", "inputs", "batch", "load_ms", "first_inference_ms",
-                "latency", "runs_ms", "ops", "op_types", "op_coverage", "memory",
-                "environment", "device_fit"}  # fmt: skip
-    assert expected <= set(data)
+    assert validate_report(data) == []
     assert "spans" not in data and "phases" not in data
-    assert set(data["environment"]["before"]) == {
-        "cpu_mhz", "temperatures_c", "pi_throttled", "throttle_count"
-    }  # fmt: skip
+
+
+def test_the_schema_is_read_from_the_docs_and_catches_departures(report: ProfileReport) -> None:
+    schema = report_schema()
+    assert schema["latency"].keys["p99_ms"].type == "number"
+    assert schema["environment"].keys["before"].keys["temperatures_c"].type == "map[number]"
+    assert schema["device_fit"].type == "object?"
+    good = json.loads(json.dumps(report.to_json()))
+    bad = json.loads(json.dumps(good))
+    del bad["latency"]["p99_ms"]
+    bad["memory"]["unexpected"] = 1
+    bad["ops"][1]["calls"] = "5"
+    bad["inputs"]["image"]["shape"] = [1, 3.5]
+    bad["environment"]["throttled"] = "no"
+    bad["load_ms"] = None
+    bad["device_fit"] = None  # allowed
+    assert sorted(validate_report(bad)) == [
+        "environment.throttled: expected bool, got 'no'",
+        "inputs['image'].shape[1]: expected int, got 3.5",
+        "latency.p99_ms: missing",
+        "load_ms: expected number, got None",
+        "memory.unexpected: not in the schema",
+        "ops[1].calls: expected int, got '5'",
+    ]
 
 
 def test_csv_has_a_header_and_one_row_per_op(report: ProfileReport, tmp_path: Path) -> None:
@@ -168,6 +191,14 @@ def test_trace_is_chrome_json_with_ops_inside_their_runs(
     for op in ops:
         run = runs[op["args"]["run"]]
         assert run["ts"] <= op["ts"] and op["ts"] + op["dur"] <= run["ts"] + run["dur"]
+    phases = [e["name"] for e in complete if e["cat"] == "phase"]
+    assert phases == ["load", "first inference"]
+    if report.backend == "numpy":  # one step after another, in plan order, within each run
+        for run in runs:
+            steps = sorted((e for e in ops if e["args"]["run"] == run), key=lambda e: e["ts"])
+            assert [e["name"] for e in steps] == [op.name for op in report.ops]
+            ends = [e["ts"] + e["dur"] for e in steps]
+            assert all(end <= nxt["ts"] for end, nxt in zip(ends, steps[1:], strict=False))
 
 
 def test_duration_replaces_runs(tiny_cnn_path: Path) -> None:
