@@ -44,6 +44,7 @@ import numpy as np
 
 from converters import accuracy as acc
 from converters.calibration import Samples, count, sample
+from converters.optimise.cluster import CODEBOOK
 from edgerun.errors import InputError
 
 ORDER = ("prune", "low_rank", "cluster")
@@ -226,9 +227,13 @@ def _fine_tune(section: Mapping[str, Any], where: str) -> FineTune:
 
 
 def check_for(
-    recipe: CompressionRecipe | None, scheme: str, model_format: str, train: Path | None = None
+    recipe: CompressionRecipe | None,
+    scheme: str | None,
+    model_format: str,
+    train: Path | None = None,
 ) -> None:
-    """The recipe fits the pack: ONNX graphs, no int8 over a codebook, --train with pruning."""
+    """The recipe fits the pack: ONNX graphs, no int8 over a codebook, --train with pruning
+    (``scheme`` None: chosen later by --choose)."""
     if train is not None and (recipe is None or recipe.prune is None):
         raise InputError("--train fine-tunes a model after channel pruning; give --prune with it")
     if recipe is None:
@@ -464,7 +469,11 @@ def choose_fastest(
     expected = acc.collect(reference, data.validation)
     built: dict[str, Any] = {}
     rows: dict[str, dict[str, Any]] = {}
+    clustered = any(t.name.endswith(CODEBOOK) for t in model.graph.initializer)
     for scheme in SCHEMES:
+        if clustered and scheme in ("dynamic", "int8"):
+            rows[scheme] = {"status": "not built: clustered weights keep their codebook"}
+            continue
         if scheme == "int8" and data.calibration is None:
             rows[scheme] = {"status": "not built: static int8 needs --calibration samples"}
             continue
@@ -485,7 +494,8 @@ def choose_fastest(
     eligible = [s for s in built if (rows[s]["drop"] or 0.0) <= budget or s == "none"]
     chosen = min(eligible, key=lambda s: rows[s]["latency_ms"])
     for scheme, row in rows.items():
-        row.setdefault("status", _status(scheme, chosen, rows, budget))
+        if "status" not in row:
+            row["status"] = _status(scheme, chosen, rows, budget)
     record = {"backend": backend, "budget": budget, "chosen": chosen, "candidates": rows}
     return built[chosen][0], built[chosen][1], record
 

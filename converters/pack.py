@@ -105,7 +105,8 @@ def _pack(model: str, options: PackOptions, stages: _Stages) -> PackResult:
     if options.compression or options.train:
         from converters.compression import check_for
 
-        check_for(options.compression, recipe.scheme, fmt, options.train)
+        scheme = None if options.choose else recipe.scheme  # --choose skips what cannot apply
+        check_for(options.compression, scheme, fmt, options.train)
     if options.choose is not None:
         from converters.compression import check_choice
 

@@ -24,6 +24,7 @@ from edgerun import _lazy
 from edgerun.errors import ConversionError
 
 DEFAULT_CLUSTERS = 16
+CODEBOOK = "__cluster_codebook"  # the suffix of a codebook initializer's name
 MIN_ELEMENTS = 256  # smaller weights cost more as codebook + ops than as floats
 _MAX_ITERATIONS = 50
 
@@ -89,7 +90,7 @@ def _replace(model: Any, name: str, codebook: np.ndarray, indices: np.ndarray, b
 
     g.remove_initializer(model, name)
     stem = f"{name}__cluster"
-    g.set_array(model, f"{stem}_codebook", codebook)
+    g.set_array(model, name + CODEBOOK, codebook)
     nodes = []
     flat = indices.ravel()
     if bits == 4:
@@ -122,7 +123,7 @@ def _replace(model: Any, name: str, codebook: np.ndarray, indices: np.ndarray, b
         source = f"{stem}_indices"
     nodes += [
         helper.make_node("Cast", [source], [f"{stem}_int"], to=onnx.TensorProto.INT32),
-        helper.make_node("Gather", [f"{stem}_codebook", f"{stem}_int"], [name], axis=0),
+        helper.make_node("Gather", [name + CODEBOOK, f"{stem}_int"], [name], axis=0),
     ]
     for i, node in enumerate(nodes):
         node.name = f"{stem}/{node.op_type}_{i}"

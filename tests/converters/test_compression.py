@@ -251,3 +251,14 @@ def test_choose_refuses_a_fixed_quantization(
     assert "drop --quantize" in capsys.readouterr().err
     assert main(["pack", str(source), "--device", "rpi4", "--choose", "smallest"]) == 2
     assert "choose one of fastest" in capsys.readouterr().err
+
+
+def test_choose_with_clustering_keeps_the_codebook(tmp_path: Path) -> None:
+    source = tmp_path / "cnn.onnx"
+    source.write_bytes(nets.cnn().SerializeToString())
+    out = tmp_path / "cnn.edgerun"
+    args = ["pack", str(source), "--device", "rpi4", "--choose", "fastest", "--cluster", "16"]
+    assert main([*args, "-o", str(out)]) == 0
+    candidates = read_manifest(out).applied["choice"]["candidates"]
+    assert {k for k, v in candidates.items() if "latency_ms" in v} == {"none", "fp16"}
+    assert candidates["int8"]["status"] == "not built: clustered weights keep their codebook"
