@@ -67,14 +67,15 @@ class _Groups:
                     self.readers.setdefault(name, []).append(node)
         self.outputs = {v.name for v in graph.outputs}
 
-    def dq(self, name: str, per_tensor: bool = True) -> Node | None:
-        """The DequantizeLinear producing ``name``, if its parameters are 8-bit constants."""
+    def dq(self, name: str, per_tensor: bool = True, bias: bool = False) -> Node | None:
+        """The DequantizeLinear producing ``name``, if its parameters are constants and its
+        values 8-bit (int32 for a ``bias``)."""
         node = self.producer.get(name)
         if node is None or node.op_type != "DequantizeLinear" or node.domain not in _QDQ_DOMAINS:
             return None
         if len(node.inputs) < 3 or not all(n in self.const for n in node.inputs[1:3]):
             return None
-        if self.const[node.inputs[2]].dtype not in (*_EIGHT_BIT, np.dtype(np.int32)):
+        if self.const[node.inputs[2]].dtype not in ((np.dtype(np.int32),) if bias else _EIGHT_BIT):
             return None
         if node.attr("block_size", 0) or self.const[node.inputs[1]].dtype != np.float32:
             return None
@@ -137,8 +138,8 @@ def _conv(g: _Groups, op: Node, q: Node) -> Node | None:
 
 def _int32_bias(g: _Groups, name: str, x: Node, w: Node) -> str | None:
     """The int32 bias behind a bias DequantizeLinear scaled by x_scale * w_scale."""
-    b = g.dq(name, per_tensor=False)
-    if b is None or b.inputs[0] not in g.const or g.const[b.inputs[0]].dtype != np.int32:
+    b = g.dq(name, per_tensor=False, bias=True)
+    if b is None or b.inputs[0] not in g.const:
         return None
     if np.any(g.const[b.inputs[2]]):
         return None
