@@ -262,3 +262,52 @@ def test_choose_with_clustering_keeps_the_codebook(tmp_path: Path) -> None:
     candidates = read_manifest(out).applied["choice"]["candidates"]
     assert {k for k, v in candidates.items() if "latency_ms" in v} == {"none", "fp16"}
     assert candidates["int8"]["status"] == "not built: clustered weights keep their codebook"
+
+
+@pytest.fixture(scope="module")
+def digits_onnx():
+    """The digits CNN (briefly trained), its simplified ONNX graph, and the test split."""
+    from converters import digits
+    from converters.optimise.simplify import simplify
+    from converters.torch_frontend import torch_input_specs, torch_to_onnx
+
+    model = digits.cnn(epochs=4)
+    specs = torch_input_specs(model, model.example_inputs, {}, False)
+    graph, _ = simplify(torch_to_onnx(model, specs))
+    return model, specs, graph, digits.digits_split()
+
+
+def _stored_bytes(model) -> int:
+    from converters.layout import externalize
+
+    return sum(len(b or b"") for b in externalize(model))
+
+
+def _digits_accuracy(model, x: np.ndarray, y: np.ndarray, tmp_path: Path) -> float:
+    from converters.compression import _write_model
+
+    path = _write_model(model, tmp_path / f"m{len(list(tmp_path.iterdir()))}")
+    session = edgerun.load(path, backend="numpy")
+    logits = np.concatenate([session.run({"image": x[i : i + 1]})["logits"] for i in range(len(x))])
+    return 100.0 * float(np.mean(logits.argmax(axis=1) == y))
+
+
+def test_digits_steps_shrink_the_bundle_and_keep_accuracy(digits_onnx, tmp_path: Path) -> None:
+    """The issue's bar: 50% channels pruned and fine-tuned within 2 points; low-rank dense
+    layers and 16 clusters each within 1 point; every one stores fewer bytes."""
+    from converters.optimise import cluster, lowrank, prune_torch
+    from converters.optimise.simplify import simplify
+    from converters.torch_frontend import torch_to_onnx
+
+    model, specs, graph, (x, y, x_test, y_test) = digits_onnx
+    base = _digits_accuracy(graph, x_test, y_test, tmp_path)
+    pruned, _ = prune_torch.channels(model, 0.5)
+    prune_torch.fine_tune(pruned, [x], y, epochs=3, learning_rate=3e-3, batch_size=64)
+    variants = {
+        "prune": (simplify(torch_to_onnx(pruned, specs))[0], 2.0),
+        "low_rank": (lowrank.factorise(graph, energy=0.95)[0], 1.0),
+        "cluster": (cluster.cluster(graph, 16)[0], 1.0),
+    }
+    for name, (variant, budget) in variants.items():
+        assert _stored_bytes(variant) < _stored_bytes(graph), name
+        assert _digits_accuracy(variant, x_test, y_test, tmp_path) >= base - budget, name
