@@ -42,6 +42,8 @@ DOMAIN = "tflite"
 CUSTOM_DOMAIN = "tflite.custom"
 ATTR_QUANT = 100  # attribute type of ``quant``: a TensorQuant, not an ONNX attribute type
 MAX_DENSE_ELEMENTS = 1 << 31  # a sparse constant larger than this once dense is refused
+MAX_WINDOW = 1 << 16  # strides, dilations, filter and block sizes beyond this are refused
+_WINDOW = ("stride_", "dilation_", "filter_", "block_size")
 
 # TensorType -> ONNX element type code (0: no numpy equivalent, e.g. RESOURCE, VARIANT)
 TENSOR_TYPES = {
@@ -373,6 +375,11 @@ class _Reader:
         ends = {v.name for v in g.inputs} | {v.name for v in g.outputs}
         g.value_info = [x.info() for x in tensors if x.name not in ends]
         g.nodes = [self.operator(op, tensors, k) for k, op in enumerate(t.tables(3))]
+        made = {o for n in g.nodes for o in n.outputs} | {v.name for v in g.inputs}
+        made |= g.initializers.keys() | g.sparse_initializers.keys()
+        missing = [v.name for v in g.outputs if v.name not in made]
+        if missing:
+            raise self.fail(f"{g.name}: output {missing[0]!r} is computed by no operator")
         return g
 
     def indices(self, t: Table, field: int, count: int, what: str) -> list[int]:
@@ -463,7 +470,10 @@ class _Reader:
                 raise self.fail(f"{op}: unknown {attr} value {value}")
             return Attribute(attr, ATTR_STRING, names[value].encode())
         fmt = {"i": "i", "b": "b", "?": "?"}[kind]
-        return Attribute(attr, ATTR_INT, int(t.scalar(field, fmt, zero) if t else zero))
+        value = int(t.scalar(field, fmt, zero) if t else zero)
+        if attr.startswith(_WINDOW) and not 1 <= value <= MAX_WINDOW:
+            raise self.fail(f"{op}: {attr} {value} is out of range")
+        return Attribute(attr, ATTR_INT, value)
 
     def link_subgraphs(self, graphs: list[Graph]) -> None:
         """Replace IF/WHILE subgraph indices by the graphs; a cycle is refused."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgerun.runtime import budget
 from edgerun.runtime.kernels.conv import _conv, _integer_conv
 from edgerun.runtime.kernels.linalg import _integer_matmul
 from edgerun.runtime.kernels.pool import _average_pool, _max_pool, _sum_pool, _window_count
@@ -81,6 +82,7 @@ def _conv_nhwc(x, w, bias, padding, strides, dilations, group, act, quant):
     """x NHWC, w as ONNX wants it (M, C/group, kh, kw) but still integer when quantized."""
     qx, qw, qy = quant_of(quant, 0), quant_of(quant, 1), quant_of(quant, 0, output=True)
     kernel_shape = list(w.shape[2:])
+    _check_window(x.shape[1:3], kernel_shape, dilations)
     if is_quantized(x, qx) and qw is not None and qy is not None:
         acc = _integer_conv(
             nchw(x),
@@ -203,21 +205,32 @@ def depthwise_conv_2d(
     )
 
 
+def _tap_range(tap, pad, stride, in_size, out_size):
+    """(first input, last input + 1, first output) of one tap: the inputs whose output
+    position r * stride + tap - pad lands inside the output."""
+    first = max(0, -(-(pad - tap) // stride))
+    stop = min(in_size, (out_size - 1 + pad - tap) // stride + 1)
+    return first, stop, first * stride + tap - pad
+
+
 def _transpose_conv_sum(x, w, out_hw, pads, strides, dtype):
-    # every input pixel adds its (kh, kw, co) patch of x @ w into the output, per tap one
-    # strided slice; pads crop the start as TFLite's reference kernel does
+    # every input pixel adds its (kh, kw, co) patch of x @ w into the output, one strided
+    # slice per tap, clipped to the output (pads crop the start, as TFLite's kernel does)
     n, h, wd, ci = x.shape
     co, kh, kw, _ = w.shape
-    sh, sw = strides
-    full_h = max((h - 1) * sh + kh, pads[0] + out_hw[0])
-    full_w = max((wd - 1) * sw + kw, pads[1] + out_hw[1])
+    (sh, sw), (oh, ow) = strides, out_hw
     cols = np.matmul(x.reshape(-1, ci).astype(dtype), w.reshape(-1, ci).T.astype(dtype))
     cols = cols.reshape(n, h, wd, co, kh, kw)
-    y = np.zeros((n, full_h, full_w, co), dtype=dtype)
+    y = np.zeros((n, oh, ow, co), dtype=dtype)
     for i in range(kh):
+        r0, r1, o0 = _tap_range(i, pads[0], sh, h, oh)
         for j in range(kw):
-            y[:, i : i + (h - 1) * sh + 1 : sh, j : j + (wd - 1) * sw + 1 : sw] += cols[..., i, j]
-    return y[:, pads[0] : pads[0] + out_hw[0], pads[1] : pads[1] + out_hw[1]]
+            c0, c1, p0 = _tap_range(j, pads[1], sw, wd, ow)
+            if r1 > r0 and c1 > c0:
+                rows = slice(o0, o0 + (r1 - r0 - 1) * sh + 1, sh)
+                columns = slice(p0, p0 + (c1 - c0 - 1) * sw + 1, sw)
+                y[:, rows, columns] += cols[:, r0:r1, c0:c1, :, i, j]
+    return y
 
 
 def _transpose_pad(padding, out_size, kernel_size, stride):
@@ -248,6 +261,7 @@ def transpose_conv(
     if len(shape) != 4 or input.ndim != 4 or weights.ndim != 4:
         raise ValueError("TRANSPOSE_CONV needs 4-D input, weights and output_shape")
     out_hw = shape[1:3]
+    budget.check([input.shape[0], *out_hw, weights.shape[0]], np.float64, "TRANSPOSE_CONV output")
     pads = [
         _transpose_pad(padding, out_hw[0], weights.shape[1], stride_h),
         _transpose_pad(padding, out_hw[1], weights.shape[2], stride_w),
@@ -333,7 +347,16 @@ def batch_matmul(x, y, *, adj_x=0, adj_y=0, asymmetric_quantize_inputs=0, quant=
 def _pool_args(x, padding, stride_w, stride_h, filter_width, filter_height):
     if x.ndim != 4:
         raise ValueError(f"pooling needs a 4-D NHWC input, got shape {x.shape}")
+    _check_window(x.shape[1:3], [filter_height, filter_width], [1, 1])
     return [filter_height, filter_width], [stride_h, stride_w], same_pad(padding)
+
+
+def _check_window(in_hw, kernel_hw, dilations) -> None:
+    # a window far wider than its input is no model's, only a damaged file's; its padding
+    # would be materialised at that size
+    for size, k, d in zip(in_hw, kernel_hw, dilations, strict=True):
+        if (k - 1) * d + 1 > 4 * size + 64:
+            raise ValueError(f"a window of {k} (dilation {d}) over an input of {size}")
 
 
 @kernel("MAX_POOL_2D", since=1, domain=DOMAIN)
@@ -415,6 +438,7 @@ def _resize_nhwc(x, size, mode, align_corners, half_pixel_centers):
     size = [int(v) for v in np.asarray(size).reshape(-1)]
     if x.ndim != 4 or len(size) != 2:
         raise ValueError("resizing needs a 4-D NHWC input and a size of two values")
+    budget.check([x.shape[0], *size, x.shape[3]], np.float32, "resized output")
     if align_corners:
         ctm = "align_corners"
     elif half_pixel_centers:
@@ -461,6 +485,7 @@ def _nearest_index(out_size, in_size, align_corners, half_pixel_centers):
 def resize_nearest_neighbor(input, size, *, align_corners=0, half_pixel_centers=0, quant=None):
     # picks elements: exact on quantized tensors too (TFLite keeps the scale)
     h, w = [int(v) for v in np.asarray(size).reshape(-1)]
+    budget.check([input.shape[0], h, w, input.shape[3]], input.dtype, "resized output")
     rows = _nearest_index(h, input.shape[1], align_corners, half_pixel_centers)
     cols = _nearest_index(w, input.shape[2], align_corners, half_pixel_centers)
     return input[:, rows][:, :, cols]

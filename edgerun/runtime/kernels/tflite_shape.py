@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgerun.runtime import budget
 from edgerun.runtime.dtypes import runtime_dtype
 from edgerun.runtime.kernels.control import _truth
 from edgerun.runtime.kernels.tflite_common import axes_of, fused, quant_of, round_half_away
@@ -63,11 +64,17 @@ def _rescaled(v, q, qy):
     return np.clip(y, info.min, info.max).astype(qy.dtype)
 
 
-def _pad(input, paddings, value):
+def _widths(input, paddings) -> list[list[int]]:
     widths = np.asarray(paddings).reshape(-1, 2).tolist()
-    if len(widths) != input.ndim or min(min(w) for w in widths) < 0:
+    if len(widths) != input.ndim or min((min(w) for w in widths), default=0) < 0:
         raise ValueError(f"paddings {widths} do not fit an input of rank {input.ndim}")
-    return np.pad(input, widths, constant_values=value)
+    grown = [d + a + b for d, (a, b) in zip(input.shape, widths, strict=True)]
+    budget.check(grown, input.dtype, "padded output")
+    return widths
+
+
+def _pad(input, paddings, value):
+    return np.pad(input, _widths(input, paddings), constant_values=value)
 
 
 @kernel("PAD", since=1, domain=DOMAIN)
@@ -86,8 +93,8 @@ def padv2(input, paddings, constant_values=None, *, quant=None):
 
 @kernel("MIRROR_PAD", since=1, domain=DOMAIN)
 def mirror_pad(input, paddings, *, mode=0, quant=None):
-    widths = np.asarray(paddings).reshape(-1, 2).tolist()
-    return np.pad(input, widths, mode="reflect" if mode == 0 else "symmetric")
+    mirror = "reflect" if mode == 0 else "symmetric"
+    return np.pad(input, _widths(input, paddings), mode=mirror)
 
 
 def _bit(mask: int, i: int) -> bool:
@@ -216,16 +223,22 @@ def cast(input, *, out_dtype=1, quant=None):
 
 @kernel("TILE", since=1, domain=DOMAIN)
 def tile(input, multiples, *, quant=None):
-    return np.tile(input, _ints(multiples))
+    times = _ints(multiples)
+    if len(times) != input.ndim or min(times, default=1) < 0:
+        raise ValueError(f"multiples {times} do not fit an input of rank {input.ndim}")
+    budget.check([d * t for d, t in zip(input.shape, times, strict=True)], input.dtype, "TILE")
+    return np.tile(input, times)
 
 
 @kernel("BROADCAST_TO", since=1, domain=DOMAIN)
 def broadcast_to(input, shape, *, quant=None):
+    budget.check(_ints(shape), input.dtype, "BROADCAST_TO output")
     return np.broadcast_to(input, _ints(shape)).copy()
 
 
 @kernel("FILL", since=1, domain=DOMAIN)
 def fill(dims, value, *, quant=None):
+    budget.check(_ints(dims), np.asarray(value).dtype, "FILL output")
     return np.full(_ints(dims), np.asarray(value).reshape(()), dtype=np.asarray(value).dtype)
 
 
@@ -236,6 +249,10 @@ def zeros_like(input, *, quant=None):
 
 @kernel("RANGE", since=1, domain=DOMAIN)
 def range_(start, limit, delta, *, quant=None):
+    first, stop, step = (float(np.asarray(v).reshape(())) for v in (start, limit, delta))
+    if step == 0:
+        raise ValueError("RANGE with a zero delta")
+    budget.check([max(0, int(np.ceil((stop - first) / step)))], start.dtype, "RANGE output")
     return np.arange(start.reshape(()), limit.reshape(()), delta.reshape(()), dtype=start.dtype)
 
 
