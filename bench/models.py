@@ -180,9 +180,8 @@ def _quantize(name: str, path: Path) -> tuple[dict[str, np.ndarray], str]:
     base, kind = name.rsplit("_", 1)
     source, prepared = path.with_suffix(".float.onnx"), path.with_suffix(".prepared.onnx")
     try:
-        with contextlib.redirect_stdout(sys.stderr):  # stdout carries the manifest
-            feeds, note = MAKERS[base](base, source)
-            _quantize_file(source, prepared, path, kind, feeds)
+        feeds, note = MAKERS[base](base, source)
+        _quantize_file(source, prepared, path, kind, feeds)
     finally:
         source.unlink(missing_ok=True)
         prepared.unlink(missing_ok=True)
@@ -268,7 +267,8 @@ def prepare(names: list[str], cache: Path, rebuild: bool = False) -> dict[str, d
             continue
         start = time.perf_counter()
         try:
-            feeds, note = MAKERS[name](name, path)
+            with contextlib.redirect_stdout(sys.stderr):  # stdout carries the manifest
+                feeds, note = MAKERS[name](name, path)
         except Exception as exc:
             manifest[name] = {"error": f"{type(exc).__name__}: {exc}".splitlines()[0][:300]}
             print(f"  {name}: FAILED to build: {manifest[name]['error']}", file=sys.stderr)
