@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -97,6 +98,20 @@ def _bits(code: int, array: Any) -> int:
 
 
 def count_macs(graph: Graph) -> tuple[dict[str, int], list[str]]:
+    shapes = batch_one_shapes(graph)
+    by_op: Counter[str] = Counter()
+    unknown: list[str] = []
+    for node in graph.nodes:
+        macs = node_macs(node, shapes)
+        if macs is None:
+            unknown.append(node.name or node.outputs[0])
+        elif macs:
+            by_op[node.op_type] += macs
+    return dict(by_op), unknown
+
+
+def batch_one_shapes(graph: Graph) -> dict[str, Shape | None]:
+    """Every value's inferred shape, symbolic or unknown input dimensions taken as 1."""
     batch_one = {
         v.name: _concrete(v.type.shape)
         for v in graph.real_inputs
@@ -104,20 +119,25 @@ def count_macs(graph: Graph) -> tuple[dict[str, int], list[str]]:
     }
     shapes = infer_shapes(graph, batch_one)
     shapes.update(_declared_shapes(graph))
-    by_op: Counter[str] = Counter()
-    unknown: list[str] = []
-    for node in graph.nodes:
-        rules = {"": MAC_RULES, "ai.onnx": MAC_RULES, "tflite": TFLITE_MAC_RULES}
-        counter = rules.get(node.domain, {}).get(node.op_type)
-        if counter is None:
-            continue
-        ins = [shapes.get(n) for n in node.inputs]
-        out = shapes.get(node.outputs[0])
-        if out is None or any(s is None for s in ins[:2]) or not _all_int(out, *ins[:2]):
-            unknown.append(node.name or node.outputs[0])
-            continue
-        by_op[node.op_type] += counter(node, ins, cast(tuple[int, ...], out))
-    return dict(by_op), unknown
+    return shapes
+
+
+def node_macs(node: Node, shapes: Mapping[str, Shape | None]) -> int | None:
+    """One node's multiply-accumulates: 0 for an op without MACs, None where shapes are
+    unknown. Integer ops count like the float op they stand for."""
+    domain = "" if node.domain == "ai.onnx" else node.domain
+    op_type, operands = INTEGER_OPS.get((domain, node.op_type), (node.op_type, (0, 1)))
+    if (domain, node.op_type) in INTEGER_OPS:
+        domain = ""
+    counter = {"": MAC_RULES, "tflite": TFLITE_MAC_RULES}.get(domain, {}).get(op_type)
+    if counter is None:
+        return 0
+    ins = [shapes.get(n) for n in node.inputs]
+    ins = [ins[i] if i < len(ins) else None for i in operands] + ins[max(operands) + 1 :]
+    out = shapes.get(node.outputs[0])
+    if out is None or any(s is None for s in ins[:2]) or not _all_int(out, *ins[:2]):
+        return None
+    return counter(node, ins, cast(tuple[int, ...], out))
 
 
 def _concrete(shape: Shape) -> Shape:
@@ -154,6 +174,14 @@ MAC_RULES = {
     "ConvTranspose": _conv_transpose_macs,
     "Gemm": _gemm_macs,
     "MatMul": _matmul_macs,
+}
+# (domain, integer op) -> (the float op it computes, indices of its two operands)
+INTEGER_OPS = {
+    ("", "ConvInteger"): ("Conv", (0, 1)),
+    ("", "MatMulInteger"): ("MatMul", (0, 1)),
+    ("", "QLinearConv"): ("Conv", (0, 3)),
+    ("", "QLinearMatMul"): ("MatMul", (0, 3)),
+    ("com.microsoft", "QGemm"): ("Gemm", (0, 3)),
 }
 # TFLite keeps NHWC activations and OHWI / 1HWC / OI weights; TRANSPOSE_CONV's inputs are
 # (output shape, weights, input)

@@ -33,9 +33,9 @@ def _root(
 
 
 def _register() -> None:
-    from edgerun.cli import devices, doctor, inspect, pack, profile, run, verify
+    from edgerun.cli import devices, doctor, estimate, inspect, pack, profile, run, verify
 
-    for module in (pack, run, profile, verify, devices, inspect, doctor):
+    for module in (pack, run, profile, estimate, verify, devices, inspect, doctor):
         module.register(app)
 
 

@@ -1,0 +1,432 @@
+"""``edgerun estimate``: how fast a model would run on a board, from the board's data sheet.
+
+A roofline per step of the numpy runtime's plan (the graph the runtime executes, after
+constant folding and QDQ fusion): an op takes the longer of its FLOPs over the profile's
+peak (``perf.peak_gflops_fp32``, or ``perf.peak_gops_int8`` for an integer op) and the bytes
+it moves (its inputs, weights included, and its outputs, each once) over the memory
+bandwidth (``perf.memory_bandwidth_gbs``); the model takes the sum. FLOPs are 2 x the MACs
+that ``edgerun inspect`` counts (Conv, ConvTranspose, Gemm, MatMul and their integer
+forms), at batch 1 with symbolic dimensions taken as 1; every other op is memory-bound by
+construction. A Gather reads only the rows it gathers. To that ideal the numpy runtime's own
+extra passes are added where they are large (``SCRATCH``: a Conv's im2col columns, written
+and read back; a depthwise Conv's per-tap partial sums), at the same bandwidth. Not
+modelled: per-op interpreter overhead, caches (every byte is priced at the profile's main
+memory bandwidth) and kernels below peak on small shapes.
+
+``calibrate()`` measures this machine's own peak (a float32 BLAS matmul) and bandwidth (a
+large array copy) into a profile, so the estimate can be checked against ``edgerun
+profile`` here (``--device this``); ``write_profile()`` saves it as a device profile TOML
+that ``--device PATH`` reads back.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from time import perf_counter
+from typing import Any
+
+import numpy as np
+import psutil
+
+import edgerun
+from edgerun.errors import InputError
+from edgerun.inspection import INTEGER_OPS, batch_one_shapes, node_macs
+from edgerun.profiles import DeviceProfile, load_profile, profile_from_dict
+from edgerun.runtime import dtypes
+from edgerun.runtime.graph import Node
+from edgerun.runtime.plan import Plan
+
+THIS_MACHINE = "this"  # --device this: calibrate here first
+MATMUL_N = 1024  # 2 GFLOP per product; big enough for BLAS's blocked kernels
+COPY_BYTES = 128 << 20  # far past any last-level cache
+CALIBRATION_REPEATS = 7  # the best of these is the peak
+# ops whose outputs are int64 indices or shapes, and comparisons (bool)
+INT64_OUT = {"Shape", "Size", "NonZero", "ArgMax", "ArgMin", "TopK"}
+BOOL_OUT = {"Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Not", "And", "Or",
+            "Xor", "IsNaN", "IsInf"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class OpEstimate:
+    index: int
+    name: str
+    op_type: str
+    flops: int
+    bytes: int  # inputs (weights included) and outputs, each once
+    integer: bool  # timed against the int8 peak
+    compute_ms: float
+    memory_ms: float
+    scratch_bytes: int  # the numpy kernel's own passes over temporaries (see SCRATCH)
+    scratch_ms: float
+    ms: float  # the larger of compute and memory, plus scratch
+    bound: str  # "compute" | "memory"
+    shapes_known: bool  # False: some shape could not be inferred; counted as 0
+
+
+@dataclass(frozen=True)
+class OpTypeEstimate:
+    op_type: str
+    nodes: int
+    flops: int
+    bytes: int
+    ms: float
+    share: float
+
+
+@dataclass
+class Estimate:
+    model: str
+    device: str
+    peak_gflops_fp32: float
+    peak_gops_int8: float
+    memory_bandwidth_gbs: float
+    total_ms: float
+    flops: int
+    bytes_moved: int
+    weight_bytes: int  # constants the plan's steps read (initializers, folded values)
+    peak_activation_bytes: int  # the largest set of live activations between steps
+    ops: list[OpEstimate]
+    op_types: list[OpTypeEstimate]
+    unknown: list[str]  # ops whose shapes could not be inferred
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def estimate(path: str | os.PathLike[str], device: str | DeviceProfile) -> Estimate:
+    """The roofline estimate of the model at ``path`` on ``device`` (a name, a TOML path,
+    ``"this"`` to calibrate this machine first, or a profile)."""
+    profile = device if isinstance(device, DeviceProfile) else resolve_device(device)
+    session = edgerun.load(path, backend="numpy")
+    plan = session.plan
+    if plan is None:  # backend="numpy" always plans
+        raise InputError(f"{path}: the numpy runtime did not plan this model")
+    shapes = batch_one_shapes(plan.graph)
+    sizes = _itemsizes(plan, shapes)
+    nbytes = {name: _bytes(shapes.get(name), sizes.get(name, 4)) for name in shapes}
+    nbytes.update({k: int(getattr(v, "nbytes", 0)) for k, v in plan.constants.items()})
+    perf = profile.perf
+    ops = [
+        _op(i, step.node, shapes, sizes, nbytes, perf.peak_gflops_fp32, perf.peak_gops_int8,
+            perf.memory_bandwidth_gbs)
+        for i, step in enumerate(plan.steps)
+    ]  # fmt: skip
+    total = sum(op.ms for op in ops)
+    read = {n for step in plan.steps for n in step.inputs if n in plan.constants}
+    return Estimate(
+        model=str(path),
+        device=profile.name,
+        peak_gflops_fp32=perf.peak_gflops_fp32,
+        peak_gops_int8=perf.peak_gops_int8,
+        memory_bandwidth_gbs=perf.memory_bandwidth_gbs,
+        total_ms=total,
+        flops=sum(op.flops for op in ops),
+        bytes_moved=sum(op.bytes for op in ops),
+        weight_bytes=sum(nbytes[n] or 0 for n in read),
+        peak_activation_bytes=_peak_live(plan, nbytes),
+        ops=ops,
+        op_types=_group(ops, total),
+        unknown=[op.name for op in ops if not op.shapes_known],
+    )
+
+
+def resolve_device(device: str) -> DeviceProfile:
+    return calibrate() if device == THIS_MACHINE else load_profile(device)
+
+
+def _op(
+    index: int,
+    node: Node,
+    shapes: Mapping[str, Any],
+    sizes: Mapping[str, int],
+    nbytes: Mapping[str, int | None],
+    gflops: float,
+    gops_int8: float,
+    bandwidth_gbs: float,
+) -> OpEstimate:
+    macs = node_macs(node, shapes)
+    names = [n for n in (*node.inputs, *node.outputs) if n]
+    moved = [nbytes.get(n) for n in names]
+    if node.op_type in GATHERS and len(moved) > 1:  # reads only the rows it gathers
+        moved[0] = nbytes.get(node.outputs[0])
+    known = macs is not None and all(b is not None for b in moved)
+    integer = (node.domain or "", node.op_type) in INTEGER_OPS or (
+        bool(macs) and sizes.get(node.inputs[0], 4) == 1
+    )
+    flops = 2 * (macs or 0)
+    size = sum(b or 0 for b in moved)
+    compute_ms = flops / ((gops_int8 if integer else gflops) * 1e6)
+    memory_ms = size / (bandwidth_gbs * 1e6)
+    scratch = (
+        SCRATCH[node.op_type](node, shapes, sizes)
+        if known and node.op_type in SCRATCH and not node.domain
+        else 0
+    )
+    scratch_ms = scratch / (bandwidth_gbs * 1e6)
+    return OpEstimate(
+        index=index,
+        name=node.name or f"{node.op_type}_{index}",
+        op_type=node.op_type,
+        flops=flops,
+        bytes=size,
+        integer=integer,
+        compute_ms=compute_ms,
+        memory_ms=memory_ms,
+        scratch_bytes=scratch,
+        scratch_ms=scratch_ms,
+        ms=max(compute_ms, memory_ms) + scratch_ms,
+        bound="compute" if compute_ms > memory_ms else "memory",
+        shapes_known=known,
+    )
+
+
+def _conv_scratch(node: Node, shapes: Mapping[str, Any], sizes: Mapping[str, int]) -> int:
+    """The numpy runtime's Conv: a pointwise one is one matmul; a depthwise one copies its
+    input channels-last, then per tap multiplies into a temporary and adds that into the
+    output (5 output-sized transfers); any other writes im2col columns and reads them back."""
+    x, w = shapes[node.inputs[0]], shapes[node.inputs[1]]
+    out = shapes[node.outputs[0]]
+    item = sizes.get(node.inputs[0], 4)
+    taps = math.prod(w[2:])
+    group = int(node.attr("group", 1))
+    auto_pad = node.attr("auto_pad", b"NOTSET")
+    pads = any(node.attr("pads", ())) or auto_pad in (b"SAME_UPPER", b"SAME_LOWER")
+    strided = any(s != 1 for s in node.attr("strides", ()))
+    if group == 1 and taps == 1 and not pads and not strided:
+        return 0
+    out_elems = math.prod(out)
+    if group > 1 and group == x[1] == w[0]:
+        return (2 * math.prod(x) + 5 * taps * out_elems) * item
+    columns = x[0] * x[1] * taps * math.prod(out[2:])
+    return (2 * columns + (2 * math.prod(x) if pads else 0)) * item
+
+
+Scratch = Callable[[Node, Mapping[str, Any], Mapping[str, int]], int]
+SCRATCH: dict[str, Scratch] = {"Conv": _conv_scratch}
+GATHERS = {"Gather", "GatherElements", "GatherND"}
+
+
+def _bytes(shape: Any, itemsize: int) -> int | None:
+    if shape is None or not all(isinstance(d, int) for d in shape):
+        return None
+    return math.prod(shape) * itemsize
+
+
+def _itemsizes(plan: Plan, shapes: Mapping[str, Any]) -> dict[str, int]:
+    """Bytes per element of every value: declared types, constants, then forward through
+    the ops (an op's output is its first input's type unless the op says otherwise)."""
+    graph = plan.graph
+    sizes: dict[str, int] = {}
+    for v in (*graph.inputs, *graph.value_info, *graph.outputs):
+        if v.type is not None and v.type.kind == "tensor" and v.type.elem_type:
+            sizes[v.name] = dtypes.element_type(v.type.elem_type).storage.itemsize
+    sizes.update({k: int(getattr(v, "itemsize", 4)) for k, v in plan.constants.items()})
+    for node in graph.nodes:
+        first = next((sizes[n] for n in node.inputs if n in sizes), 4)
+        out = _output_itemsize(node, first, sizes)
+        for name in node.outputs:
+            sizes.setdefault(name, out)
+    return sizes
+
+
+def _output_itemsize(node: Node, first: int, sizes: Mapping[str, int]) -> int:
+    if node.op_type in INT64_OUT:
+        return 8
+    if node.op_type in BOOL_OUT:
+        return 1
+    if node.op_type == "Cast":
+        return dtypes.element_type(int(node.attr("to", 1))).storage.itemsize
+    if node.op_type in ("DequantizeLinear", "DynamicQuantizeLinear"):
+        return 4 if node.op_type == "DequantizeLinear" else 1
+    if node.op_type == "QuantizeLinear":
+        zero_point = node.inputs[2] if len(node.inputs) > 2 else ""
+        return sizes.get(zero_point, 1)
+    return first
+
+
+def _peak_live(plan: Plan, nbytes: Mapping[str, int | None]) -> int:
+    """The largest sum of live activations after a step, outputs freed at their last use
+    (views counted as copies, so an upper bound where ops like Reshape return views)."""
+    live = {n: nbytes.get(n) or 0 for n in plan.input_names}
+    peak = sum(live.values())
+    for step in plan.steps:
+        live.update({n: nbytes.get(n) or 0 for n in step.outputs if n})
+        peak = max(peak, sum(live.values()))
+        for name in step.free_after:
+            live.pop(name, None)
+    return peak
+
+
+def _group(ops: list[OpEstimate], total: float) -> list[OpTypeEstimate]:
+    groups: dict[str, list[OpEstimate]] = {}
+    for op in ops:
+        groups.setdefault(op.op_type, []).append(op)
+    rows = [
+        OpTypeEstimate(
+            op_type=kind,
+            nodes=len(members),
+            flops=sum(m.flops for m in members),
+            bytes=sum(m.bytes for m in members),
+            ms=sum(m.ms for m in members),
+            share=sum(m.ms for m in members) / total if total else 0.0,
+        )
+        for kind, members in groups.items()
+    ]
+    return sorted(rows, key=lambda r: -r.ms)
+
+
+# --- calibration: this machine as a device profile ---------------------------------------
+
+
+@dataclass(frozen=True)
+class Calibration:
+    gflops_fp32: float  # float32 matmul through numpy's BLAS, all its threads
+    bandwidth_gbs: float  # bytes read + written per second by a large copy
+    blas_threads: int | None
+
+
+def measure(
+    repeats: int = CALIBRATION_REPEATS, clock: Callable[[], float] = perf_counter
+) -> Calibration:
+    """This machine's peak float32 FLOP/s and memory bandwidth, as numpy reaches them.
+
+    ``clock`` is wall time; ``time.thread_time`` with one BLAS thread measures a shared
+    machine without counting the time other processes take from it.
+    """
+    rng = np.random.default_rng(0)
+    a, b = (rng.random((MATMUL_N, MATMUL_N), dtype=np.float32) for _ in range(2))
+    out = np.empty_like(a)
+    matmul = _best(lambda: np.matmul(a, b, out=out), repeats, clock)
+    src = np.ones(COPY_BYTES // 4, np.float32)
+    dst = np.empty_like(src)
+    copy = _best(lambda: np.copyto(dst, src), repeats, clock)
+    return Calibration(
+        gflops_fp32=2 * MATMUL_N**3 / matmul / 1e9,
+        bandwidth_gbs=2 * src.nbytes / copy / 1e9,
+        blas_threads=_blas_threads(),
+    )
+
+
+def _best(fn: Callable[[], Any], repeats: int, clock: Callable[[], float]) -> float:
+    fn()  # warm: page faults, BLAS thread start-up
+    best = math.inf
+    for _ in range(repeats):
+        start = clock()
+        fn()
+        best = min(best, clock() - start)
+    return best
+
+
+def _blas_threads() -> int | None:
+    from edgerun.profiler import _blas_threads
+
+    return _blas_threads()
+
+
+def calibrate(name: str = THIS_MACHINE, calibration: Calibration | None = None) -> DeviceProfile:
+    """A device profile of this machine with its measured peak and bandwidth."""
+    return profile_from_dict(machine_profile(name, calibration or measure()), name)
+
+
+def machine_profile(name: str, calibration: Calibration) -> dict[str, Any]:
+    """This machine as profile data (the TOML's tables); the numpy runtime's integer GEMM
+    goes through float BLAS, so its int8 peak is the float32 one."""
+    from edgerun.doctor import cpu_info
+
+    cpu = cpu_info()
+    if cpu.arch not in ("aarch64", "armv7l", "x86_64"):
+        raise InputError(f"cannot calibrate: device profiles do not cover {cpu.arch!r}")
+    how = (
+        f"Measured by edgerun estimate on this machine: best of {CALIBRATION_REPEATS} "
+        f"{MATMUL_N}x{MATMUL_N} float32 numpy matmuls ({calibration.blas_threads} BLAS "
+        f"threads) and of {CALIBRATION_REPEATS} {COPY_BYTES >> 20} MiB copies (read + write)."
+    )
+    cores = os.cpu_count() or cpu.cores
+    return {
+        "name": name,
+        "title": f"this machine ({cpu.model})",
+        "vendor": "unknown",
+        "sources": ["edgerun estimate --device this (measured)"],
+        "accelerators": [],
+        "cpu": {
+            "arch": cpu.arch,
+            "model": cpu.model,
+            "cores": cores,
+            "clock_ghz": (cpu.max_mhz or 0.0) / 1e3,
+            "features": list(cpu.features),
+            "source": "/proc/cpuinfo or sysctl, read by edgerun doctor",
+        },
+        "memory": {
+            "ram_mb": psutil.virtual_memory().total >> 20,
+            "type": "unknown",
+            "storage": "unknown",
+            "source": "psutil.virtual_memory()",
+        },
+        "deploy": {
+            "format": "onnx",
+            "quantization": "none",
+            "activation_dtype": "float32",
+            "weight_dtype": "float32",
+            "per_channel": False,
+            "threads": cores,
+            "backends": ["numpy"],
+            "rationale": "A measured profile for estimates; deploy choices left at float32.",
+        },
+        "perf": {
+            "peak_gflops_fp32": round(calibration.gflops_fp32, 3),
+            "peak_gops_int8": round(calibration.gflops_fp32, 3),
+            "memory_bandwidth_gbs": round(calibration.bandwidth_gbs, 3),
+            "source": how,
+        },
+    }
+
+
+def write_profile(profile: DeviceProfile, path: str | os.PathLike[str]) -> DeviceProfile:
+    """Save ``profile`` as a device profile TOML named after the file, written atomically;
+    returns it as read back."""
+    target = Path(path)
+    if target.suffix != ".toml":
+        raise InputError(f"{target}: a device profile file must end in .toml")
+    data = {**profile.raw, "name": target.stem}
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(to_toml(data), encoding="utf-8")
+    os.replace(tmp, target)
+    return load_profile(target)
+
+
+def to_toml(data: Mapping[str, Any]) -> str:
+    """Profile data as TOML: top-level keys, then one [table] per dict, [[table]] per list
+    of dicts. Strings go through JSON, whose escapes TOML's basic strings share."""
+    lines = [f"{k} = {_toml_value(v)}" for k, v in data.items() if not _is_table(v)]
+    for key, value in data.items():
+        if isinstance(value, dict):
+            lines += ["", f"[{key}]", *(f"{k} = {_toml_value(v)}" for k, v in value.items())]
+        elif _is_table(value):
+            for item in value:
+                lines += ["", f"[[{key}]]", *(f"{k} = {_toml_value(v)}" for k, v in item.items())]
+    return "\n".join(lines) + "\n"
+
+
+def _is_table(value: Any) -> bool:
+    return isinstance(value, dict) or (
+        isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+    )
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"no TOML form for {value!r}")

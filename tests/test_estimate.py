@@ -1,0 +1,190 @@
+"""The roofline estimate: its FLOPs are inspect's MACs, its bytes the runtime's own tensors,
+its arithmetic the profile's peaks; calibration writes a profile that loads back.
+
+No test asserts on how close an estimate is to a measured latency (bench/estimate_vs_measured.py
+does, on a quiet machine): only on the model's inputs and arithmetic.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import edgerun
+from edgerun.errors import InputError
+from edgerun.estimate import (
+    Calibration,
+    Estimate,
+    calibrate,
+    estimate,
+    machine_profile,
+    measure,
+    to_toml,
+    write_profile,
+)
+from edgerun.inference import random_feeds
+from edgerun.inspection import inspect_model
+from edgerun.profiler import LiveBytes
+from edgerun.profiles import DeviceProfile, load_profile, profile_from_dict
+
+
+def synthetic(gflops: float, gops_int8: float, bandwidth_gbs: float) -> DeviceProfile:
+    data = machine_profile("synthetic", Calibration(gflops, bandwidth_gbs, 1))
+    data["perf"]["peak_gops_int8"] = gops_int8
+    return profile_from_dict(data, "synthetic")
+
+
+@pytest.fixture(scope="module")
+def cnn(tiny_cnn_path: Path) -> Estimate:
+    return estimate(tiny_cnn_path, synthetic(10.0, 20.0, 2.0))
+
+
+def test_flops_are_twice_inspects_macs(cnn: Estimate, tiny_cnn_path: Path) -> None:
+    macs = inspect_model(tiny_cnn_path).macs_by_op
+    by_type = {t.op_type: t.flops for t in cnn.op_types}
+    assert {k: v for k, v in by_type.items() if v} == {k: 2 * v for k, v in macs.items()}
+    assert cnn.flops == 2 * sum(macs.values()) and not cnn.unknown
+
+
+def test_bytes_are_the_runtimes_own_tensors(cnn: Estimate, tiny_cnn_path: Path) -> None:
+    session = edgerun.load(tiny_cnn_path, backend="numpy")
+    plan = session.plan
+    assert plan is not None
+    seen: dict[str, int] = {}
+    feeds = random_feeds(session.inputs, {}, 0)  # symbolic dimensions as 1, as estimate does
+    seen.update({k: v.nbytes for k, v in feeds.items()})
+    seen.update({k: v.nbytes for k, v in plan.constants.items()})
+
+    def hook(step: object, _seconds: float, results: tuple) -> None:
+        seen.update({n: r.nbytes for n, r in zip(step.outputs, results, strict=False) if n})  # type: ignore[attr-defined]
+
+    plan.run(feeds, hook=hook)
+    actual = [sum(seen[n] for n in (*s.inputs, *s.outputs) if n) for s in plan.steps]
+    assert [op.bytes for op in cnn.ops] == actual
+    read = {n for s in plan.steps for n in s.inputs if n in plan.constants}
+    assert cnn.weight_bytes == sum(plan.constants[n].nbytes for n in read)
+    live = LiveBytes(plan, feeds)
+    plan.run(feeds, hook=lambda step, _s, results: live.observe(step, results))
+    assert cnn.peak_activation_bytes >= live.peak  # views counted as copies: an upper bound
+
+
+def test_each_op_takes_the_longer_of_compute_and_memory(cnn: Estimate) -> None:
+    for op in cnn.ops:
+        assert op.compute_ms == pytest.approx(op.flops / 10e9 * 1e3)
+        assert op.memory_ms == pytest.approx(op.bytes / 2e9 * 1e3)
+        assert op.scratch_ms == pytest.approx(op.scratch_bytes / 2e9 * 1e3)
+        assert op.ms == pytest.approx(max(op.compute_ms, op.memory_ms) + op.scratch_ms)
+        assert op.bound == ("compute" if op.compute_ms > op.memory_ms else "memory")
+    assert cnn.total_ms == pytest.approx(sum(op.ms for op in cnn.ops))
+    assert sum(t.share for t in cnn.op_types) == pytest.approx(1.0)
+    assert sum(t.nodes for t in cnn.op_types) == len(cnn.ops)
+
+
+def test_conv_scratch_follows_the_numpy_kernels(cnn: Estimate) -> None:
+    # conv1: 3x3, pad 1, 3 -> 16 channels on 32x32: im2col columns (3*9 x 32*32 floats)
+    # written and read back, and the padded input copied
+    conv1 = next(op for op in cnn.ops if op.name == "conv1")
+    assert conv1.scratch_bytes == (2 * 3 * 9 * 32 * 32 + 2 * 3 * 32 * 32) * 4
+    assert all(op.scratch_bytes == 0 for op in cnn.ops if op.op_type != "Conv")
+
+
+def qlinear_matmul_model() -> onnx.ModelProto:
+    rng = np.random.default_rng(0)
+    b = numpy_helper.from_array(rng.integers(0, 255, (64, 32), dtype=np.uint8), "b")
+    scalars = [
+        numpy_helper.from_array(np.array(v, dtype=dt), name)
+        for name, v, dt in (("sa", 0.1, np.float32), ("za", 128, np.uint8),
+                            ("sb", 0.05, np.float32), ("zb", 128, np.uint8),
+                            ("sy", 0.2, np.float32), ("zy", 128, np.uint8))
+    ]  # fmt: skip
+    node = helper.make_node(
+        "QLinearMatMul", ["a", "sa", "za", "b", "sb", "zb", "sy", "zy"], ["y"], name="qmm"
+    )
+    graph = helper.make_graph(
+        [node],
+        "q",
+        [helper.make_tensor_value_info("a", TensorProto.UINT8, [1, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.UINT8, [1, 32])],
+        [b, *scalars],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_integer_ops_use_the_int8_peak(tmp_path: Path) -> None:
+    path = tmp_path / "qmm.onnx"
+    onnx.save(qlinear_matmul_model(), path)
+    result = estimate(path, synthetic(1.0, 4.0, 1000.0))
+    (op,) = result.ops
+    assert op.integer and op.flops == 2 * 64 * 32 and op.bound == "compute"
+    assert op.compute_ms == pytest.approx(2 * 64 * 32 / 4e9 * 1e3)
+    assert op.bytes == 64 + 64 * 32 + 32 + 3 * 4 + 3  # uint8 activations and weights
+
+
+def test_calibration_measures_this_machine_and_round_trips(tmp_path: Path) -> None:
+    calibration = measure(repeats=1)
+    assert calibration.gflops_fp32 > 0.1 and calibration.bandwidth_gbs > 0.1
+    profile = write_profile(calibrate(calibration=calibration), tmp_path / "here.toml")
+    assert profile.name == "here" and profile.deploy.backends == ("numpy",)
+    assert profile.perf.peak_gflops_fp32 == round(calibration.gflops_fp32, 3)
+    again = load_profile(tmp_path / "here.toml")
+    assert again.raw == tomllib.loads(to_toml(profile.raw)) == profile.raw
+
+
+def test_write_profile_refuses_a_non_toml_name(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"must end in \.toml"):
+        write_profile(load_profile("rpi4"), tmp_path / "rpi4.txt")
+
+
+@pytest.mark.parametrize("device", ["rpi4", "rpi-zero-2w", "x86-64-avx2"])
+def test_a_faster_board_is_estimated_faster(tiny_cnn_path: Path, device: str) -> None:
+    board = estimate(tiny_cnn_path, device)
+    halved = profile_from_dict(
+        {**board_raw(device), "perf": {**board_raw(device)["perf"],
+         "peak_gflops_fp32": load_profile(device).perf.peak_gflops_fp32 / 2,
+         "memory_bandwidth_gbs": load_profile(device).perf.memory_bandwidth_gbs / 2}},
+        device,
+    )  # fmt: skip
+    assert estimate(tiny_cnn_path, halved).total_ms == pytest.approx(2 * board.total_ms)
+
+
+def board_raw(device: str) -> dict:
+    return dict(load_profile(device).raw)
+
+
+def edgerun_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edgerun.cli", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_cli_json_and_table(tiny_cnn_path: Path) -> None:
+    result = edgerun_cli("estimate", str(tiny_cnn_path), "--device", "rpi4", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["device"] == "rpi4" and data["total_ms"] > 0 and data["ops"]
+    table = edgerun_cli("estimate", str(tiny_cnn_path), "--device", "rpi4")
+    assert table.returncode == 0 and "estimated latency" in table.stdout
+
+
+def test_cli_calibrates_this_machine_into_a_profile(tiny_cnn_path: Path, tmp_path: Path) -> None:
+    saved = tmp_path / "bench-box.toml"
+    result = edgerun_cli(
+        "estimate", str(tiny_cnn_path), "--device", "this", "--save-profile", str(saved)
+    )
+    assert result.returncode == 0, result.stderr
+    assert load_profile(saved).name == "bench-box"
+    again = edgerun_cli("estimate", str(tiny_cnn_path), "--device", str(saved), "--json")
+    assert json.loads(again.stdout)["device"] == "bench-box"
+
+
+def test_cli_unknown_device_is_a_user_error(tiny_cnn_path: Path) -> None:
+    result = edgerun_cli("estimate", str(tiny_cnn_path), "--device", "no-such-board")
+    assert result.returncode == 2 and "unknown device 'no-such-board'" in result.stderr
