@@ -231,11 +231,16 @@ def check_for(
     scheme: str | None,
     model_format: str,
     train: Path | None = None,
+    student: str | None = None,
 ) -> None:
     """The recipe fits the pack: ONNX graphs, no int8 over a codebook, --train with pruning
-    (``scheme`` None: chosen later by --choose)."""
-    if train is not None and (recipe is None or recipe.prune is None):
-        raise InputError("--train fine-tunes a model after channel pruning; give --prune with it")
+    or a student (``scheme`` None: chosen later by --choose)."""
+    if student is not None and train is None:
+        raise InputError("--student needs --train: labelled samples (an .npz with 'label')")
+    if train is not None and student is None and (recipe is None or recipe.prune is None):
+        raise InputError(
+            "--train fine-tunes after channel pruning (--prune) or trains a --student; give one"
+        )
     if recipe is None:
         return
     if train is not None and recipe.prune is not None and recipe.prune.method != "channels":

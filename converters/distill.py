@@ -9,6 +9,7 @@ scale of the hard one's. The teacher's logits are computed once, in eval mode.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -96,3 +97,27 @@ def _first(output: Any) -> Any:
 
 def _parameters(module: Any) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def distil_source(
+    teacher: Any, specs: list[Any], student: str, train: Path | None, trust_pickle: bool = False
+) -> tuple[Any, dict[str, Any]]:
+    """``edgerun pack TEACHER --student module:factory --train data.npz``: the teacher's
+    Source with its model replaced by the student, trained against it, and the report."""
+    from dataclasses import replace
+
+    from converters.calibration import load_samples
+    from converters.sources import load_source
+
+    if teacher.framework != "torch":
+        raise InputError(f"--student distils PyTorch models; this one is {teacher.framework}")
+    if train is None:
+        raise InputError("--student needs --train: labelled samples (an .npz with 'label')")
+    pupil = load_source(student, trust_pickle)
+    if pupil.framework != "torch" or not hasattr(pupil.model, "parameters"):
+        raise InputError(f"--student {student}: expected a PyTorch nn.Module")
+    samples, labels = load_samples(train, specs, "--train")
+    if labels is None:
+        raise InputError(f"--train {train}: needs a 'label' array (one class index per sample)")
+    report = distill(teacher.model, pupil.model, [samples[s.name] for s in specs], labels)
+    return replace(teacher, model=pupil.model), {"student": student, **report}

@@ -53,6 +53,7 @@ class PackOptions:
     train: Path | None = None  # labelled samples: fine-tune a pruned PyTorch source
     choose: str | None = None  # "fastest": measure every quantization here, keep the fastest
     choose_backend: str = "numpy"
+    student: str | None = None  # module:factory distilled from the source on --train
 
 
 @dataclass
@@ -102,11 +103,11 @@ def _pack(model: str, options: PackOptions, stages: _Stages) -> PackResult:
     if fmt not in FORMATS:
         raise EdgerunError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     recipe = recipe_for(profile, options.quantize, options.calibration_method)
-    if options.compression or options.train:
+    if options.compression or options.train or options.student:
         from converters.compression import check_for
 
         scheme = None if options.choose else recipe.scheme  # --choose skips what cannot apply
-        check_for(options.compression, scheme, fmt, options.train)
+        check_for(options.compression, scheme, fmt, options.train, options.student)
     if options.choose is not None:
         from converters.compression import check_choice
 
@@ -116,6 +117,14 @@ def _pack(model: str, options: PackOptions, stages: _Stages) -> PackResult:
         specs = _source_specs(source, options)
         data = _data(options, specs, recipe)
         reference = _source_runner(source, specs)
+    distillation = None
+    if options.student is not None:
+        from converters.distill import distil_source
+
+        with stages("distill"):
+            source, distillation = distil_source(
+                source, specs, options.student, options.train, options.trust_pickle
+            )
     with tempfile.TemporaryDirectory(prefix="edgerun-pack-") as tmp:
         if fmt == "onnx":
             packed = _pack_onnx(source, specs, recipe, data, options, stages, Path(tmp), reference)
@@ -137,6 +146,7 @@ def _pack(model: str, options: PackOptions, stages: _Stages) -> PackResult:
                 **packed.applied,
                 "quantization": None if recipe.scheme == "none" else recipe.to_json(),
                 "calibration_samples": 0 if data.calibration is None else _count(data.calibration),
+                **({"distillation": distillation} if distillation else {}),
             },
             accuracy=accuracy,
             source={"framework": source.framework, "sha256": source.sha256, "name": model},

@@ -70,6 +70,9 @@ def pack(
     train: Optional[Path] = typer.Option(
         None, "--train", help="Labelled .npz: fine-tune a pruned PyTorch model on it."
     ),
+    student: Optional[str] = typer.Option(
+        None, "--student", help="module:factory: a smaller model distilled from MODEL on --train."
+    ),
     choose: Optional[str] = typer.Option(
         None, "--choose", help="fastest: build none/fp16/dynamic/int8, keep the fastest here."
     ),
@@ -105,6 +108,7 @@ def pack(
         train=train,
         choose=choose,
         choose_backend=choose_backend,
+        student=student,
     )
     debug = bool(ctx.find_root().params.get("debug"))
     with (

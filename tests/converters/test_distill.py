@@ -11,6 +11,7 @@ import torch
 from converters import digits
 from converters.distill import DistillOptions, distill
 from edgerun.errors import InputError
+from tests.converters.optimise import nets
 
 
 def _accuracy(model: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> float:
@@ -51,3 +52,56 @@ def test_a_copy_of_the_teacher_has_nothing_to_learn() -> None:
 def test_bad_options(kwargs) -> None:
     with pytest.raises(InputError, match="distillation"):
         DistillOptions(**kwargs)
+
+
+FACTORIES = """
+import torch
+from torch import nn
+
+
+def teacher():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 3)).eval()
+    model.example_inputs = (torch.zeros(1, 1, 8, 8),)
+    return model
+
+
+def student():
+    torch.manual_seed(1)
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 3))
+"""
+
+
+def test_pack_distils_into_the_student(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgerun.bundle import read_manifest
+    from edgerun.cli import main
+
+    (tmp_path / "factories_for_distill.py").write_text(FACTORIES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40, 1, 8, 8)).astype(np.float32)
+    np.savez(tmp_path / "train.npz", input=x, label=x[:, 0, 0, :3].argmax(axis=1))
+    out = tmp_path / "distilled.edgerun"
+    args = ["pack", "factories_for_distill:teacher", "--device", "rpi4", "-q", "none"]
+    extra = ["--student", "factories_for_distill:student", "--train", str(tmp_path / "train.npz")]
+    assert main([*args, *extra, "-o", str(out)]) == 0
+    manifest = read_manifest(out)
+    report = manifest.applied["distillation"]
+    assert report["student"] == "factories_for_distill:student"
+    assert (report["teacher_parameters"], report["student_parameters"]) == (2179, 195)
+    assert manifest.accuracy["backends"]["numpy"]["outputs"]  # checked against the teacher
+    assert manifest.source["name"] == "factories_for_distill:teacher"
+
+
+def test_student_needs_training_data_and_a_torch_teacher(tmp_path, capsys) -> None:
+    from edgerun.cli import main
+
+    source = tmp_path / "m.onnx"
+    source.write_bytes(nets.cnn().SerializeToString())
+    np.savez(tmp_path / "t.npz", x=np.zeros((4, 1, 8, 8), np.float32), label=np.zeros(4))
+    base = ["pack", str(source), "--device", "rpi4", "--student", "converters.digits:student"]
+    assert main(base) == 2
+    assert "--student needs --train" in capsys.readouterr().err
+    assert main([*base, "--train", str(tmp_path / "t.npz")]) == 2
+    assert "--student distils PyTorch models; this one is onnx" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.edgerun"))
