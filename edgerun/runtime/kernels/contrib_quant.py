@@ -1,7 +1,8 @@
 """onnxruntime's com.microsoft quantized ops, as its quantizer and QDQ fusion emit them.
 
 Each follows onnxruntime's CPU kernel arithmetic (float32 scales, round half to even,
-saturation), so outputs match it bit for bit; see tests/runtime/kernels/test_quant_contrib.py.
+saturation), so outputs match it bit for bit, but for QLinearAdd at exact halves on x86
+(one step); see tests/runtime/kernels/test_quant_contrib.py.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ MS = "com.microsoft"
 f32 = np.float32
 
 
-def _zero(zero_point, like):
+def _zero(zero_point):
     return int(int8.scalar(zero_point)) if zero_point is not None else 0
 
 
@@ -31,24 +32,24 @@ def _out_type(zero_point, like):
 def q_linear_add_1(A, A_scale, A_zero_point, B, B_scale, B_zero_point, C_scale, C_zero_point=None):
     # MLAS's portable kernel: ((A - za) * sa + (B - zb) * sb) / sc + zc, rounded, in float32
     # (onnxruntime's x86 build can differ from it by one at exact halves)
-    a = int8.centered(A, _zero(A_zero_point, A))
+    a = int8.centered(A, _zero(A_zero_point))
     a *= f32(int8.scalar(A_scale))
-    b = int8.centered(B, _zero(B_zero_point, B))
+    b = int8.centered(B, _zero(B_zero_point))
     b *= f32(int8.scalar(B_scale))
     c = np.add(a, b, out=a) if a.shape == np.broadcast_shapes(a.shape, b.shape) else a + b
     c /= f32(int8.scalar(C_scale))
-    c += f32(_zero(C_zero_point, A))
+    c += f32(_zero(C_zero_point))
     return int8.round_saturate(c, 0, _out_type(C_zero_point, A))
 
 
 @kernel("QLinearMul", since=1, domain=MS)
 def q_linear_mul_1(A, A_scale, A_zero_point, B, B_scale, B_zero_point, C_scale, C_zero_point=None):
     # the integer product (exact in float32) times one ratio sa * sb / sc
-    a = int8.centered(A, _zero(A_zero_point, A))
-    b = int8.centered(B, _zero(B_zero_point, B))
+    a = int8.centered(A, _zero(A_zero_point))
+    b = int8.centered(B, _zero(B_zero_point))
     ratio = f32(int8.scalar(A_scale)) * f32(int8.scalar(B_scale)) / f32(int8.scalar(C_scale))
     return int8.requantize(
-        np.multiply(a, b), ratio, _zero(C_zero_point, A), _out_type(C_zero_point, A)
+        np.multiply(a, b), ratio, _zero(C_zero_point), _out_type(C_zero_point, A)
     )
 
 
@@ -57,9 +58,9 @@ def _activation(X, X_scale, X_zero_point, Y_scale, Y_zero_point, fn):
     table = int8.lookup_table(
         fn,
         int8.scalar(X_scale),
-        _zero(X_zero_point, X),
+        _zero(X_zero_point),
         int8.scalar(Y_scale),
-        _zero(Y_zero_point, X),
+        _zero(Y_zero_point),
         out,
     )
     return int8.apply_table(X, table)
@@ -112,7 +113,7 @@ def q_linear_softmax_1(
     e = table[index]
     total = np.cumsum(e, axis=-1, dtype=f32)[..., -1:]  # a running float32 sum, as it adds
     y = np.rint((e * f32(math.floor(1.0 / f32(int8.scalar(y_scale))))) / total)
-    y = y.astype(np.int32) + _zero(y_zero_point, X)
+    y = y.astype(np.int32) + _zero(y_zero_point)
     y = np.clip(y, *int8.int_range(X.dtype)).astype(X.dtype)
     if opset < 13:
         return y.reshape(X.shape)
@@ -127,9 +128,9 @@ def q_linear_global_average_pool_1(
     size = math.prod(X.shape[a] for a in axes)
     # integer sum (exact in float64), then one multiplier x_scale / (y_scale * size)
     acc = X.sum(axis=axes, keepdims=True, dtype=np.float64)
-    acc -= _zero(x_zero_point, X) * size
+    acc -= _zero(x_zero_point) * size
     scale = f32(int8.scalar(x_scale)) / (f32(int8.scalar(y_scale)) * f32(size))
-    return int8.requantize(acc, scale, _zero(y_zero_point, X), _out_type(y_zero_point, X))
+    return int8.requantize(acc, scale, _zero(y_zero_point), _out_type(y_zero_point, X))
 
 
 @kernel("QLinearAveragePool", since=1, domain=MS)
@@ -156,7 +157,7 @@ def q_linear_average_pool_1(
     )
     # onnxruntime dequantizes, sums the window in row-major order in float32 (a padded zero
     # adds nothing), divides by the count and quantizes with the zero point before rounding
-    xf = int8.dequantize(x, int8.scalar(x_scale), _zero(x_zero_point, X))
+    xf = int8.dequantize(x, int8.scalar(x_scale), _zero(x_zero_point))
     padded = np.zeros(
         (
             *x.shape[:2],
@@ -184,7 +185,7 @@ def q_linear_average_pool_1(
         y += padded[(slice(None), slice(None), *sl)]
     y /= _pool_count(x.shape[2:], kernel_shape, strides, begin, out, count_include_pad)
     y /= f32(int8.scalar(y_scale))
-    zero = _zero(y_zero_point, X)
+    zero = _zero(y_zero_point)
     y += f32(zero)
     y = int8.round_saturate(y, 0, _out_type(y_zero_point, X))
     return np.moveaxis(y, 1, -1) if channels_last else y
@@ -244,7 +245,7 @@ def q_gemm_1(
         scale = scale / f32(int8.scalar(y_scale))
     if y_zero_point is None:
         return (acc * scale.astype(f32)).astype(f32)
-    return int8.requantize(acc, scale, _zero(y_zero_point, A), _out_type(y_zero_point, A))
+    return int8.requantize(acc, scale, _zero(y_zero_point), _out_type(y_zero_point, A))
 
 
 def _add_exact(acc, c, bound):
