@@ -22,8 +22,8 @@ recipe file::
     clusters = 16
 
     [fine_tune]              # PyTorch sources with --train data: prune the module, retrain
-    epochs = 3
-    learning_rate = 0.001
+    epochs = 5
+    learning_rate = 0.003
 
 After each step pack measures the model (parameters, stored bytes, numpy-runtime latency and
 peak live memory, accuracy against the source) for the report and the manifest.
@@ -75,8 +75,8 @@ class Cluster:
 
 @dataclass(frozen=True)
 class FineTune:
-    epochs: int = 3
-    learning_rate: float = 1e-3
+    epochs: int = 5
+    learning_rate: float = 3e-3
     batch_size: int = 64
 
 

@@ -192,7 +192,7 @@ def test_pack_prunes_and_fine_tunes_a_torch_source(
     assert [s["step"] for s in steps] == ["baseline", "prune + fine-tune", "quantize (dynamic)"]
     report = steps[1]["report"]
     assert report["layers"] == {"0": [8, 4]}
-    assert len(report["fine_tune"]["losses"]) == 3
+    assert len(report["fine_tune"]["losses"]) == 5
     assert steps[1]["parameters"] < steps[0]["parameters"]
     session = edgerun.load(out, backend="numpy")
     assert next(iter(session.run({"input": x[:1]}).values())).shape == (1, 3)
