@@ -63,6 +63,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--clock", choices=("thread", "wall"), default="thread")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument(
+        "--by-type", action="store_true", help="Also compare each model's op types."
+    )
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     import edgerun
@@ -79,6 +82,7 @@ def main() -> None:
     else:
         limits = nullcontext()
     rows = []
+    shares: dict[str, dict[str, float]] = {}
     with limits:  # type: ignore[attr-defined]
         before = measure(clock=clock)
         profile = calibrate(calibration=before)
@@ -92,6 +96,8 @@ def main() -> None:
             feeds = dict(np.load(entry["inputs"]))
             seconds = timed_runs(lambda s=session, f=feeds: s.run(f), args.runs, clock)
             rows.append((name, guess, statistics.median(seconds), min(seconds), ""))
+            if args.by_type:
+                shares[name] = op_type_shares(entry["path"], threads, args.runs)
         after = measure(clock=clock)
 
     print(f"clock: {args.clock}; BLAS threads: {before.blas_threads}")
@@ -113,6 +119,32 @@ def main() -> None:
             f"| {name} | {guess.flops / 1e9:.2f} | {guess.total_ms:.1f} | {median * 1e3:.1f} "
             f"| {fastest * 1e3:.1f} | {ratio:.2f}{verdict} |"
         )
+
+    for name, guess, median, _, _ in rows:
+        if name in shares and guess is not None:
+            print_by_type(name, guess, median, shares[name])
+
+
+def op_type_shares(path: str, threads: int | None, runs: int) -> dict[str, float]:
+    """Each op type's share of run time, from the profiler's per-op table (wall time: shares
+    hold up under other load better than times do)."""
+    from edgerun.profiler import profile
+
+    report = profile(path, backend="numpy", runs=runs, warmup=1, threads=threads)
+    coverage = report.op_coverage or 1.0
+    return {t.op_type: t.share * coverage for t in report.op_types}
+
+
+def print_by_type(name: str, guess: object, median: float, shares: dict[str, float]) -> None:
+    estimated = {t.op_type: t.ms for t in guess.op_types}  # type: ignore[attr-defined]
+    print()
+    print(f"{name}: by op type (measured = the profiler's share x the median above)")
+    print("| op type | estimate ms | measured ms | estimate / measured |")
+    print("| --- | ---: | ---: | ---: |")
+    for op_type, share in sorted(shares.items(), key=lambda kv: -kv[1])[:8]:
+        measured = share * median * 1e3
+        est = estimated.get(op_type, 0.0)
+        print(f"| {op_type} | {est:.2f} | {measured:.2f} | {est / measured:.2f} |")
 
 
 if __name__ == "__main__":
