@@ -1,8 +1,9 @@
 """TFLite elementwise arithmetic, activations and reductions.
 
-Quantized ADD, SUB, MUL, RELU, RELU6, RELU_N1_TO_1, QUANTIZE (requantizing), MAXIMUM,
-MINIMUM, REDUCE_MAX and REDUCE_MIN follow TFLite's integer reference kernels bit for bit;
-the other quantized ops run through float (see ``via_float``).
+Quantized ADD, SUB, MUL, RELU, RELU6, RELU_N1_TO_1, LEAKY_RELU, QUANTIZE (requantizing),
+MAXIMUM, MINIMUM, REDUCE_MAX, REDUCE_MIN and MEAN (but over H and W of a 4-D tensor) follow
+TFLite's integer reference kernels bit for bit; the other quantized ops run through float
+(see ``via_float``).
 """
 
 from __future__ import annotations

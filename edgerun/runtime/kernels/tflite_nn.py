@@ -457,14 +457,46 @@ def _resize_nhwc(x, size, mode, align_corners, half_pixel_centers):
     )
 
 
+def _integer_taps(out_size, in_size, align_corners, half_pixel_centers):
+    # ComputeInterpolationValuesInteger: positions in 1/1024ths; C division truncates, and
+    # a half-pixel position left of 0 keeps its negative weight (TFLite's own extrapolation)
+    if align_corners and out_size > 1:
+        scale = ((1 << 10) * (in_size - 1) + (out_size - 1) // 2) // (out_size - 1)
+    else:
+        scale = ((1 << 10) * in_size + out_size // 2) // out_size
+    pos = np.arange(out_size, dtype=np.int64) * scale
+    if half_pixel_centers:
+        pos += scale // 2 - (1 << 9)
+    low = np.maximum(np.trunc(pos / (1 << 10)).astype(np.int64), 0)
+    high = np.minimum((pos + (1 << 10) - 1) // (1 << 10), in_size - 1)
+    return low, high, pos - (low << 10)
+
+
+def _resize_bilinear_integer(x, size, align_corners, half_pixel_centers):
+    # ResizeBilinearInteger: weights in 1/1024ths per axis, the 2^20 sum rounded once,
+    # halves away from zero
+    h, w = size
+    y0, y1, wy = _integer_taps(h, x.shape[1], align_corners, half_pixel_centers)
+    x0, x1, wx = _integer_taps(w, x.shape[2], align_corners, half_pixel_centers)
+    v = x.astype(np.int64)
+    top, bottom = v[:, y0], v[:, y1]
+    wy, wx = wy[:, None, None], wx[:, None]
+    total = (top[:, :, x0] * (1024 - wx) + top[:, :, x1] * wx) * (1024 - wy)
+    total += (bottom[:, :, x0] * (1024 - wx) + bottom[:, :, x1] * wx) * wy
+    rounded = np.where(total >= 0, (total + (1 << 19)) >> 20, -((-total + (1 << 19)) >> 20))
+    return rounded.astype(x.dtype)
+
+
 @kernel("RESIZE_BILINEAR", since=1, domain=DOMAIN)
 def resize_bilinear(input, size, *, align_corners=0, half_pixel_centers=0, quant=None):
-    def run(x):
-        return _resize_nhwc(x, size, "linear", align_corners, half_pixel_centers)
-
     if quant is not None and is_quantized(input, quant_of(quant, 0)):
-        return via_float(quant, run, input)
-    return run(input.astype(np.float32, copy=False))
+        hw = [int(v) for v in np.asarray(size).reshape(-1)]
+        if input.ndim != 4 or len(hw) != 2:
+            raise ValueError("resizing needs a 4-D NHWC input and a size of two values")
+        budget.check([input.shape[0], *hw, input.shape[3]], np.int64, "resized output")
+        return _resize_bilinear_integer(input, hw, align_corners, half_pixel_centers)
+    x = input.astype(np.float32, copy=False)
+    return _resize_nhwc(x, size, "linear", align_corners, half_pixel_centers)
 
 
 def _nearest_index(out_size, in_size, align_corners, half_pixel_centers):
