@@ -151,6 +151,22 @@ def multiply_single_rounding(x, m, shift) -> np.ndarray:
     return y
 
 
+def via_table(quant: TensorQuant, fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray):
+    """An 8-bit unary op as TFLite's LUTPopulate builds it: every code dequantized in
+    float32, ``fn`` applied, times the inverse output scale, rounded, then the zero point."""
+    qx, qy = quant.inputs[0], quant.outputs[0]
+    if qx is None or qy is None or x.dtype not in (np.int8, np.uint8) or qy.dtype != x.dtype:
+        return via_float(quant, fn, x)
+    info = np.iinfo(x.dtype)
+    codes = np.arange(info.min, info.max + 1, dtype=np.int64)
+    real = np.float32(qx.scale[0]) * (codes - int(qx.zero_point[0])).astype(np.float32)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        scaled = np.asarray(fn(real), np.float32) * (np.float32(1) / np.float32(qy.scale[0]))
+    scaled = np.nan_to_num(scaled, nan=0.0, posinf=info.max, neginf=info.min)
+    table = np.clip(round_half_away(scaled) + int(qy.zero_point[0]), info.min, info.max)
+    return table.astype(x.dtype)[x.astype(np.int64) - info.min]
+
+
 def activation_range(act: str, q: QuantParams) -> tuple[int, int]:
     """CalculateActivationRangeQuantized: the fused activation as integer bounds."""
     info = np.iinfo(q.dtype)

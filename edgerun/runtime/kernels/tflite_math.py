@@ -2,8 +2,9 @@
 
 Quantized ADD, SUB, MUL, RELU, RELU6, RELU_N1_TO_1, LEAKY_RELU, QUANTIZE (requantizing),
 MAXIMUM, MINIMUM, REDUCE_MAX, REDUCE_MIN and MEAN (but over H and W of a 4-D tensor) follow
-TFLite's integer reference kernels bit for bit; the other quantized ops run through float
-(see ``via_float``).
+TFLite's integer reference kernels bit for bit; unary 8-bit ops are lookup tables built as
+TFLite builds them (``via_table``); the other quantized ops run through float
+(``via_float``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from edgerun.runtime.kernels.tflite_common import (
     quantize_multiplier,
     requantize,
     via_float,
+    via_table,
 )
 from edgerun.runtime.registry import kernel
 from edgerun.runtime.tflite_reader import DOMAIN, QuantParams, TensorQuant
@@ -174,7 +176,7 @@ def select_v2(condition, x, y, *, quant=None):
 def _unary(fn: Callable[[np.ndarray], np.ndarray]):
     def run(x, *, quant=None):
         if quant is not None and is_quantized(x, quant_of(quant, 0)):
-            return via_float(quant, fn, x)
+            return via_table(quant, fn, x)
         return fn(x)
 
     return run

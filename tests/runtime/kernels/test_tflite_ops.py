@@ -61,6 +61,13 @@ EXACT_INT8 = {
     "QUANTIZE",
     "DEQUANTIZE",
     "ARG_MAX",
+    # 8-bit lookup tables built as TFLite's LUTPopulate builds them
+    "EXP",
+    "LOG",
+    "LOGISTIC",
+    "TANH",
+    "HARD_SWISH",
+    "GELU",
 }
 # Where TFLite's two int8 kernels disagree with each other by more than one step: the
 # reference SUM with the optimized one (edgerun follows the optimized kernel, which also
@@ -311,6 +318,10 @@ def test_int8(index: int) -> None:
     model = converted(index, "int8")
     assert case.op in ops_in(model)
     feeds = quantize_feeds(model, feeds_for(case.shapes, case.positive, seed=index))
+    if len(feeds) == 1 and feeds[0].size == 256 and not case.positive:
+        # every int8 code once: a lookup table is checked whole
+        feeds = [np.random.default_rng(index).permutation(np.arange(-128, 128, dtype=np.int8))]
+        feeds[0] = feeds[0].reshape(case.shapes[0])
     ours = ours_run(model, feeds)
     default = interpreter_run(model, feeds)
     try:
