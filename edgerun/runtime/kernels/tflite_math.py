@@ -1,10 +1,10 @@
 """TFLite elementwise arithmetic, activations and reductions.
 
-Quantized ADD, SUB, MUL, RELU, RELU6, RELU_N1_TO_1, LEAKY_RELU, QUANTIZE (requantizing),
-MAXIMUM, MINIMUM, REDUCE_MAX, REDUCE_MIN and MEAN (but over H and W of a 4-D tensor) follow
-TFLite's integer reference kernels bit for bit; unary 8-bit ops are lookup tables built as
-TFLite builds them (``via_table``); the other quantized ops run through float
-(``via_float``).
+Quantized ADD, SUB, MUL, SQUARED_DIFFERENCE, RELU, RELU6, RELU_N1_TO_1, LEAKY_RELU,
+QUANTIZE (requantizing), MAXIMUM, MINIMUM, REDUCE_MAX, REDUCE_MIN and MEAN (but over H and
+W of a 4-D tensor) follow TFLite's integer reference kernels bit for bit; unary 8-bit ops
+are lookup tables built as TFLite builds them (``via_table``); the other quantized ops run
+through float (``via_float``).
 """
 
 from __future__ import annotations
@@ -117,9 +117,24 @@ def minimum(x, y, *, quant=None):
     return np.minimum(x, y)
 
 
+def _squared_difference_q(x, y, quant: TensorQuant, act: str) -> np.ndarray:
+    # as ADD's scheme with 7 bits of headroom, the difference squared before the output scale
+    qa, qb, qy = quant.inputs[0], quant.inputs[1], quant.outputs[0]
+    assert qa is not None and qb is not None and qy is not None
+    left = 7
+    twice_max = 2 * max(_scale(qa), _scale(qb))
+    m1, s1 = quantize_multiplier(_scale(qa) / twice_max)
+    m2, s2 = quantize_multiplier(_scale(qb) / twice_max)
+    mo, so = quantize_multiplier(twice_max * twice_max / ((1 << 2 * left) * _scale(qy)))
+    a = multiply_by_quantized_multiplier((x.astype(np.int64) - _zero(qa)) << left, m1, s1)
+    b = multiply_by_quantized_multiplier((y.astype(np.int64) - _zero(qb)) << left, m2, s2)
+    return requantize(np.square(a - b), mo, so, qy, act)
+
+
 @kernel("SQUARED_DIFFERENCE", since=1, domain=DOMAIN)
 def squared_difference(x, y, *, quant=None):
-    return _binary(x, y, "NONE", quant, lambda a, b: np.square(a - b))
+    exact = _squared_difference_q
+    return _binary(x, y, "NONE", quant, lambda a, b: np.square(a - b), exact)
 
 
 @kernel("POW", since=1, domain=DOMAIN)

@@ -41,6 +41,7 @@ EXACT_INT8 = {
     "LEAKY_RELU",
     "MAXIMUM",
     "MINIMUM",
+    "SQUARED_DIFFERENCE",
     "CONCATENATION",
     "PAD",
     "PADV2",
