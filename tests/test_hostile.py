@@ -161,11 +161,6 @@ def crafted_bundle(folder: Path, members: dict[str, bytes], *, manifest_text: by
     return path
 
 
-def deflate_raw(data: bytes) -> bytes:
-    packer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
-    return packer.compress(data) + packer.flush()
-
-
 # ---- the cases ----------------------------------------------------------------------------
 
 
