@@ -190,7 +190,7 @@ def test_softmax(dtype, opset, axis):
 def test_quantize_dequantize(dtype, per_axis):
     x = (rng.standard_normal((2, 3, 5)) * 40).astype(np.float32)
     scale = np.array([0.5, 0.25, 0.3], np.float32) if per_axis else np.array(0.3, np.float32)
-    zero = np.zeros(scale.shape, dtype) + (3 if dtype.kind == "u" else -2)
+    zero = np.full(scale.shape, 3 if dtype.kind == "u" else -2, dtype)  # numpy 1.24: no 0-d + int
     q = ours("QuantizeLinear", [x, scale, zero], {"axis": 1})
     np.testing.assert_array_equal(
         q, run_ort("QuantizeLinear", [x, scale, zero], {"axis": 1}, dtype)
