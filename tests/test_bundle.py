@@ -764,3 +764,39 @@ def test_zip64_records_are_read(good: Path) -> None:
         assert zip64.manifest == plain.manifest
         for member in plain.manifest.members:
             assert bytes(zip64.member(member.name)) == bytes(plain.member(member.name))
+
+
+@pytest.mark.parametrize("written", [0, 1 << 20, 24 << 20], ids=["empty", "1 MiB", "24 MiB"])
+def test_killed_writer_leaves_the_old_bundle(
+    tmp_path: Path, onnx_bytes: bytes, written: int
+) -> None:
+    """SIGKILL in the middle of a real write (once the temp file holds ``written`` bytes):
+    no handler runs, yet the destination is still the old, whole bundle."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(48 << 20))
+    dest = write(tmp_path / "m.edgerun", onnx_bytes)
+    code = (
+        "import sys; from edgerun.bundle import write_bundle; "
+        "write_bundle(sys.argv[1], sys.argv[2], model_format='onnx', inputs=(), outputs=())"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code, str(dest), str(big)])
+    deadline = time.monotonic() + 60
+    while not any(_size(t) >= written for t in tmp_path.glob(".m.edgerun.*.tmp")):
+        assert child.poll() is None and time.monotonic() < deadline, "the write ended first"
+        time.sleep(0.001)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    with open_bundle(dest) as b:
+        assert bytes(b.model) == onnx_bytes
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:  # renamed into place between the listing and now
+        return -1
