@@ -501,7 +501,8 @@ def choose_fastest(
     for scheme, row in rows.items():
         if "status" not in row:
             row["status"] = _status(scheme, chosen, rows, budget)
-    record = {"backend": backend, "budget": budget, "chosen": chosen, "candidates": rows}
+    ordered = {s: rows[s] for s in SCHEMES}
+    record = {"backend": backend, "budget": budget, "chosen": chosen, "candidates": ordered}
     return built[chosen][0], built[chosen][1], record
 
 
