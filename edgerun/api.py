@@ -105,6 +105,10 @@ def load(
             threads = profile.deploy.threads
     source = open_source(path)
     choice = plan_choice(backend, source.format, profile)
+    if any(group.kind != "numpy" for group in choice.groups):
+        from edgerun.backends.vet import vet
+
+        vet(source)  # what edgerun refuses, no other runtime is handed
     impl, missed = _first_that_runs(choice.groups, source, profile, threads, backend, strict)
     if strict and missed.asked:
         asked = f"device {profile.name}" if profile is not None else f"backend={backend!r}"

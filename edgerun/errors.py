@@ -63,3 +63,7 @@ class BackendUnavailableError(EdgerunError):
 
 class BackendFallbackWarning(UserWarning):
     """A backend, execution provider or delegate asked for is missing; the next one runs."""
+
+
+class BackendRunError(EdgerunError):
+    """A delegated runtime (onnxruntime, LiteRT) failed while running a model it had loaded."""

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from edgerun.bundle import GOLDEN, open_bundle, read_manifest
-from edgerun.errors import BundleError
+from edgerun.errors import BundleError, InputError
 
 
 @dataclass(frozen=True)
@@ -94,11 +94,12 @@ def _golden(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[s
         if manifest.golden is None or not isinstance(section, dict):
             raise BundleError(f"{path}: the bundle holds no golden samples to verify against")
         data = bytes(bundle.member(GOLDEN))
+    from edgerun.inference import read_npz
+
     try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError, EOFError) as exc:
-        raise BundleError(f"{path}: {GOLDEN} is unreadable: {exc}") from exc
+        arrays = read_npz(io.BytesIO(data), f"{path}: {GOLDEN}")  # headers checked first
+    except InputError as exc:
+        raise BundleError(str(exc)) from exc
     atol = section.get("atol")
     names = [s.name for s in manifest.outputs]
     if not isinstance(atol, dict) or any(

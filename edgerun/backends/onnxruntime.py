@@ -24,7 +24,12 @@ import numpy as np
 
 from edgerun import _lazy
 from edgerun.backends.base import OpInfo, OpRecord
-from edgerun.errors import BackendUnavailableError, EdgerunError, MissingDependencyError
+from edgerun.errors import (
+    BackendRunError,
+    BackendUnavailableError,
+    EdgerunError,
+    MissingDependencyError,
+)
 from edgerun.specs import TensorSpec
 
 if TYPE_CHECKING:
@@ -195,7 +200,12 @@ class OnnxRuntimeSession:
         return ort.InferenceSession(model, so, providers=providers, provider_options=opts)
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, Any]:
-        results = self._sess.run(self._output_names, feeds)
+        try:
+            results = self._sess.run(self._output_names, feeds)
+        except Exception as exc:  # onnxruntime's own exception types, from C++
+            raise BackendRunError(
+                f"onnxruntime failed running {self.source.path.name}: {_first_line(exc)}"
+            ) from exc
         return dict(zip(self._output_names, results, strict=True))
 
     def op_recorder(self, max_traced_runs: int) -> OrtProfiler:

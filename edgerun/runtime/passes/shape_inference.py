@@ -68,7 +68,10 @@ def output_shapes(node: Node, inputs: list[np.ndarray | None]) -> list[Shape | N
 
 
 def _known(array: np.ndarray) -> Known:
+    # small integer tensors (shapes, axes, pads) and numeric scalars (Range's bounds)
     small = array if array.size <= 64 and array.dtype.kind in "iu" else None
+    if array.size == 1 and array.dtype.kind == "f":
+        small = array
     return Known(tuple(array.shape), small)
 
 
@@ -82,8 +85,7 @@ def _apply(node: Node, args: list[Known | None]) -> tuple[list[Shape | None], di
         return [(len(dims),)], {}
     if node.op_type == "Constant" and node.attr("value") is not None:
         value = node.attr("value")
-        small = value if value.size <= 64 and value.dtype.kind in "iu" else None
-        return [tuple(value.shape)], {0: small}
+        return [tuple(value.shape)], {0: _known(value).value}
     fn = RULES.get(node.op_type)
     if fn is None:
         return [], {}
@@ -427,3 +429,48 @@ def _gather(node: Node, args: list[Known | None]) -> list[Shape | None]:
     x, idx = _shape(args, 0), _shape(args, 1)
     axis = node.attr("axis", 0) % len(x)
     return [(*x[:axis], *idx, *x[axis + 1 :])]
+
+
+# Ops whose output size comes from their inputs' values: the sizes a hostile model inflates.
+
+
+@rule("ConstantOfShape")
+def _constant_of_shape(node: Node, args: list[Known | None]) -> list[Shape | None]:
+    return [tuple(int(d) for d in _value(args, 0))]
+
+
+@rule("Expand")
+def _expand(node: Node, args: list[Known | None]) -> list[Shape | None]:
+    return [broadcast(_shape(args, 0), tuple(int(d) for d in _value(args, 1)))]
+
+
+@rule("Tile")
+def _tile(node: Node, args: list[Known | None]) -> list[Shape | None]:
+    x, repeats = _shape(args, 0), [int(r) for r in _value(args, 1)]
+    if len(repeats) != len(x):
+        raise ValueError("repeats must match the rank")
+    return [tuple(d * r if isinstance(d, int) else None for d, r in zip(x, repeats, strict=True))]
+
+
+@rule("Range")
+def _range(node: Node, args: list[Known | None]) -> list[Shape | None]:
+    start, limit, delta = (float(_value(args, i).reshape(())) for i in range(3))
+    if delta == 0 or not all(math.isfinite(v) for v in (start, limit, delta)):
+        raise ValueError("Range never ends")
+    return [(max(math.ceil((limit - start) / delta), 0),)]
+
+
+@rule("Pad")
+def _pad(node: Node, args: list[Known | None]) -> list[Shape | None]:
+    x = _shape(args, 0)
+    pads = [int(p) for p in (node.attr("pads") or _value(args, 1))]
+    axes = list(range(len(x)))
+    if len(args) > 3 and args[3] is not None:
+        axes = [int(a) % len(x) for a in _value(args, 3)]
+    if len(pads) != 2 * len(axes):
+        raise ValueError("pads must hold a begin and an end per axis")
+    dims = list(x)
+    for i, axis in enumerate(axes):
+        d = dims[axis]
+        dims[axis] = d + pads[i] + pads[i + len(axes)] if isinstance(d, int) else None
+    return [tuple(dims)]
