@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
@@ -84,6 +85,11 @@ SINGLE_OPS = {
     "unsqueeze": ("Unsqueeze", [("x", [3, 4])], {}, [_ints("axes", [0, 3])]),
     "reduce_mean": ("ReduceMean", [("x", [2, 3, 4])], {"axes": [1], "keepdims": 0}, None),
     "broadcast_add": ("Add", [("a", [3, 1, 5]), ("b", [4, 1])], {}, None),
+    # data-sized results: what the size planner checks against the memory budget
+    "constant_of_shape": ("ConstantOfShape", [], {}, [_ints("shape", [2, 3, 5])]),
+    "expand": ("Expand", [("x", [3, 1])], {}, [_ints("shape", [2, 1, 4])]),
+    "tile": ("Tile", [("x", [2, 3])], {}, [_ints("repeats", [3, 2])]),
+    "pad": ("Pad", [("x", [1, 4])], {}, [_ints("pads", [0, 1, 2, 3])]),
 }
 
 
@@ -99,3 +105,17 @@ def test_broadcast_keeps_symbols_and_refuses_mismatches() -> None:
     assert broadcast(("batch", 1, 5), (3, 1)) == ("batch", 3, 5)
     with pytest.raises(ValueError):
         broadcast((2, 3), (4, 3))
+
+
+@pytest.mark.parametrize(
+    ("start", "limit", "delta"), [(0, 10, 3), (5, 1, -2), (0, 1, 0.25), (3, 3, 1)]
+)
+def test_range_length_matches_numpy(start: float, limit: float, delta: float) -> None:
+    scalars = [helper.make_tensor(n, TensorProto.FLOAT, [], [v]) for n, v in
+               (("a", start), ("b", limit), ("d", delta))]  # fmt: skip
+    node = helper.make_node("Range", ["a", "b", "d"], ["y"])
+    graph = helper.make_graph([node], "range", [], [helper.make_tensor_value_info("y", 1, None)])
+    graph.initializer.extend(scalars)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    ours = infer_shapes(parse_model(memoryview(model.SerializeToString()), None).graph)
+    assert ours["y"] == (len(np.arange(start, limit, delta)),)
