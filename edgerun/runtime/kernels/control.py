@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgerun.runtime import budget
 from edgerun.runtime.dtypes import runtime_dtype
 from edgerun.runtime.registry import kernel
 
@@ -45,14 +46,18 @@ def loop_1(M=None, cond=None, *v_initial, body=None, scope=None):
     carried = list(v_initial)
     n = len(carried)
     scans: list[list] = [[] for _ in range(len(body.output_names) - 1 - n)]
-    i = 0
+    i = scanned = 0
     while keep_going and (trip_count is None or i < trip_count):
         out = body.call([np.array(i, dtype=np.int64), np.array(keep_going), *carried], scope)
         keep_going = _truth(out[0])
         carried = out[1 : 1 + n]
         for values, value in zip(scans, out[1 + n :], strict=True):
             values.append(value)
+            scanned += np.asarray(value).nbytes
         i += 1
+        # an absurd trip count grows the scan outputs until the budget stops it (the trip
+        # count alone proves nothing: exported while-loops pass INT64_MAX and stop on cond)
+        budget.check_bytes(2 * scanned, f"its scan outputs after {i} iterations (then stacked)")
     return (*carried, *(_stack(body, 1 + n + k, v) for k, v in enumerate(scans)))
 
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
+import edgerun
+from edgerun.errors import ModelFormatError
+from edgerun.runtime import budget
 from edgerun.runtime.registry import resolve
 from tests.runtime.onnx_backend import EdgerunBackend
 
@@ -128,3 +133,29 @@ def test_loop_trip_count_and_cond(trips, cond):
         "a0": np.array(0.0, np.float32),
     }
     both(model, feeds)
+
+
+def test_loop_with_an_absurd_trip_count_is_stopped_by_the_budget(tmp_path: Path) -> None:
+    body = helper.make_graph(
+        [
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+            helper.make_node("Identity", ["row"], ["scan"]),
+        ],
+        "body",
+        [_vi("i", TensorProto.INT64, []), _vi("cond_in", TensorProto.BOOL, [])],
+        [_vi("cond_out", TensorProto.BOOL, []), _vi("scan", F, [1024])],
+    )
+    loop = helper.make_node("Loop", ["M", ""], ["ys"], body=body, name="forever")
+    graph = helper.make_graph(
+        [loop],
+        "g",
+        [_vi("row", F, [1024])],
+        [_vi("ys", F, None)],
+        [helper.make_tensor("M", TensorProto.INT64, [], [1 << 40])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "loop.onnx"
+    path.write_bytes(model.SerializeToString())
+    session = edgerun.load(path, backend="numpy")
+    with budget.limited(1 << 20), pytest.raises(ModelFormatError, match="memory budget"):
+        session.run({"row": np.ones(1024, np.float32)})  # 4 KiB a step: stops at ~128
