@@ -30,6 +30,8 @@ from edgerun.runtime.graph import (
     SparseTensor,
     subgraphs,
 )
+from edgerun.runtime.passes.fuse_activation import DOMAIN as ACTIVATION_DOMAIN
+from edgerun.runtime.passes.fuse_activation import fuse_activation
 from edgerun.runtime.passes.inline_functions import inline_functions
 from edgerun.runtime.passes.qdq_fusion import DOMAIN as QDQ_DOMAIN
 from edgerun.runtime.passes.qdq_fusion import fuse_qdq
@@ -94,6 +96,10 @@ class Plan:
         if fused is not self.graph:
             self.graph = fused
             self.opsets.setdefault(QDQ_DOMAIN, 1)
+        fused = fuse_activation(self.graph)  # Conv -> Relu/Clip as one FusedConv
+        if fused is not self.graph:
+            self.graph = fused
+            self.opsets.setdefault(ACTIVATION_DOMAIN, 1)
         self.input_names = [v.name for v in self.graph.real_inputs]
         self.output_names = [v.name for v in self.graph.outputs]
         self.constants: dict[str, np.ndarray] = dict(self.graph.initializers)

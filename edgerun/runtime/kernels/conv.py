@@ -112,8 +112,9 @@ def _channels_first(y):
     return y.transpose(0, y.ndim - 1, *range(1, y.ndim - 1))
 
 
-def _conv(x, w, b, auto_pad, dilations, group, kernel_shape, pads, strides):
-    """Float convolution of any rank; ``x`` and ``w`` already in the compute dtype."""
+def _conv(x, w, b, auto_pad, dilations, group, kernel_shape, pads, strides, clip=None):
+    """Float convolution of any rank; ``x`` and ``w`` already in the compute dtype; ``clip``:
+    (low, high) bounds applied to the result (a fused Relu or Clip)."""
     n_sp = x.ndim - 2
     kernel_shape = list(kernel_shape or w.shape[2:])
     strides = list(strides or [1] * n_sp)
@@ -127,11 +128,12 @@ def _conv(x, w, b, auto_pad, dilations, group, kernel_shape, pads, strides):
         raise ValueError(f"X {x.shape} and W {w.shape} do not match group={group}")
     b = None if b is None else b.astype(x.dtype, copy=False)
     no_pads = not any(begin) and not any(end)
-    if group == 1 and no_pads and all(v == 1 for v in (*kernel_shape, *strides)):
-        return _pointwise(x, w, b)
     depthwise = group == c == m and group > 1
-    if depthwise and min(begin + end) >= 0 and (c >= 64 or _channels_last(x).flags.c_contiguous):
-        return _depthwise_cl(x, w, b, kernel_shape, strides, dilations, begin, out_shape)
+    if depthwise and min(begin + end) >= 0:
+        return _depthwise_cl(x, w, b, kernel_shape, strides, dilations, begin, out_shape, clip)
+    if group == 1 and no_pads and all(v == 1 for v in (*kernel_shape, *strides)):
+        y = _pointwise(x, w, b)
+        return y if clip is None else np.clip(y, clip[0], clip[1], out=y)
     xp = _pad(x, begin, end)
     if group == c and w.shape[1] == 1 and group > 1:
         y = _depthwise(xp, w, kernel_shape, strides, dilations, out_shape)
@@ -139,7 +141,7 @@ def _conv(x, w, b, auto_pad, dilations, group, kernel_shape, pads, strides):
         y = _im2col_matmul(xp, w, group, kernel_shape, strides, dilations, out_shape)
     if b is not None:
         y += b.reshape((m,) + (1,) * n_sp)
-    return y
+    return y if clip is None else np.clip(y, clip[0], clip[1], out=y)
 
 
 def _pointwise(x, w, b):
@@ -168,6 +170,9 @@ def im2col(xp, kernel_shape, strides, dilations, out_shape):
     return cols
 
 
+_FEW_CHANNELS = 4
+
+
 def _im2col_matmul(xp, w, group, kernel_shape, strides, dilations, out_shape):
     n, c = xp.shape[:2]
     m = w.shape[0]
@@ -175,6 +180,12 @@ def _im2col_matmul(xp, w, group, kernel_shape, strides, dilations, out_shape):
     k = math.prod(kernel_shape)
     o = math.prod(out_shape)
     cols = im2col(xp, kernel_shape, strides, dilations, out_shape)
+    if group == 1 and n == 1 and c <= _FEW_CHANNELS:
+        # an image's first layer: its output channels-last, the layout depthwise and 1x1
+        # convolutions after it run fastest in (and keep)
+        yl = np.empty((1, *out_shape, m), dtype=xp.dtype)
+        np.matmul(cols.reshape(c * k, o).T, w.reshape(m, c * k).T, out=yl.reshape(o, m))
+        return _channels_first(yl)
     y = np.empty((n, m, *out_shape), dtype=xp.dtype)
     if group == 1 and n == 1:
         np.matmul(w.reshape(m, c * k), cols.reshape(c * k, o), out=y.reshape(m, o))
@@ -184,33 +195,73 @@ def _im2col_matmul(xp, w, group, kernel_shape, strides, dilations, out_shape):
     return y
 
 
-def _depthwise_cl(x, w, b, kernel_shape, strides, dilations, begin, out_shape):
+_TILE_BELOW = 256  # channels; from there the C-long loops are long enough
+_BAND_BYTES = 1 << 18  # output rows per pass of the taps: the band and its scratch stay in L2
+
+
+def _depthwise_cl(x, w, b, kernel_shape, strides, dilations, begin, out_shape, clip=None):
     # channels-last: every tap is a multiply-add over contiguous channel vectors, and taps
-    # that would read padding are clipped to the outputs that read the input
+    # that would read padding are clipped to the outputs that read the input. The output is
+    # done in row bands that stay in cache through all taps, the bias and the clip. With
+    # stride 1 along the inner axes the weights are tiled across them, so each tap's
+    # multiply runs as one long contiguous loop instead of C-long ones (with a stride the
+    # input rows are not contiguous anyway, and the tile would only add memory traffic).
     n, c = x.shape[:2]
     xl = np.ascontiguousarray(_channels_last(x))
-    wl = np.ascontiguousarray(w.reshape(c, -1).T)
+    inner = tuple(out_shape[1:])
+    wl = np.ascontiguousarray(w.reshape(c, -1).T).reshape(-1, *(1,) * len(inner), c)
+    tiled = c < _TILE_BELOW and all(s == 1 for s in strides[1:])
+    if tiled:
+        wl = np.ascontiguousarray(np.broadcast_to(wl, (wl.shape[0], *inner, c)))
     y = np.empty((n, *out_shape, c), dtype=x.dtype)
-    tmp = np.empty_like(y)
-    taps = list(_valid_taps(x.shape[2:], kernel_shape, strides, dilations, begin, out_shape))
-    full = [
-        i
-        for i, (_, outs, _) in enumerate(taps)
-        if all(s.stop - s.start == o for s, o in zip(outs, out_shape, strict=True))
+    taps = [
+        (
+            wl[(t, *outs[1:])] if tiled else wl[t],
+            outs[0],
+            ins[0].start,
+            outs[1:],
+            ins[1:],
+            all(s.stop - s.start == o for s, o in zip(outs[1:], inner, strict=True)),
+        )
+        for t, outs, ins in _valid_taps(
+            x.shape[2:], kernel_shape, strides, dilations, begin, out_shape
+        )
     ]
-    if full:
-        t, _, ins = taps.pop(full[0])
-        np.multiply(xl[(slice(None), *ins)], wl[t], out=y)
-    else:
-        y.fill(0)
-    for t, outs, ins in taps:
-        dst = (slice(None), *outs)
-        part = tmp[dst]
-        np.multiply(xl[(slice(None), *ins)], wl[t], out=part)
-        np.add(y[dst], part, out=y[dst])
-    if b is not None:
-        y += b
+    rows = max(1, _BAND_BYTES // (y[:, :1].nbytes or 1))
+    tmp = np.empty((n, min(rows, out_shape[0]), *inner, c), dtype=x.dtype)
+    for r0 in range(0, out_shape[0], rows):
+        band = y[:, r0 : r0 + rows]
+        _depthwise_band(band, tmp, xl, taps, strides[0], r0)
+        if b is not None:
+            band += b
+        if clip is not None:
+            np.clip(band, clip[0], clip[1], out=band)
     return _channels_first(y)
+
+
+def _depthwise_band(yb, tmp, xl, taps, stride, r0):
+    """Sum the taps into ``yb``, output rows [r0, r0 + its length)."""
+    r1 = r0 + yb.shape[1]
+    every = slice(None)
+    first = True
+    for weight, out_rows, in_start, outs, ins, inner_whole in taps:
+        lo, hi = max(out_rows.start, r0), min(out_rows.stop, r1)
+        if lo >= hi:
+            continue
+        start = in_start + (lo - out_rows.start) * stride
+        src = xl[(every, slice(start, start + (hi - lo - 1) * stride + 1, stride), *ins)]
+        if first and inner_whole and lo == r0 and hi == r1:
+            np.multiply(src, weight, out=yb)
+        else:
+            if first:
+                yb.fill(0)
+            dst = yb[(every, slice(lo - r0, hi - r0), *outs)]
+            part = tmp[(every, slice(0, hi - lo), *outs)]
+            np.multiply(src, weight, out=part)
+            np.add(dst, part, out=dst)
+        first = False
+    if first:  # every tap reads only padding here
+        yb.fill(0)
 
 
 def _depthwise(xp, w, kernel_shape, strides, dilations, out_shape):
@@ -247,6 +298,41 @@ def conv_1(
     dt = _compute_dtype(X.dtype)
     x, w = X.astype(dt, copy=False), W.astype(dt, copy=False)
     y = _conv(x, w, B, auto_pad, dilations, group, kernel_shape, pads, strides)
+    return y.astype(X.dtype, copy=False)
+
+
+# onnxruntime's FusedConv (what its graph optimiser and edgerun's fuse_activation pass make
+# of Conv -> activation): the activations that are a clip run inside the convolution
+_CLIPS = {"Relu": lambda p: (0.0, np.inf), "Clip": lambda p: (p[0], p[1])}
+
+
+@kernel("FusedConv", since=1, domain="com.microsoft")
+def fused_conv_1(
+    X,
+    W,
+    B=None,
+    Z=None,
+    *,
+    activation="",
+    activation_params=None,
+    auto_pad="NOTSET",
+    dilations=None,
+    group=1,
+    kernel_shape=None,
+    pads=None,
+    strides=None,
+):
+    if activation not in _CLIPS:
+        raise ValueError(f"FusedConv activation {activation!r} is not supported")
+    dt = _compute_dtype(X.dtype)
+    x, w = X.astype(dt, copy=False), W.astype(dt, copy=False)
+    clip = _CLIPS[activation](list(activation_params or ()))
+    if Z is None:
+        y = _conv(x, w, B, auto_pad, dilations, group, kernel_shape, pads, strides, clip)
+    else:
+        y = _conv(x, w, B, auto_pad, dilations, group, kernel_shape, pads, strides)
+        y += Z.astype(dt, copy=False)
+        np.clip(y, clip[0], clip[1], out=y)
     return y.astype(X.dtype, copy=False)
 
 

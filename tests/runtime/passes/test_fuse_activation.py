@@ -1,0 +1,94 @@
+"""fuse_activation: Conv -> Relu/Clip pairs become FusedConv; the plan still matches onnxruntime."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+
+from edgerun.runtime.onnx_reader import parse_model
+from edgerun.runtime.passes.fuse_activation import fuse_activation
+from edgerun.runtime.plan import Plan
+
+ort = pytest.importorskip("onnxruntime")
+rng = np.random.default_rng(0)
+
+
+def _model(act_nodes, extra_inits=(), opset=17, outputs=("y",), extra_inputs=()):
+    """x -> Conv (c) -> the activation nodes, which write y."""
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")]
+    inits += [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in extra_inits]
+    conv = helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], name="conv")
+    graph = helper.make_graph(
+        [conv, *act_nodes],
+        "g",
+        [
+            helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 6, 6]),
+            *(helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, []) for n in extra_inputs),
+        ],
+        [helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in outputs],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+FUSED = {
+    "relu": _model([helper.make_node("Relu", ["c"], ["y"])]),
+    "clip inputs": _model(
+        [helper.make_node("Clip", ["c", "lo", "hi"], ["y"])], [("lo", 0.0), ("hi", 6.0)]
+    ),
+    "clip min only": _model([helper.make_node("Clip", ["c", "lo"], ["y"])], [("lo", -0.5)]),
+    "clip max only": _model([helper.make_node("Clip", ["c", "", "hi"], ["y"])], [("hi", 0.5)]),
+    "clip attributes": _model([helper.make_node("Clip", ["c"], ["y"], min=-1.0, max=1.0)], opset=6),
+}
+NOT_FUSED = {
+    "conv output is a graph output": _model(
+        [helper.make_node("Relu", ["c"], ["y"])], outputs=("y", "c")
+    ),
+    "conv output read twice": _model(
+        [helper.make_node("Relu", ["c"], ["r"]), helper.make_node("Add", ["r", "c"], ["y"])]
+    ),
+    "clip bound not constant": _model(
+        [helper.make_node("Clip", ["c", "lo"], ["y"])], extra_inputs=("lo",)
+    ),
+    "clip without bounds": _model([helper.make_node("Clip", ["c"], ["y"])]),
+    "not an activation": _model([helper.make_node("Sigmoid", ["c"], ["y"])]),
+}
+
+
+def _parse(model):
+    return parse_model(memoryview(model.SerializeToString()), None)
+
+
+def _feeds(model):
+    feeds = {"x": rng.standard_normal((1, 3, 6, 6)).astype(np.float32) * 2}
+    if len(model.graph.input) > 1:
+        feeds["lo"] = np.array(-0.25, np.float32)
+    return feeds
+
+
+def _check_against_onnxruntime(model):
+    feeds = _feeds(model)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    parsed = _parse(model)
+    got = Plan(parsed.graph, parsed.opset_imports).run(feeds)
+    for g, want in zip(got, sess.run(None, feeds), strict=True):
+        np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", FUSED)
+def test_pairs_fuse_into_fused_conv(name):
+    graph = fuse_activation(_parse(FUSED[name]).graph)
+    assert [(n.op_type, n.domain) for n in graph.nodes] == [("FusedConv", "com.microsoft")]
+    assert graph.nodes[0].outputs == ["y"]
+    _check_against_onnxruntime(FUSED[name])
+
+
+@pytest.mark.parametrize("name", NOT_FUSED)
+def test_pairs_that_cannot_fuse_are_left_alone(name):
+    graph = _parse(NOT_FUSED[name]).graph
+    assert fuse_activation(graph) is graph
+    _check_against_onnxruntime(NOT_FUSED[name])
