@@ -442,6 +442,9 @@ CHOICES = ("fastest",)
 
 SCHEMES = ("none", "fp16", "dynamic", "int8")
 DEFAULT_BUDGET = 1.0  # points of accuracy, when --max-accuracy-drop is not given
+# A quantized variant must beat float by this share to be chosen: closer is timing noise,
+# and float keeps the source's accuracy
+MARGIN = 0.03
 
 
 def check_choice(choice: str, quantize: str | None, model_format: str) -> None:
@@ -496,7 +499,12 @@ def choose_fastest(
                 "bytes": sum(f.stat().st_size for f in path.parent.iterdir()),
                 **accuracy_of(path, data.validation, expected, data.labels, backend),
             }
-    eligible = [s for s in built if (rows[s]["drop"] or 0.0) <= budget or s == "none"]
+    floor = rows["none"]["latency_ms"] * (1.0 - MARGIN)
+    eligible = [
+        s
+        for s in built
+        if s == "none" or ((rows[s]["drop"] or 0.0) <= budget and rows[s]["latency_ms"] < floor)
+    ]
     chosen = min(eligible, key=lambda s: rows[s]["latency_ms"])
     for scheme, row in rows.items():
         if "status" not in row:
@@ -508,13 +516,23 @@ def choose_fastest(
 
 def _status(scheme: str, chosen: str, rows: dict[str, dict[str, Any]], budget: float) -> str:
     if scheme == chosen:
+        if scheme == "none" and any(
+            r.get("latency_ms", 1e30) < _float_latency(rows) for r in rows.values()
+        ):
+            return f"chosen: nothing within the accuracy budget is {100 * MARGIN:g}% faster"
         return "chosen: the fastest within the accuracy budget"
     drop = rows[scheme]["drop"] or 0.0
     if drop > budget and scheme != "none":
         return f"rejected: accuracy drop {drop:.2f} > {budget:g} points"
+    if chosen == "none" and rows[scheme]["latency_ms"] <= rows["none"]["latency_ms"]:
+        return f"rejected: not {100 * MARGIN:g}% faster than float"
     slower = rows[scheme]["latency_ms"] / rows[chosen]["latency_ms"]
     note = " (slower than float)" if rows[scheme]["latency_ms"] > rows["none"]["latency_ms"] else ""
     return f"rejected: {slower:.2f}x the chosen one's latency{note}"
+
+
+def _float_latency(rows: dict[str, dict[str, Any]]) -> float:
+    return float(rows["none"]["latency_ms"])
 
 
 def _write_model(model: Any, folder: Path) -> Path:

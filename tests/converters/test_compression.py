@@ -11,6 +11,7 @@ import pytest
 
 import edgerun
 from converters.compression import (
+    MARGIN,
     Cluster,
     CompressionRecipe,
     LowRank,
@@ -229,7 +230,12 @@ def test_choose_fastest_measures_every_scheme(
     assert set(candidates) == {"none", "fp16", "dynamic", "int8"}
     measured = {k: v for k, v in candidates.items() if "latency_ms" in v}
     assert "none" in measured
-    within = [k for k, v in measured.items() if k == "none" or v["drop"] <= 50]
+    floor = measured["none"]["latency_ms"] * (1 - MARGIN)  # quantized must beat float by this
+    within = [
+        k
+        for k, v in measured.items()
+        if k == "none" or (v["drop"] <= 50 and v["latency_ms"] < floor)
+    ]
     fastest = min(within, key=lambda k: measured[k]["latency_ms"])
     assert choice["chosen"] == fastest
     assert candidates[fastest]["status"].startswith("chosen")
