@@ -463,12 +463,14 @@ def choose_fastest(
     reference: acc.Runner,
     budget: float | None,
     backend: str = "numpy",
+    device: str | None = None,
     rounds: int = 15,
     runs: int = 10,
 ) -> tuple[Any, Any, dict[str, Any]]:
-    """Quantize ``model`` every way, measure each here on ``backend``, keep the fastest
-    whose accuracy drop stays within ``budget`` (float always qualifies). Returns the model,
-    its recipe and the record of every candidate for the manifest."""
+    """Quantize ``model`` every way, measure each here on ``backend`` (or, with "estimate",
+    take the roofline estimate for ``device``'s profile, for packing off the board), keep the
+    fastest whose accuracy drop stays within ``budget`` (float always qualifies). Returns the
+    model, its recipe and the record of every candidate for the manifest."""
     from dataclasses import replace as with_scheme
 
     from converters.quantize import quantize_onnx
@@ -492,12 +494,21 @@ def choose_fastest(
             rows[scheme] = {"status": f"not built: {str(exc).splitlines()[0][:200]}"}
     with tempfile.TemporaryDirectory(prefix="edgerun-choose-") as tmp:
         paths = {s: _write_model(m, Path(tmp) / s) for s, (m, _) in built.items()}
-        latency = race(paths, sample(data.validation, 0), backend, rounds, runs)
+        run_on = "numpy" if backend == "estimate" else backend
+        if backend == "estimate":
+            from edgerun.estimate import estimate
+
+            latency = {
+                s: round(estimate(p, device or "this").total_ms, 4) for s, p in paths.items()
+            }
+            backend = f"estimate for {device}"
+        else:
+            latency = race(paths, sample(data.validation, 0), backend, rounds, runs)
         for scheme, path in paths.items():
             rows[scheme] = {
                 "latency_ms": latency[scheme],
                 "bytes": sum(f.stat().st_size for f in path.parent.iterdir()),
-                **accuracy_of(path, data.validation, expected, data.labels, backend),
+                **accuracy_of(path, data.validation, expected, data.labels, run_on),
             }
     floor = rows["none"]["latency_ms"] * (1.0 - MARGIN)
     eligible = [

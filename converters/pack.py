@@ -274,7 +274,13 @@ def _pack_onnx(
             from converters.compression import choose_fastest
 
             model, recipe, choice = choose_fastest(
-                model, recipe, data, reference, options.max_accuracy_drop, options.choose_backend
+                model,
+                recipe,
+                data,
+                reference,
+                options.max_accuracy_drop,
+                options.choose_backend,
+                options.device,
             )
         else:
             model = quantize_onnx(model, recipe, data.calibration)

@@ -77,7 +77,9 @@ def pack(
         None, "--choose", help="fastest: build none/fp16/dynamic/int8, keep the fastest here."
     ),
     choose_backend: str = typer.Option(
-        "numpy", "--choose-backend", help="Backend --choose measures on."
+        "numpy",
+        "--choose-backend",
+        help="Backend --choose measures on, or 'estimate' (roofline for --device's profile).",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON summary."),
 ) -> None:

@@ -212,8 +212,11 @@ def test_train_needs_pruning_and_labels(tmp_path: Path, capsys: pytest.CaptureFi
     assert not list(tmp_path.glob("*.edgerun"))
 
 
+@pytest.mark.parametrize(
+    ("backend", "label"), [("numpy", "numpy"), ("estimate", "estimate for rpi4")]
+)
 def test_choose_fastest_measures_every_scheme(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], backend: str, label: str
 ) -> None:
     source = tmp_path / "cnn.onnx"
     source.write_bytes(nets.cnn().SerializeToString())
@@ -221,9 +224,8 @@ def test_choose_fastest_measures_every_scheme(
     np.savez(tmp_path / "cal.npz", x=rng.standard_normal((24, 1, 8, 8)).astype(np.float32))
     out = tmp_path / "cnn.edgerun"
     args = ["pack", str(source), "--device", "rpi4", "--choose", "fastest", "-o", str(out)]
-    assert (
-        main([*args, "--calibration", str(tmp_path / "cal.npz"), "--max-accuracy-drop", "50"]) == 0
-    )
+    args += ["--choose-backend", backend, "--calibration", str(tmp_path / "cal.npz")]
+    assert main([*args, "--max-accuracy-drop", "50"]) == 0
     manifest = read_manifest(out)
     choice = manifest.applied["choice"]
     candidates = choice["candidates"]
@@ -244,7 +246,8 @@ def test_choose_fastest_measures_every_scheme(
     for name, row in measured.items():
         if row["latency_ms"] > measured["none"]["latency_ms"] and name != "none":
             assert "slower than float" in row["status"]
-    assert "quantization chosen by latency on numpy" in capsys.readouterr().out
+    assert choice["backend"] == label
+    assert f"quantization chosen by latency on {label}" in capsys.readouterr().out
 
 
 def test_choose_refuses_a_fixed_quantization(
