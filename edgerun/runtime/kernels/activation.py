@@ -126,6 +126,36 @@ def _erf32(x):
     return out.reshape(np.shape(x))
 
 
+# Gelu's float32 path: the same rational, with P halved so that P/Q + 0.5 is
+# (1 + erf(x/sqrt2)) / 2, run in float32 on blocks that stay in L2. Float32 Horner steps
+# leave erf within 6 ulp (4e-7 absolute) instead of 0.55, at twice the speed: fine for an
+# activation (onnxruntime's own float32 erf is no closer), not for the Erf op.
+_GELU32_P = np.array([c / 2 for c in _ERF32_P], np.float32)
+_GELU32_Q = np.array(_ERF32_Q, np.float32)
+_GELU_BLOCK = 65536
+
+
+def _gelu32(x):
+    flat = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
+    out = np.empty(flat.shape, np.float32)
+    n = min(_GELU_BLOCK, flat.size)
+    zc, t, num, den = (np.empty(n, np.float32) for _ in range(4))
+    for start in range(0, flat.size, _GELU_BLOCK):
+        size = min(_GELU_BLOCK, flat.size - start)
+        xb, a, b, p, q = flat[start : start + size], zc[:size], t[:size], num[:size], den[:size]
+        np.multiply(xb, np.float32(np.sqrt(0.5)), out=a)
+        np.clip(a, -_ERF32_CLAMP, _ERF32_CLAMP, out=a)
+        np.multiply(a, a, out=b)
+        _horner(b, _GELU32_P, p)
+        p *= a
+        p /= _horner(b, _GELU32_Q, q)
+        p += np.float32(0.5)
+        np.maximum(p, 0, out=p)  # float32 rounding can take it just below 0 in the far tail
+        with np.errstate(invalid="ignore"):  # -inf * 0: nan, as x * (1 + erf) / 2 gives
+            np.multiply(p, xb, out=out[start : start + size])
+    return out.reshape(np.shape(x))
+
+
 def _sigmoid(x):
     # 1 / (1 + exp(-x)) in one buffer; exp(-x) overflowing to inf gives the right 0
     out = np.negative(x)
@@ -237,6 +267,8 @@ def gelu_20(x, *, approximate="none"):
         return _like(0.5 * f * (1 + np.tanh(inner.astype(f.dtype, copy=False))), x)
     if approximate != "none":
         raise ValueError(f"Gelu approximate must be 'none' or 'tanh', not {approximate!r}")
+    if f.dtype == np.float32:
+        return _like(_gelu32(f), x)
     out = _erf_any(f * f.dtype.type(np.sqrt(0.5))).astype(f.dtype, copy=False)
     out += f.dtype.type(1)
     out *= f
