@@ -170,9 +170,6 @@ def im2col(xp, kernel_shape, strides, dilations, out_shape):
     return cols
 
 
-_FEW_CHANNELS = 4
-
-
 def _im2col_matmul(xp, w, group, kernel_shape, strides, dilations, out_shape):
     n, c = xp.shape[:2]
     m = w.shape[0]
@@ -180,12 +177,6 @@ def _im2col_matmul(xp, w, group, kernel_shape, strides, dilations, out_shape):
     k = math.prod(kernel_shape)
     o = math.prod(out_shape)
     cols = im2col(xp, kernel_shape, strides, dilations, out_shape)
-    if group == 1 and n == 1 and c <= _FEW_CHANNELS:
-        # an image's first layer: its output channels-last, the layout depthwise and 1x1
-        # convolutions after it run fastest in (and keep)
-        yl = np.empty((1, *out_shape, m), dtype=xp.dtype)
-        np.matmul(cols.reshape(c * k, o).T, w.reshape(m, c * k).T, out=yl.reshape(o, m))
-        return _channels_first(yl)
     y = np.empty((n, m, *out_shape), dtype=xp.dtype)
     if group == 1 and n == 1:
         np.matmul(w.reshape(m, c * k), cols.reshape(c * k, o), out=y.reshape(m, o))
