@@ -358,22 +358,14 @@ def measurer(
     """Measure a model as pack stores it: on the numpy runtime, against the source."""
 
     def measure(model: Any) -> dict[str, Any]:
-        from converters.layout import WEIGHTS, externalize
         from converters.optimise.graph import parameters
 
-        model_bytes, weights = externalize(model)
         with tempfile.TemporaryDirectory(prefix="edgerun-compress-") as tmp:
-            path = Path(tmp) / "model.onnx"
-            path.write_bytes(model_bytes)
-            if weights:
-                (Path(tmp) / WEIGHTS).write_bytes(weights)
+            path = _write_model(model, Path(tmp) / "model")
+            stored = sum(f.stat().st_size for f in path.parent.iterdir())
             figures = speed(path, validation, runs)
             figures.update(accuracy_of(path, validation, expected, labels))
-        return {
-            "parameters": parameters(model),
-            "bytes": len(model_bytes) + len(weights or b""),
-            **figures,
-        }
+        return {"parameters": parameters(model), "bytes": stored, **figures}
 
     return measure
 
