@@ -54,8 +54,13 @@ def _static(
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     prepared = tmp / "prepared.onnx"
-    # shape inference plus onnxruntime's own graph fusions, as its quantization guide asks
-    quant_pre_process(str(source), str(prepared))
+    # shape inference plus onnxruntime's own graph fusions, as its quantization guide asks;
+    # its symbolic shape inference fails on some exported graphs (an Expand in MiniLM's
+    # dynamo export): onnx's own shape inference is then enough for the quantizer
+    try:
+        quant_pre_process(str(source), str(prepared))
+    except Exception:  # onnxruntime's tools raise whatever their handlers raise
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
     methods = {
         "minmax": q.CalibrationMethod.MinMax,
         "entropy": q.CalibrationMethod.Entropy,
