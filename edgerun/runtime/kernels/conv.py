@@ -132,8 +132,7 @@ def _conv(x, w, b, auto_pad, dilations, group, kernel_shape, pads, strides, clip
     if depthwise and min(begin + end) >= 0:
         return _depthwise_cl(x, w, b, kernel_shape, strides, dilations, begin, out_shape, clip)
     if group == 1 and no_pads and all(v == 1 for v in (*kernel_shape, *strides)):
-        y = _pointwise(x, w, b)
-        return y if clip is None else np.clip(y, clip[0], clip[1], out=y)
+        return _pointwise(x, w, b, clip)
     xp = _pad(x, begin, end)
     if group == c and w.shape[1] == 1 and group > 1:
         y = _depthwise(xp, w, kernel_shape, strides, dilations, out_shape)
@@ -144,7 +143,7 @@ def _conv(x, w, b, auto_pad, dilations, group, kernel_shape, pads, strides, clip
     return y if clip is None else np.clip(y, clip[0], clip[1], out=y)
 
 
-def _pointwise(x, w, b):
+def _pointwise(x, w, b, clip=None):
     # a 1x1 convolution is one matmul over the channels, in whichever layout x is stored
     n, c = x.shape[:2]
     m = w.shape[0]
@@ -154,11 +153,19 @@ def _pointwise(x, w, b):
         y = np.matmul(xl.reshape(-1, c), w2.T)
         if b is not None:
             y += b
+        _clip(y, clip)
         return _channels_first(y.reshape(*xl.shape[:-1], m))
     y = np.matmul(w2, x.reshape(n, c, -1))
     if b is not None:
         y += b.reshape(m, 1)
+    _clip(y, clip)
     return y.reshape(n, m, *x.shape[2:])
+
+
+def _clip(y, clip):
+    # on the contiguous result: np.clip on a transposed view of it runs several times slower
+    if clip is not None:
+        np.clip(y, clip[0], clip[1], out=y)
 
 
 def im2col(xp, kernel_shape, strides, dilations, out_shape):
@@ -187,7 +194,7 @@ def _im2col_matmul(xp, w, group, kernel_shape, strides, dilations, out_shape):
 
 
 _TILE_BELOW = 256  # channels; from there the C-long loops are long enough
-_BAND_BYTES = 1 << 18  # output rows per pass of the taps: the band and its scratch stay in L2
+_BAND_BYTES = 1 << 19  # output rows per pass of the taps: the band and its scratch stay in L2
 
 
 def _depthwise_cl(x, w, b, kernel_shape, strides, dilations, begin, out_shape, clip=None):

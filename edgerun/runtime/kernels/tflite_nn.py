@@ -106,8 +106,13 @@ def _conv_nhwc(x, w, bias, padding, strides, dilations, group, act, quant):
     wf = w.astype(np.float32) if qw is None else dequantize_oihw(w, qw)
     b = None if bias is None else bias.astype(np.float32, copy=False)
     xf = x.astype(np.float32, copy=False)
-    y = _conv(nchw(xf), wf, b, same_pad(padding), dilations, group, kernel_shape, None, strides)
-    return fused(np.ascontiguousarray(nhwc(y)), act)
+    clip = _CLIPS.get(act)  # applied inside the convolution, on blocks still in cache
+    pad = same_pad(padding)
+    y = _conv(nchw(xf), wf, b, pad, dilations, group, kernel_shape, None, strides, clip)
+    return fused(np.ascontiguousarray(nhwc(y)), "NONE" if clip else act)
+
+
+_CLIPS = {"RELU": (0.0, np.inf), "RELU6": (0.0, 6.0), "RELU_N1_TO_1": (-1.0, 1.0)}
 
 
 def dequantize_oihw(w: np.ndarray, qw: QuantParams) -> np.ndarray:
