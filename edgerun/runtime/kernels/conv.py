@@ -201,19 +201,15 @@ def _depthwise_cl(x, w, b, kernel_shape, strides, dilations, begin, out_shape, c
     # channels-last: every tap is a multiply-add over contiguous channel vectors, and taps
     # that would read padding are clipped to the outputs that read the input. The output is
     # done in row bands that stay in cache through all taps, the bias and the clip. Below
-    # _TILE_BELOW channels the weights are tiled across the inner output axes, so each
-    # tap's multiply runs as one long contiguous loop instead of C-long ones; a stride along
-    # the last axis is first split into that many phases (input columns j, j+s, ... copied
-    # together), so that strided taps read contiguous rows too.
+    # _TILE_BELOW channels, with stride 1 along the inner axes, the weights are tiled across
+    # those axes, so each tap's multiply runs as one long contiguous loop instead of C-long
+    # ones. (Splitting a strided input into contiguous phases won ~10 % per layer alone, but
+    # its input-sized copies made glibc map fresh pages each run: slower in a whole model.)
     n, c = x.shape[:2]
     xl = np.ascontiguousarray(_channels_last(x))
     inner = tuple(out_shape[1:])
     wl = np.ascontiguousarray(w.reshape(c, -1).T).reshape(-1, *(1,) * len(inner), c)
-    tiled = c < _TILE_BELOW and all(s == 1 for s in strides[1:-1])
-    phases = [xl]
-    if tiled and len(strides) > 1 and strides[-1] > 1:
-        phases = [np.ascontiguousarray(xl[..., p :: strides[-1], :]) for p in range(strides[-1])]
-    tiled = tiled and (len(strides) == 1 or strides[-1] == 1 or len(phases) > 1)
+    tiled = c < _TILE_BELOW and all(s == 1 for s in strides[1:])
     if tiled:
         wl = np.ascontiguousarray(np.broadcast_to(wl, (wl.shape[0], *inner, c)))
     y = np.empty((n, *out_shape, c), dtype=x.dtype)
@@ -223,7 +219,7 @@ def _depthwise_cl(x, w, b, kernel_shape, strides, dilations, begin, out_shape, c
             outs[0],
             ins[0].start,
             outs[1:],
-            *_phase(phases, ins[1:]),
+            ins[1:],
             all(s.stop - s.start == o for s, o in zip(outs[1:], inner, strict=True)),
         )
         for t, outs, ins in _valid_taps(
@@ -234,7 +230,7 @@ def _depthwise_cl(x, w, b, kernel_shape, strides, dilations, begin, out_shape, c
     tmp = np.empty((n, min(rows, out_shape[0]), *inner, c), dtype=x.dtype)
     for r0 in range(0, out_shape[0], rows):
         band = y[:, r0 : r0 + rows]
-        _depthwise_band(band, tmp, taps, strides[0], r0)
+        _depthwise_band(band, tmp, xl, taps, strides[0], r0)
         if b is not None:
             band += b
         if clip is not None:
@@ -242,24 +238,12 @@ def _depthwise_cl(x, w, b, kernel_shape, strides, dilations, begin, out_shape, c
     return _channels_first(y)
 
 
-def _phase(phases, ins):
-    """(inner input slices, source array) of a tap: with phases, its last slice steps
-    through one phase with stride 1."""
-    if len(phases) == 1 or not ins:
-        return ins, phases[0]
-    last = ins[-1]
-    s = len(phases)
-    count = len(range(last.start, last.stop, last.step))
-    first = last.start // s
-    return (*ins[:-1], slice(first, first + count)), phases[last.start % s]
-
-
-def _depthwise_band(yb, tmp, taps, stride, r0):
+def _depthwise_band(yb, tmp, xl, taps, stride, r0):
     """Sum the taps into ``yb``, output rows [r0, r0 + its length)."""
     r1 = r0 + yb.shape[1]
     every = slice(None)
     first = True
-    for weight, out_rows, in_start, outs, ins, xl, inner_whole in taps:
+    for weight, out_rows, in_start, outs, ins, inner_whole in taps:
         lo, hi = max(out_rows.start, r0), min(out_rows.stop, r1)
         if lo >= hi:
             continue
