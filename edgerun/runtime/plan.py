@@ -212,6 +212,11 @@ class Plan:
         except (ValueError, IndexError, TypeError) as exc:
             name = step.node.name or step.node.op_type
             raise ModelFormatError(f"node {name!r} ({step.node.op_type}) failed: {exc}") from exc
+        except MemoryError as exc:  # under the budget, yet the OS refused it
+            name = step.node.name or step.node.op_type
+            raise ResourceLimitError(
+                f"node {name!r} ({step.node.op_type}): out of memory, the allocation was refused"
+            ) from exc
         if isinstance(result, tuple | list) and step.node.op_type not in _RETURNS_LIST:
             return tuple(_as_array(r) for r in result)
         return (_as_array(result),)

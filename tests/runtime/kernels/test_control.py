@@ -159,3 +159,27 @@ def test_loop_with_an_absurd_trip_count_is_stopped_by_the_budget(tmp_path: Path)
     session = edgerun.load(path, backend="numpy")
     with budget.limited(1 << 20), pytest.raises(ModelFormatError, match="memory budget"):
         session.run({"row": np.ones(1024, np.float32)})  # 4 KiB a step: stops at ~128
+
+
+def test_an_allocation_the_os_refuses_names_the_node(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataclasses import replace
+
+    from edgerun.errors import ResourceLimitError
+
+    node = helper.make_node("Identity", ["x"], ["y"], name="copy")
+    graph = helper.make_graph([node], "g", [_vi("x", F, [4])], [_vi("y", F, [4])])
+    path = tmp_path / "m.onnx"
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path.write_bytes(model.SerializeToString())
+    session = edgerun.load(path, backend="numpy")
+    plan = session._impl.plan
+
+    def refuse(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise MemoryError
+
+    refusing = [replace(s, kernel=replace(s.kernel, fn=refuse)) for s in plan.steps]
+    monkeypatch.setattr(plan, "steps", type(plan.steps)(refusing))
+    with pytest.raises(ResourceLimitError, match=r"node 'copy' \(Identity\): out of memory"):
+        session.run({"x": np.ones(4, np.float32)})
