@@ -39,6 +39,7 @@ from edgerun.inspection import INTEGER_OPS, batch_one_shapes, node_macs
 from edgerun.profiles import DeviceProfile, load_profile, profile_from_dict
 from edgerun.runtime import dtypes
 from edgerun.runtime.graph import Node
+from edgerun.runtime.passes.shape_inference import ALIASES
 from edgerun.runtime.plan import Plan
 
 THIS_MACHINE = "this"  # --device this: calibrate here first
@@ -162,11 +163,8 @@ def _op(
     size = sum(b or 0 for b in moved)
     compute_ms = flops / ((gops_int8 if integer else gflops) * 1e6)
     memory_ms = size / (bandwidth_gbs * 1e6)
-    scratch = (
-        SCRATCH[node.op_type](node, shapes, sizes)
-        if known and node.op_type in SCRATCH and not node.domain
-        else 0
-    )
+    kind = ALIASES.get((node.domain, node.op_type), "" if node.domain else node.op_type)
+    scratch = SCRATCH[kind](node, shapes, sizes) if known and kind in SCRATCH else 0
     scratch_ms = scratch / (bandwidth_gbs * 1e6)
     return OpEstimate(
         index=index,

@@ -18,7 +18,7 @@ from typing import Any, cast
 from edgerun.modelfile import ModelFile, open_model
 from edgerun.runtime import dtypes
 from edgerun.runtime.graph import Graph, Node
-from edgerun.runtime.passes.shape_inference import Shape, infer_shapes
+from edgerun.runtime.passes.shape_inference import ALIASES, Shape, infer_shapes
 
 
 @dataclass
@@ -127,7 +127,9 @@ def node_macs(node: Node, shapes: Mapping[str, Shape | None]) -> int | None:
     unknown. Integer ops count like the float op they stand for."""
     domain = "" if node.domain == "ai.onnx" else node.domain
     op_type, operands = INTEGER_OPS.get((domain, node.op_type), (node.op_type, (0, 1)))
-    if (domain, node.op_type) in INTEGER_OPS:
+    if (domain, node.op_type) in ALIASES:
+        op_type = ALIASES[(domain, node.op_type)]
+    if (domain, node.op_type) in INTEGER_OPS or (domain, node.op_type) in ALIASES:
         domain = ""
     counter = {"": MAC_RULES, "tflite": TFLITE_MAC_RULES}.get(domain, {}).get(op_type)
     if counter is None:

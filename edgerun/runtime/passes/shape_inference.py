@@ -75,7 +75,14 @@ def _known(array: np.ndarray) -> Known:
     return Known(tuple(array.shape), small)
 
 
+# contrib ops the plan's own passes create, shaped like the standard op they stand for
+ALIASES = {("com.microsoft", "FusedConv"): "Conv"}
+
+
 def _apply(node: Node, args: list[Known | None]) -> tuple[list[Shape | None], dict]:
+    alias = ALIASES.get((node.domain, node.op_type))
+    if alias is not None:
+        return RULES[alias](node, args), {}
     if node.domain not in ("", "ai.onnx"):
         return [], {}
     if node.op_type == "Shape" and args and args[0] is not None and args[0].shape is not None:
