@@ -81,9 +81,7 @@ ALIASES = {("com.microsoft", "FusedConv"): "Conv"}
 
 def _apply(node: Node, args: list[Known | None]) -> tuple[list[Shape | None], dict]:
     alias = ALIASES.get((node.domain, node.op_type))
-    if alias is not None:
-        return RULES[alias](node, args), {}
-    if node.domain not in ("", "ai.onnx"):
+    if node.domain not in ("", "ai.onnx") and alias is None:
         return [], {}
     if node.op_type == "Shape" and args and args[0] is not None and args[0].shape is not None:
         dims = args[0].shape
@@ -93,7 +91,7 @@ def _apply(node: Node, args: list[Known | None]) -> tuple[list[Shape | None], di
     if node.op_type == "Constant" and node.attr("value") is not None:
         value = node.attr("value")
         return [tuple(value.shape)], {0: _known(value).value}
-    fn = RULES.get(node.op_type)
+    fn = RULES.get(alias or node.op_type)
     if fn is None:
         return [], {}
     try:

@@ -119,3 +119,25 @@ def test_range_length_matches_numpy(start: float, limit: float, delta: float) ->
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     ours = infer_shapes(parse_model(memoryview(model.SerializeToString()), None).graph)
     assert ours["y"] == (len(np.arange(start, limit, delta)),)
+
+
+def test_fused_conv_is_shaped_like_conv_and_unknown_stays_unknown() -> None:
+    node = helper.make_node(
+        "FusedConv", ["x", "w"], ["y"], domain="com.microsoft", activation="Relu", pads=[1, 1, 1, 1]
+    )
+    graph = helper.make_graph(
+        [node],
+        "fused",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8]),
+            helper.make_tensor_value_info("w", TensorProto.FLOAT, [4, 3, 3, 3]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
+    )
+    parsed = parse_model(memoryview(model.SerializeToString()), None).graph
+    assert infer_shapes(parsed)["y"] == (1, 4, 8, 8)
+    assert infer_shapes(parsed, {"x": None})["y"] is None  # type: ignore[dict-item]
