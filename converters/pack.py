@@ -21,11 +21,12 @@ from typing import Any
 import numpy as np
 
 from converters import accuracy as acc
-from converters.calibration import PackWarning, Samples, load_samples, split, synthetic
+from converters.calibration import PackWarning, Samples, count, load_samples, split, synthetic
 from converters.compression import CompressionRecipe
+from converters.layout import WEIGHTS
 from converters.recipe import FORMATS, QuantRecipe, recipe_for
 from converters.sources import Source, load_source
-from edgerun.bundle import Manifest, write_bundle
+from edgerun.bundle import Manifest, read_manifest, write_bundle
 from edgerun.errors import AccuracyError, ConversionError, EdgerunError
 from edgerun.profiles import load_profile
 from edgerun.specs import TensorSpec
@@ -145,20 +146,15 @@ def _pack(model: str, options: PackOptions, stages: _Stages) -> PackResult:
             applied={
                 **packed.applied,
                 "quantization": None if recipe.scheme == "none" else recipe.to_json(),
-                "calibration_samples": 0 if data.calibration is None else _count(data.calibration),
+                "calibration_samples": 0 if data.calibration is None else count(data.calibration),
                 **({"distillation": distillation} if distillation else {}),
             },
             accuracy=accuracy,
             source={"framework": source.framework, "sha256": source.sha256, "name": model},
-            external_data={_WEIGHTS: packed.weights} if packed.weights else None,
+            external_data={WEIGHTS: packed.weights} if packed.weights else None,
             golden=golden,
         )
-    from edgerun.bundle import read_manifest
-
     return PackResult(path, read_manifest(path), [], stages.seconds)
-
-
-_WEIGHTS = "weights.bin"
 
 
 class _Stages:
@@ -173,10 +169,6 @@ class _Stages:
         start = time.perf_counter()
         yield
         self.seconds[name] = round(time.perf_counter() - start, 3)
-
-
-def _count(samples: Samples) -> int:
-    return len(next(iter(samples.values())))
 
 
 # ---- the source ------------------------------------------------------------------------
@@ -289,7 +281,7 @@ def _pack_onnx(
     model_bytes, weights = externalize(model)
     (tmp / "model.onnx").write_bytes(model_bytes)
     if weights:
-        (tmp / _WEIGHTS).write_bytes(weights)
+        (tmp / WEIGHTS).write_bytes(weights)
     runners, skipped, inputs, outputs = packed_runners(tmp / "model.onnx")
     applied = {
         "format": "onnx",
@@ -458,7 +450,7 @@ def _golden(
     options: PackOptions,
 ) -> tuple[bytes | None, dict[str, Any] | None]:
     """Sample inputs and the outputs the board should reproduce, from its own engine."""
-    k = min(options.golden_samples, _count(validation))
+    k = min(options.golden_samples, count(validation))
     if k == 0:
         return None, None
     backend = "numpy" if "numpy" in outputs else next(iter(outputs))

@@ -28,12 +28,18 @@ class ModelFile:
     bundle: Bundle | None = None
 
 
-def open_model(path: str | os.PathLike[str]) -> ModelFile:
+def model_path(path: str | os.PathLike[str]) -> Path:
+    """The path, if it names something that could be a model file."""
     path = Path(path)
     if path.is_dir():
         raise ModelFormatError(f"{path}: is a folder, not a model file")
     if not path.exists():
         raise ModelFormatError(f"{path}: no such file")
+    return path
+
+
+def open_model(path: str | os.PathLike[str]) -> ModelFile:
+    path = model_path(path)
     if path.suffix == ".edgerun":
         return _open_bundle(path)
     if path.suffix == ".tflite":

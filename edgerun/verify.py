@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from edgerun.bundle import GOLDEN, open_bundle, read_manifest
+from edgerun.bundle import GOLDEN, Manifest, open_bundle
 from edgerun.errors import BundleError, InputError
 
 
@@ -69,25 +69,26 @@ def verify(
     """Run the bundle's golden samples here and compare with what the packer saw."""
     import edgerun
 
-    arrays, atol = _golden(path)
+    arrays, atol, manifest = _golden(path)
     session = edgerun.load(path, backend=backend, device=device, threads=threads)
-    manifest_inputs = read_manifest(path).inputs
     # goldens hold real values in the manifest's order; integer I/O is quantized on the way
     inputs = {
         s.name: s.from_real(arrays[f"input/{m.name}"])
-        for s, m in zip(session.inputs, manifest_inputs, strict=True)
+        for s, m in zip(session.inputs, manifest.inputs, strict=True)
     }
     count = len(next(iter(inputs.values())))
     produced = [session.run({k: v[i : i + 1] for k, v in inputs.items()}) for i in range(count)]
     checks = []
-    for spec, m in zip(session.outputs, read_manifest(path).outputs, strict=True):
+    for spec, m in zip(session.outputs, manifest.outputs, strict=True):
         expected = arrays[f"output/{m.name}"]
         got = np.concatenate([np.asarray(spec.to_real(p[spec.name])) for p in produced])
         checks.append(_check(m.name, expected, got, atol[m.name]))
     return VerifyReport(str(path), session.backend, count, checks)
 
 
-def _golden(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+def _golden(
+    path: str | os.PathLike[str],
+) -> tuple[dict[str, np.ndarray], dict[str, float], Manifest]:
     with open_bundle(path) as bundle:
         manifest = bundle.manifest
         section = (manifest.accuracy or {}).get("golden")
@@ -108,7 +109,7 @@ def _golden(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[s
         raise BundleError(f"{path}: the golden samples do not match the bundle's outputs")
     if any(f"input/{s.name}" not in arrays for s in manifest.inputs):
         raise BundleError(f"{path}: the golden samples do not match the bundle's inputs")
-    return arrays, {n: float(atol[n]) for n in names}
+    return arrays, {n: float(atol[n]) for n in names}, manifest
 
 
 def _check(name: str, expected: np.ndarray, got: np.ndarray, tolerance: float) -> OutputCheck:

@@ -42,11 +42,9 @@ class ModelSource:
 
 
 def open_source(path: str | os.PathLike[str]) -> ModelSource:
-    path = Path(path)
-    if path.is_dir():
-        raise ModelFormatError(f"{path}: is a folder, not a model file")
-    if not path.exists():
-        raise ModelFormatError(f"{path}: no such file")
+    from edgerun.modelfile import model_path
+
+    path = model_path(path)
     if path.suffix == ".edgerun":
         from edgerun.bundle import open_bundle
 
