@@ -1,4 +1,4 @@
-"""Convolutions: im2col over strided views + one batched matmul; depthwise as tap sums."""
+"""Convolutions: im2col over strided views + one batched matmul; depthwise as one einsum over the taps."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import itertools
 import math
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 from edgerun.runtime.registry import kernel
 
@@ -78,29 +79,6 @@ def _tap_slices(kernel_shape, strides, dilations, out_shape):
             slice(i * d, i * d + (o - 1) * s + 1, s)
             for i, d, o, s in zip(tap, dilations, out_shape, strides, strict=True)
         )
-
-
-def _valid_taps(in_shape, kernel_shape, strides, dilations, begin, out_shape):
-    """(tap index, output slices, input slices) of each tap over the unpadded input.
-
-    Output position o of tap i reads input o*s + i*d - begin; only the outputs whose read
-    falls inside the input are listed, so padding never has to be materialised.
-    """
-    taps = itertools.product(*(range(k) for k in kernel_shape))
-    for t, tap in enumerate(taps):
-        outs, ins = [], []
-        for i, n, s, d, b, o in zip(
-            tap, in_shape, strides, dilations, begin, out_shape, strict=True
-        ):
-            lo = max(0, -((i * d - b) // s))
-            hi = min(o, (n - 1 - i * d + b) // s + 1)
-            if lo >= hi:
-                break
-            start = lo * s + i * d - b
-            outs.append(slice(lo, hi))
-            ins.append(slice(start, start + (hi - lo - 1) * s + 1, s))
-        else:
-            yield t, tuple(outs), tuple(ins)
 
 
 def _channels_last(x):
@@ -193,74 +171,91 @@ def _im2col_matmul(xp, w, group, kernel_shape, strides, dilations, out_shape):
     return y
 
 
-_TILE_BELOW = 256  # channels; from there the C-long loops are long enough
-_BAND_BYTES = 1 << 19  # output rows per pass of the taps: the band and its scratch stay in L2
+_TILE_BELOW = 256  # channels; from there the C-long inner loops are long enough
 
 
 def _depthwise_cl(x, w, b, kernel_shape, strides, dilations, begin, out_shape, clip=None):
-    # channels-last: every tap is a multiply-add over contiguous channel vectors, and taps
-    # that would read padding are clipped to the outputs that read the input. The output is
-    # done in row bands that stay in cache through all taps, the bias and the clip. Below
-    # _TILE_BELOW channels, with stride 1 along the inner axes, the weights are tiled across
-    # those axes, so each tap's multiply runs as one long contiguous loop instead of C-long
-    # ones. (Splitting a strided input into contiguous phases won ~10 % per layer alone, but
-    # its input-sized copies made glibc map fresh pages each run: slower in a whole model.)
-    n, c = x.shape[:2]
+    # channels-last: the taps are one einsum over a strided view of the input, with axes
+    # (*taps, N, *out, C), so numpy sums all taps of an output in one pass instead of a
+    # multiply and an add per tap (2-3x faster on MobileNetV2's layers). Outputs whose
+    # windows lie inside the input read it in place; only the border slabs, whose windows
+    # reach into padding, get small zero-padded copies (an input-sized padded copy made
+    # glibc map fresh pages every run). Below _TILE_BELOW channels, with stride 1 along the
+    # last axis, that axis merges with C and the weights are tiled along it, so the inner
+    # loop runs W*C long instead of C.
+    c = x.shape[1]
     xl = np.ascontiguousarray(_channels_last(x))
-    inner = tuple(out_shape[1:])
-    wl = np.ascontiguousarray(w.reshape(c, -1).T).reshape(-1, *(1,) * len(inner), c)
-    tiled = c < _TILE_BELOW and all(s == 1 for s in strides[1:])
+    wl = np.ascontiguousarray(np.moveaxis(w.reshape(c, *kernel_shape), 0, -1))  # (*kernel, C)
+    tiled = c < _TILE_BELOW and strides[-1] == 1
     if tiled:
-        wl = np.ascontiguousarray(np.broadcast_to(wl, (wl.shape[0], *inner, c)))
-    y = np.empty((n, *out_shape, c), dtype=x.dtype)
-    taps = [
-        (
-            wl[(t, *outs[1:])] if tiled else wl[t],
-            outs[0],
-            ins[0].start,
-            outs[1:],
-            ins[1:],
-            all(s.stop - s.start == o for s, o in zip(outs[1:], inner, strict=True)),
-        )
-        for t, outs, ins in _valid_taps(
-            x.shape[2:], kernel_shape, strides, dilations, begin, out_shape
-        )
-    ]
-    rows = max(1, _BAND_BYTES // (y[:, :1].nbytes or 1))
-    tmp = np.empty((n, min(rows, out_shape[0]), *inner, c), dtype=x.dtype)
-    for r0 in range(0, out_shape[0], rows):
-        band = y[:, r0 : r0 + rows]
-        _depthwise_band(band, tmp, xl, taps, strides[0], r0)
-        if b is not None:
-            band += b
-        if clip is not None:
-            np.clip(band, clip[0], clip[1], out=band)
+        wl = np.broadcast_to(wl[..., None, :], (*kernel_shape, out_shape[-1], c))
+        wl = wl.reshape(*kernel_shape, out_shape[-1] * c)
+    y = np.empty((x.shape[0], *out_shape, c), dtype=x.dtype)
+    reach = [(k - 1) * d + 1 for k, d in zip(kernel_shape, dilations, strict=True)]
+    inside = []  # per axis, the outputs whose whole window is inside the input
+    for n, o, s, bg, r in zip(x.shape[2:], out_shape, strides, begin, reach, strict=True):
+        lo = min(o, -(-bg // s))
+        inside.append((lo, max(lo, min(o, (n + bg - r) // s + 1))))
+    for box in _border_boxes(inside, out_shape):
+        first = [lo * s - bg for (lo, _), s, bg in zip(box, strides, begin, strict=True)]
+        if box is inside:
+            src = xl[(slice(None), *(slice(f, None) for f in first))]
+        else:
+            src = _zero_padded(xl, first, box, strides, reach)
+        out = y[(slice(None), *(slice(lo, hi) for lo, hi in box))]
+        _tap_einsum(src, wl, out, strides, dilations, tiled)
+    if b is not None:
+        y += b
+    if clip is not None:
+        np.clip(y, clip[0], clip[1], out=y)
     return _channels_first(y)
 
 
-def _depthwise_band(yb, tmp, xl, taps, stride, r0):
-    """Sum the taps into ``yb``, output rows [r0, r0 + its length)."""
-    r1 = r0 + yb.shape[1]
-    every = slice(None)
-    first = True
-    for weight, out_rows, in_start, outs, ins, inner_whole in taps:
-        lo, hi = max(out_rows.start, r0), min(out_rows.stop, r1)
-        if lo >= hi:
-            continue
-        start = in_start + (lo - out_rows.start) * stride
-        src = xl[(every, slice(start, start + (hi - lo - 1) * stride + 1, stride), *ins)]
-        if first and inner_whole and lo == r0 and hi == r1:
-            np.multiply(src, weight, out=yb)
-        else:
-            if first:
-                yb.fill(0)
-            dst = yb[(every, slice(lo - r0, hi - r0), *outs)]
-            part = tmp[(every, slice(0, hi - lo), *outs)]
-            np.multiply(src, weight, out=part)
-            np.add(dst, part, out=dst)
-        first = False
-    if first:  # every tap reads only padding here
-        yb.fill(0)
+def _border_boxes(inside, out_shape):
+    """The interior box (``inside`` itself) and the slabs around it that tile the output."""
+    if all(hi > lo for lo, hi in inside):
+        yield inside
+    for axis, (lo, hi) in enumerate(inside):
+        for part in ((0, lo), (hi, out_shape[axis])):
+            if part[1] > part[0]:
+                yield [*inside[:axis], part, *((0, o) for o in out_shape[axis + 1 :])]
+
+
+def _zero_padded(xl, first, box, strides, reach):
+    """The input that ``box``'s windows read, starting at input index ``first`` per axis (which
+    may lie before the input), as a copy with zeros where they read padding."""
+    size = [(hi - lo - 1) * s + r for (lo, hi), s, r in zip(box, strides, reach, strict=True)]
+    patch = np.zeros((xl.shape[0], *size, xl.shape[-1]), dtype=xl.dtype)
+    dst, src = [slice(None)], [slice(None)]
+    for f, z, n in zip(first, size, xl.shape[1:-1], strict=True):
+        lo, hi = max(f, 0), max(min(f + z, n), max(f, 0))
+        dst.append(slice(lo - f, hi - f))
+        src.append(slice(lo, hi))
+    patch[tuple(dst)] = xl[tuple(src)]
+    return patch
+
+
+def _tap_einsum(src, wl, out, strides, dilations, tiled):
+    """out[n, *o, c] = sum over taps t of src[n, *(o * stride + t * dilation), c] * w[*t, c]."""
+    k = len(strides)
+    space = src.strides[1:-1]
+    item = src.strides[-1]
+    shape = [*wl.shape[:k], *out.shape]
+    step = [
+        *(d * st for d, st in zip(dilations, space, strict=True)),
+        src.strides[0],
+        *(s * st for s, st in zip(strides, space, strict=True)),
+        item,
+    ]
+    weights = wl
+    if tiled:  # merge the last spatial axis into C (whose stride it then is)
+        width = out.shape[-2] * out.shape[-1]
+        shape, step = [*shape[:-2], width], [*step[:-2], item]
+        out = as_strided(out, (*out.shape[:-2], width), (*out.strides[:-2], out.strides[-1]))
+        weights = wl[..., :width]
+    taps = as_strided(src, shape, step, writeable=False)
+    axes = list(range(len(shape)))
+    np.einsum(taps, axes, weights, [*axes[:k], axes[-1]], axes[k:], out=out)
 
 
 def _depthwise(xp, w, kernel_shape, strides, dilations, out_shape):

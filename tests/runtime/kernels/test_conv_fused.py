@@ -1,4 +1,4 @@
-"""Depthwise row bands and FusedConv (Conv + Relu/Clip) against onnxruntime."""
+"""Depthwise (both einsum layouts) and FusedConv (Conv + Relu/Clip) against onnxruntime."""
 
 from __future__ import annotations
 
@@ -48,11 +48,12 @@ def _case(xs, ws, channels_last=False):
     return x, w, b
 
 
-@pytest.mark.parametrize("band_bytes", [1, 200, 1 << 18])  # one row, a few rows, one band
+@pytest.mark.parametrize("tile_below", [0, 1 << 10])  # C-long inner loops; W*C-long ones
+@pytest.mark.parametrize("channels_last", [True, False])
 @pytest.mark.parametrize(("xs", "ws", "attrs"), DEPTHWISE)
-def test_depthwise_bands(monkeypatch, band_bytes, xs, ws, attrs):
-    monkeypatch.setattr(conv, "_BAND_BYTES", band_bytes)
-    x, w, b = _case(xs, ws, channels_last=True)
+def test_depthwise_matches_onnxruntime(monkeypatch, tile_below, channels_last, xs, ws, attrs):
+    monkeypatch.setattr(conv, "_TILE_BELOW", tile_below)
+    x, w, b = _case(xs, ws, channels_last=channels_last)
     attrs = {**attrs, "group": ws[0]}
     got = resolve("", "Conv", 17).fn(x, w, b, **attrs)
     node = helper.make_node("Conv", ["i0", "i1", "i2"], ["y"], **attrs)
@@ -70,8 +71,7 @@ FUSED = [
 
 @pytest.mark.parametrize(("activation", "params"), ACTIVATIONS)
 @pytest.mark.parametrize(("xs", "ws", "attrs"), FUSED)
-def test_fused_conv_matches_onnxruntime(monkeypatch, activation, params, xs, ws, attrs):
-    monkeypatch.setattr(conv, "_BAND_BYTES", 200)
+def test_fused_conv_matches_onnxruntime(activation, params, xs, ws, attrs):
     x, w, b = _case(xs, ws)
     if "group" not in attrs and ws[1] == 1:
         attrs = {**attrs, "group": ws[0]}
