@@ -68,8 +68,9 @@ def machine(probe: dict, parent_env: dict[str, str | None]) -> list[tuple[str, s
         ("edgerun", git_revision()),
         (
             "environment",
-            "OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset for every contestant"
-            + (f" (the driver had {unset})" if unset else " (neither was set in the driver)"),
+            f"{', '.join(parent_env)} unset for every contestant"
+            + (f" (the driver had {unset})" if unset else " (none was set in the driver)")
+            + "; edgerun's bytecode compiled before the runs",
         ),
     ]
 

@@ -12,6 +12,7 @@ import inspect
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 Kernel = Callable[..., Any]
@@ -23,10 +24,25 @@ class KernelInfo:
     domain: str
     op_type: str
     since: int
-    attributes: frozenset[str]  # keyword parameters: the ONNX attribute names it takes
-    variadic_attributes: bool  # takes **kwargs (accepts any attribute)
     needs_scope: bool  # control flow: receives ``scope=`` (outer values its subgraphs read)
     needs_outputs: bool  # receives ``outputs=``: which of the node's outputs are wanted
+
+    # Read off the signature on first use, not at registration: inspecting all ~400 kernels
+    # as their modules import cost ~30 ms of every model's load.
+    @cached_property
+    def attributes(self) -> frozenset[str]:
+        """The keyword-only parameters: the ONNX attribute names the kernel takes."""
+        return frozenset(
+            p.name
+            for p in inspect.signature(self.fn).parameters.values()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in ("scope", "outputs")
+        )
+
+    @cached_property
+    def variadic_attributes(self) -> bool:
+        """Takes ``**kwargs``, so accepts any attribute."""
+        params = inspect.signature(self.fn).parameters.values()
+        return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
 REGISTRY: dict[tuple[str, str], dict[int, KernelInfo]] = {}
@@ -49,14 +65,7 @@ def kernel(
             raise RuntimeError(
                 f"duplicate kernel for {domain or 'ai.onnx'}::{op_type} since {since}"
             )
-        params = inspect.signature(fn).parameters.values()
-        keywords = frozenset(
-            p.name
-            for p in params
-            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in ("scope", "outputs")
-        )
-        variadic = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
-        versions[since] = KernelInfo(fn, domain, op_type, since, keywords, variadic, scope, outputs)
+        versions[since] = KernelInfo(fn, domain, op_type, since, scope, outputs)
         return fn
 
     return register

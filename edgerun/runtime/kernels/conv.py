@@ -1,4 +1,4 @@
-"""Convolutions: im2col over strided views + one batched matmul; depthwise as one einsum over the taps."""
+"""Convolutions: im2col over strided views + one matmul; depthwise as one einsum of the taps."""
 
 from __future__ import annotations
 
