@@ -108,6 +108,8 @@ def estimate(path: str | os.PathLike[str], device: str | DeviceProfile) -> Estim
     if plan is None:  # backend="numpy" always plans
         raise InputError(f"{path}: the numpy runtime did not plan this model")
     shapes = batch_one_shapes(plan.graph)
+    # constants the plan made at load (a Conv's weights with a BatchNormalization folded in)
+    shapes.update({k: v.shape for k, v in plan.constants.items() if isinstance(v, np.ndarray)})
     sizes = _itemsizes(plan, shapes)
     nbytes = {name: _bytes(shapes.get(name), sizes.get(name, 4)) for name in shapes}
     nbytes.update({k: int(getattr(v, "nbytes", 0)) for k, v in plan.constants.items()})

@@ -30,6 +30,7 @@ from edgerun.runtime.graph import (
     SparseTensor,
     subgraphs,
 )
+from edgerun.runtime.passes.fold_batchnorm import fold_batch_norm
 from edgerun.runtime.passes.fuse_activation import DOMAIN as ACTIVATION_DOMAIN
 from edgerun.runtime.passes.fuse_activation import fuse_activation
 from edgerun.runtime.passes.inline_functions import inline_functions
@@ -37,7 +38,8 @@ from edgerun.runtime.passes.qdq_fusion import DOMAIN as QDQ_DOMAIN
 from edgerun.runtime.passes.qdq_fusion import fuse_qdq
 from edgerun.runtime.passes.shape_inference import output_shapes
 
-# Never folded at load: their results differ per run, or may be far larger than their inputs.
+# Never folded at load: their results differ per run, or (Resize) may be far larger than
+# their inputs.
 NOT_FOLDED = {
     "RandomNormal",
     "RandomUniform",
@@ -45,15 +47,15 @@ NOT_FOLDED = {
     "RandomUniformLike",
     "Multinomial",
     "Bernoulli",
-    "ConstantOfShape",
-    "Expand",
-    "Tile",
-    "Range",
-    "EyeLike",
     "Resize",
     "Upsample",
 }
 MAX_FOLDED_BYTES = 16 << 20
+# Ops that make a tensor larger than their inputs are folded (weights that a model computes,
+# masks, position ids) while all their folded results together stay under this: past it,
+# they are made at run time and freed at last use, as before.
+GROWING = {"ConstantOfShape", "Expand", "Tile", "Range", "EyeLike"}
+MAX_GROWN_BYTES = 256 << 20
 
 StepHook = Callable[["Step", float, tuple], None]  # (step, seconds, its results)
 
@@ -109,6 +111,7 @@ class Plan:
         visible = available | _all_outputs(ordered)  # once: per node it was quadratic
         steps = [self._step(node, visible) for node in ordered]
         steps = self._fold(steps)
+        steps = fold_batch_norm(steps, self.constants, set(self.output_names))
         self.free_names = sorted(_free_names(self.graph))  # outer values it reads
         self.steps = _with_last_use(steps, set(self.output_names), set(self.constants))
 
@@ -155,6 +158,7 @@ class Plan:
     def _fold(self, steps: list[Step]) -> list[Step]:
         """Run, at load, every step whose inputs are all constants."""
         kept = []
+        grown = 0
         for step in steps:
             foldable = (
                 step.node.op_type not in NOT_FOLDED
@@ -166,9 +170,16 @@ class Plan:
                 kept.append(step)
                 continue
             results = _fold_within_cap(step, self.constants)
-            if results is None or sum(getattr(r, "nbytes", 0) for r in results) > MAX_FOLDED_BYTES:
+            nbytes = sum(getattr(r, "nbytes", 0) for r in results or ())
+            growing = step.node.op_type in GROWING
+            if (
+                results is None
+                or nbytes > MAX_FOLDED_BYTES
+                or (growing and grown + nbytes > MAX_GROWN_BYTES)
+            ):
                 kept.append(step)
                 continue
+            grown += nbytes if growing else 0
             for name, value in zip(step.outputs, results, strict=False):
                 if name:
                     self.constants[name] = value

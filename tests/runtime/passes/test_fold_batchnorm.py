@@ -1,0 +1,102 @@
+"""fold_batch_norm: Conv -> BatchNormalization folds into the Conv; outputs match onnxruntime."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+
+from edgerun.runtime.onnx_reader import parse_model
+from edgerun.runtime.plan import Plan
+
+ort = pytest.importorskip("onnxruntime")
+rng = np.random.default_rng(0)
+M = 4  # output channels
+
+
+def _model(tail, opset=15, bias=True, outputs=("y",), bn_attrs=None, computed=False):
+    """x -> Conv (c) -> BatchNormalization (n) -> ``tail`` nodes, which write y.
+
+    ``computed``: the BatchNormalization's mean comes from a ConstantOfShape node, as in
+    onnx's light_* models, so it is a constant only after constant folding.
+    """
+    w = rng.standard_normal((M, 3, 3, 3)).astype(np.float32)
+    inits = [numpy_helper.from_array(w, "w")]
+    if bias:
+        inits.append(numpy_helper.from_array(rng.standard_normal(M).astype(np.float32), "b"))
+    params = {
+        "scale": rng.uniform(0.5, 2, M),
+        "shift": rng.standard_normal(M),
+        "mean": rng.standard_normal(M),
+        "var": rng.uniform(0.1, 3, M),
+    }
+    nodes = [helper.make_node("Conv", ["x", "w", "b" if bias else ""], ["c"], pads=[1, 1, 1, 1])]
+    if computed:
+        del params["mean"]
+        inits.append(numpy_helper.from_array(np.array([M], np.int64), "mean_shape"))
+        value = helper.make_tensor("v", onnx.TensorProto.FLOAT, [1], [0.25])
+        nodes.append(helper.make_node("ConstantOfShape", ["mean_shape"], ["mean"], value=value))
+    inits += [numpy_helper.from_array(v.astype(np.float32), k) for k, v in params.items()]
+    bn = helper.make_node(
+        "BatchNormalization", ["c", "scale", "shift", "mean", "var"], ["n"], **(bn_attrs or {})
+    )
+    graph = helper.make_graph(
+        [*nodes, bn, *tail],
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 3, 7, 6])],
+        [helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in outputs],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+RELU = [helper.make_node("Relu", ["n"], ["y"])]
+FOLDED = {
+    "with bias": _model(RELU),
+    "without bias": _model(RELU, bias=False),
+    "epsilon": _model(RELU, bn_attrs={"epsilon": 0.1}),
+    "opset 9": _model(RELU, opset=9),
+    "opset 7 spatial": _model(RELU, opset=7, bn_attrs={"spatial": 1}),
+    "bn is the output": _model([], outputs=("n",)),
+    "computed parameters": _model(RELU, computed=True),
+}
+NOT_FOLDED = {
+    "conv output is a graph output": _model(RELU, outputs=("y", "c")),
+    "conv output read twice": _model(
+        [helper.make_node("Add", ["n", "c"], ["y"])], outputs=("y",)
+    ),
+}
+
+
+def _plan(model):
+    parsed = parse_model(memoryview(model.SerializeToString()), None)
+    return Plan(parsed.graph, parsed.opset_imports)
+
+
+def _check(model):
+    x = rng.standard_normal((2, 3, 7, 6)).astype(np.float32)
+    plan = _plan(model)
+    got = plan.run({"x": x})
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    want = sess.run(None, {"x": x})
+    for value, expected in zip(got, want, strict=True):
+        np.testing.assert_allclose(value, expected, rtol=1e-5, atol=1e-5)
+    return [s.node.op_type for s in plan.steps]
+
+
+@pytest.mark.parametrize("name", FOLDED)
+def test_batch_norm_folds_into_the_conv(name):
+    ops = _check(FOLDED[name])
+    assert "BatchNormalization" not in ops
+    assert "ConstantOfShape" not in ops
+
+
+@pytest.mark.parametrize("name", NOT_FOLDED)
+def test_batch_norm_stays_where_folding_would_change_a_value(name):
+    assert "BatchNormalization" in _check(NOT_FOLDED[name])
+
+
+def test_the_unfolded_weights_are_released():
+    plan = _plan(FOLDED["with bias"])
+    assert "w" not in plan.constants and "b" not in plan.constants
