@@ -75,8 +75,8 @@ def _folded(conv: Step, bn: Step, constants: dict[str, np.ndarray]):
     w = constants.get(conv.inputs[1]) if len(conv.inputs) > 1 else None
     bias_name = conv.inputs[2] if len(conv.inputs) > 2 else ""
     b = constants.get(bias_name) if bias_name else None
-    params = [constants.get(n) for n in bn.inputs[1:]]
-    if w is None or (bias_name and b is None) or any(p is None for p in params):
+    params = [constants[n] for n in bn.inputs[1:] if n in constants]
+    if w is None or (bias_name and b is None) or len(params) != 4:
         return None
     m = w.shape[0]
     if w.dtype not in _FLOATS or any(np.shape(p) != (m,) for p in params):

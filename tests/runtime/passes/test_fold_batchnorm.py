@@ -63,9 +63,7 @@ FOLDED = {
 }
 NOT_FOLDED = {
     "conv output is a graph output": _model(RELU, outputs=("y", "c")),
-    "conv output read twice": _model(
-        [helper.make_node("Add", ["n", "c"], ["y"])], outputs=("y",)
-    ),
+    "conv output read twice": _model([helper.make_node("Add", ["n", "c"], ["y"])], outputs=("y",)),
 }
 
 
