@@ -11,6 +11,7 @@ import numpy as np
 from edgerun import _lazy
 from edgerun.backends.base import OpInfo, OpRecord
 from edgerun.modelfile import ModelFile
+from edgerun.runtime.allocator import keep_freed_memory
 from edgerun.runtime.plan import Plan, Step, StepHook
 
 
@@ -28,6 +29,7 @@ class NumpySession:
         self.threads = threads
         if threads is not None:
             set_blas_threads(threads)
+        keep_freed_memory()  # runs reuse the heap instead of faulting pages in each time
         self.plan = Plan(model.graph, model.opset_imports, functions=model.functions)
 
     def run(self, feeds: Mapping[str, np.ndarray], hook: StepHook | None = None) -> dict[str, Any]:
