@@ -3,10 +3,11 @@
     python -m bench.estimate_vs_measured [--models resnet18,mobilenet_v2,minilm_l6]
         [--runs 10] [--clock thread|wall] [--cache bench/.cache]
 
-Calibrates this machine (``edgerun.estimate.measure``: a float32 BLAS matmul and a large
-copy), estimates each model on that profile, then times the numpy runtime on the model's
-benchmark inputs (bench/models.py builds them in its own process, so torch never loads
-here) and prints estimate / measured per model. Done when every ratio is within 2x.
+Calibrates this machine (``edgerun.estimate.measure``: a float32 BLAS matmul, a large copy
+and the runtime's depthwise Conv kernel), estimates each model on that profile, then times
+the numpy runtime on the model's benchmark inputs (bench/models.py builds them in its own
+process, so torch never loads here) and prints estimate / measured per model. Done when
+every ratio is within 2x.
 
 ``--clock thread`` (the default) runs calibration and models on one BLAS thread and reads
 this thread's CPU time, so other processes on a shared machine do not count; ``--clock
@@ -104,7 +105,7 @@ def main() -> None:
     for label, c in (("before", before), ("after", after)):
         print(
             f"calibration {label}: {c.gflops_fp32:.1f} GFLOP/s fp32, "
-            f"{c.bandwidth_gbs:.1f} GB/s copy"
+            f"{c.bandwidth_gbs:.1f} GB/s copy, {c.depthwise_gflops:.1f} GFLOP/s depthwise Conv"
         )
     print()
     print("| model | GFLOPs | estimate ms | measured ms (median) | min ms | estimate / measured |")

@@ -9,14 +9,24 @@ that ``edgerun inspect`` counts (Conv, ConvTranspose, Gemm, MatMul and their int
 forms), at batch 1 with symbolic dimensions taken as 1; every other op is memory-bound by
 construction. A Gather reads only the rows it gathers. To that ideal the numpy runtime's own
 extra passes are added where they are large (``SCRATCH``: a Conv's im2col columns, written
-and read back; a depthwise Conv's per-tap partial sums), at the same bandwidth. Not
-modelled: per-op interpreter overhead, caches (every byte is priced at the profile's main
-memory bandwidth) and kernels below peak on small shapes.
+and read back; a channel-multiplier depthwise Conv's per-tap partial sums), at the same
+bandwidth.
 
-``calibrate()`` measures this machine's own peak (a float32 BLAS matmul) and bandwidth (a
-large array copy) into a profile, so the estimate can be checked against ``edgerun
-profile`` here (``--device this``); ``write_profile()`` saves it as a device profile TOML
-that ``--device PATH`` reads back.
+A depthwise float Conv (group == input channels == output channels) does not go through
+BLAS: the runtime sums its taps in one ``np.einsum`` over a strided view of the input, whose
+multiply-adds run far below the BLAS peak yet are not memory-bound. Its FLOPs are priced at
+the profile's ``perf.depthwise_gflops_fp32`` instead of the peak (``depthwise_gflops()``):
+measured by calibration, or, for a data-sheet profile without it, derived from bandwidth as
+if every multiply-add streamed its input element and its weight (``DEPTHWISE_MAC_BYTES``)
+from main memory, capped at the peak. Not modelled: per-op interpreter overhead, caches
+(every byte is priced at the profile's main memory bandwidth), the depthwise kernel's
+zero-padded border copies, and BLAS below peak on small shapes.
+
+``calibrate()`` measures this machine's own peak (a float32 BLAS matmul), bandwidth (a
+large array copy) and depthwise rate (the runtime's own FusedConv kernel on a
+MobileNet-style layer, ``DEPTHWISE_LAYER``) into a profile, so the estimate can be checked
+against ``edgerun profile`` here (``--device this``); ``write_profile()`` saves it as a
+device profile TOML that ``--device PATH`` reads back.
 """
 
 from __future__ import annotations
@@ -36,7 +46,7 @@ import psutil
 import edgerun
 from edgerun.errors import InputError
 from edgerun.inspection import INTEGER_OPS, batch_one_shapes, node_macs
-from edgerun.profiles import DeviceProfile, load_profile, profile_from_dict
+from edgerun.profiles import DeviceProfile, Perf, load_profile, profile_from_dict
 from edgerun.runtime import dtypes
 from edgerun.runtime.graph import Node
 from edgerun.runtime.passes.shape_inference import ALIASES
@@ -46,6 +56,11 @@ THIS_MACHINE = "this"  # --device this: calibrate here first
 MATMUL_N = 1024  # 2 GFLOP per product; big enough for BLAS's blocked kernels
 COPY_BYTES = 128 << 20  # far past any last-level cache
 CALIBRATION_REPEATS = 7  # the best of these is the peak
+# channels, height, width of a 3x3, pad 1, stride 1 depthwise layer (with bias and ReLU6):
+# MobileNetV2's 28x28 stage, whose rate is near the model's average over its layers
+DEPTHWISE_LAYER = (192, 28, 28)
+DEPTHWISE_CALLS = 20  # per timed repeat: one call is ~0.5 ms at 3 GMAC/s
+DEPTHWISE_MAC_BYTES = 8  # float32 input element + weight: the default rate's bytes per MAC
 # ops whose outputs are int64 indices or shapes, and comparisons (bool)
 INT64_OUT = {"Shape", "Size", "NonZero", "ArgMax", "ArgMin", "TopK"}
 BOOL_OUT = {"Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Not", "And", "Or",
@@ -86,6 +101,7 @@ class Estimate:
     peak_gflops_fp32: float
     peak_gops_int8: float
     memory_bandwidth_gbs: float
+    depthwise_gflops: float  # the rate depthwise Convs are priced at (depthwise_gflops())
     total_ms: float
     flops: int
     bytes_moved: int
@@ -114,11 +130,7 @@ def estimate(path: str | os.PathLike[str], device: str | DeviceProfile) -> Estim
     nbytes = {name: _bytes(shapes.get(name), sizes.get(name, 4)) for name in shapes}
     nbytes.update({k: int(getattr(v, "nbytes", 0)) for k, v in plan.constants.items()})
     perf = profile.perf
-    ops = [
-        _op(i, step.node, shapes, sizes, nbytes, perf.peak_gflops_fp32, perf.peak_gops_int8,
-            perf.memory_bandwidth_gbs)
-        for i, step in enumerate(plan.steps)
-    ]  # fmt: skip
+    ops = [_op(i, step.node, shapes, sizes, nbytes, perf) for i, step in enumerate(plan.steps)]
     total = sum(op.ms for op in ops)
     read = {n for step in plan.steps for n in step.inputs if n in plan.constants}
     return Estimate(
@@ -127,6 +139,7 @@ def estimate(path: str | os.PathLike[str], device: str | DeviceProfile) -> Estim
         peak_gflops_fp32=perf.peak_gflops_fp32,
         peak_gops_int8=perf.peak_gops_int8,
         memory_bandwidth_gbs=perf.memory_bandwidth_gbs,
+        depthwise_gflops=depthwise_gflops(perf),
         total_ms=total,
         flops=sum(op.flops for op in ops),
         bytes_moved=sum(op.bytes for op in ops),
@@ -142,15 +155,22 @@ def resolve_device(device: str) -> DeviceProfile:
     return calibrate() if device == THIS_MACHINE else load_profile(device)
 
 
+def depthwise_gflops(perf: Perf) -> float:
+    """The FLOP/s of the numpy runtime's depthwise Conv on this profile: measured where the
+    profile has it, else bandwidth over the bytes of one multiply-add's operands (2 FLOPs
+    per DEPTHWISE_MAC_BYTES), never above the BLAS peak."""
+    if perf.depthwise_gflops_fp32 is not None:
+        return perf.depthwise_gflops_fp32
+    return min(perf.peak_gflops_fp32, 2 * perf.memory_bandwidth_gbs / DEPTHWISE_MAC_BYTES)
+
+
 def _op(
     index: int,
     node: Node,
     shapes: Mapping[str, Any],
     sizes: Mapping[str, int],
     nbytes: Mapping[str, int | None],
-    gflops: float,
-    gops_int8: float,
-    bandwidth_gbs: float,
+    perf: Perf,
 ) -> OpEstimate:
     macs = node_macs(node, shapes)
     names = [n for n in (*node.inputs, *node.outputs) if n]
@@ -163,9 +183,16 @@ def _op(
     )
     flops = 2 * (macs or 0)
     size = sum(b or 0 for b in moved)
-    compute_ms = flops / ((gops_int8 if integer else gflops) * 1e6)
-    memory_ms = size / (bandwidth_gbs * 1e6)
     kind = ALIASES.get((node.domain, node.op_type), "" if node.domain else node.op_type)
+    if integer:
+        rate = perf.peak_gops_int8
+    elif known and kind == "Conv" and _depthwise(node, shapes):
+        rate = depthwise_gflops(perf)
+    else:
+        rate = perf.peak_gflops_fp32
+    compute_ms = flops / (rate * 1e6)
+    bandwidth_gbs = perf.memory_bandwidth_gbs
+    memory_ms = size / (bandwidth_gbs * 1e6)
     scratch = SCRATCH[kind](node, shapes, sizes) if known and kind in SCRATCH else 0
     scratch_ms = scratch / (bandwidth_gbs * 1e6)
     return OpEstimate(
@@ -185,10 +212,20 @@ def _op(
     )
 
 
+def _depthwise(node: Node, shapes: Mapping[str, Any]) -> bool:
+    """The runtime's einsum depthwise kernel runs it: one input channel per group, one
+    output channel per input channel, no negative (cropping) pads."""
+    x, w = shapes[node.inputs[0]], shapes[node.inputs[1]]
+    group = int(node.attr("group", 1))
+    return group > 1 and group == x[1] == w[0] and min(node.attr("pads", ()), default=0) >= 0
+
+
 def _conv_scratch(node: Node, shapes: Mapping[str, Any], sizes: Mapping[str, int]) -> int:
-    """The numpy runtime's Conv: a pointwise one is one matmul; a depthwise one copies its
-    input channels-last, then per tap multiplies into a temporary and adds that into the
-    output (5 output-sized transfers); any other writes im2col columns and reads them back."""
+    """The numpy runtime's Conv beyond its inputs and outputs: a pointwise one is one matmul
+    and a depthwise one one einsum over its input in place (none; see _depthwise); one with a
+    channel multiplier copies its input padded, then per tap multiplies into a temporary and
+    adds that into the output (5 output-sized transfers); any other writes im2col columns
+    and reads them back, after a padded copy of its input where it pads."""
     x, w = shapes[node.inputs[0]], shapes[node.inputs[1]]
     out = shapes[node.outputs[0]]
     item = sizes.get(node.inputs[0], 4)
@@ -197,13 +234,13 @@ def _conv_scratch(node: Node, shapes: Mapping[str, Any], sizes: Mapping[str, int
     auto_pad = node.attr("auto_pad", b"NOTSET")
     pads = any(node.attr("pads", ())) or auto_pad in (b"SAME_UPPER", b"SAME_LOWER")
     strided = any(s != 1 for s in node.attr("strides", ()))
-    if group == 1 and taps == 1 and not pads and not strided:
+    if (group == 1 and taps == 1 and not pads and not strided) or _depthwise(node, shapes):
         return 0
-    out_elems = math.prod(out)
-    if group > 1 and group == x[1] == w[0]:
-        return (2 * math.prod(x) + 5 * taps * out_elems) * item
+    padded = 2 * math.prod(x) if pads else 0
+    if group > 1 and group == x[1] and w[1] == 1:
+        return (padded + 5 * taps * math.prod(out)) * item
     columns = x[0] * x[1] * taps * math.prod(out[2:])
-    return (2 * columns + (2 * math.prod(x) if pads else 0)) * item
+    return (2 * columns + padded) * item
 
 
 Scratch = Callable[[Node, Mapping[str, Any], Mapping[str, int]], int]
@@ -287,13 +324,15 @@ def _group(ops: list[OpEstimate], total: float) -> list[OpTypeEstimate]:
 class Calibration:
     gflops_fp32: float  # float32 matmul through numpy's BLAS, all its threads
     bandwidth_gbs: float  # bytes read + written per second by a large copy
+    depthwise_gflops: float  # the runtime's depthwise Conv kernel on DEPTHWISE_LAYER
     blas_threads: int | None
 
 
 def measure(
     repeats: int = CALIBRATION_REPEATS, clock: Callable[[], float] = perf_counter
 ) -> Calibration:
-    """This machine's peak float32 FLOP/s and memory bandwidth, as numpy reaches them.
+    """This machine's peak float32 FLOP/s, memory bandwidth and depthwise Conv rate, as
+    numpy and the runtime's kernels reach them.
 
     ``clock`` is wall time; ``time.thread_time`` with one BLAS thread measures a shared
     machine without counting the time other processes take from it.
@@ -308,8 +347,33 @@ def measure(
     return Calibration(
         gflops_fp32=2 * MATMUL_N**3 / matmul / 1e9,
         bandwidth_gbs=2 * src.nbytes / copy / 1e9,
+        depthwise_gflops=_depthwise_rate(repeats, clock),
         blas_threads=_blas_threads(),
     )
+
+
+def _depthwise_rate(repeats: int, clock: Callable[[], float]) -> float:
+    """FLOP/s of the runtime's registered FusedConv kernel (bias, ReLU6) on DEPTHWISE_LAYER,
+    fed channels-last as a pointwise Conv before it leaves its output in a plan."""
+    from edgerun.runtime.registry import resolve
+
+    info = resolve("com.microsoft", "FusedConv", 1)
+    if info is None:
+        raise RuntimeError("no FusedConv kernel registered")
+    c, h, w = DEPTHWISE_LAYER
+    rng = np.random.default_rng(0)
+    x = rng.random((1, h, w, c), dtype=np.float32).transpose(0, 3, 1, 2)
+    weights = rng.random((c, 1, 3, 3), dtype=np.float32)
+    bias = rng.random(c, dtype=np.float32)
+    attrs = {"activation": "Clip", "activation_params": [0.0, 6.0], "group": c,
+             "kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "strides": [1, 1]}  # fmt: skip
+
+    def calls() -> None:
+        for _ in range(DEPTHWISE_CALLS):
+            info.fn(x, weights, bias, **attrs)
+
+    seconds = _best(calls, repeats, clock) / DEPTHWISE_CALLS
+    return 2 * c * h * w * 9 / seconds / 1e9
 
 
 def _best(fn: Callable[[], Any], repeats: int, clock: Callable[[], float]) -> float:
@@ -341,10 +405,13 @@ def machine_profile(name: str, calibration: Calibration) -> dict[str, Any]:
     cpu = cpu_info()
     if cpu.arch not in ("aarch64", "armv7l", "x86_64"):
         raise InputError(f"cannot calibrate: device profiles do not cover {cpu.arch!r}")
+    c, h, w = DEPTHWISE_LAYER
     how = (
         f"Measured by edgerun estimate on this machine: best of {CALIBRATION_REPEATS} "
         f"{MATMUL_N}x{MATMUL_N} float32 numpy matmuls ({calibration.blas_threads} BLAS "
-        f"threads) and of {CALIBRATION_REPEATS} {COPY_BYTES >> 20} MiB copies (read + write)."
+        f"threads), of {CALIBRATION_REPEATS} {COPY_BYTES >> 20} MiB copies (read + write) "
+        f"and of {CALIBRATION_REPEATS} x {DEPTHWISE_CALLS} calls of the numpy runtime's "
+        f"depthwise Conv (3x3, {c} channels, {h}x{w}, bias and ReLU6)."
     )
     cores = os.cpu_count() or cpu.cores
     return {
@@ -381,6 +448,7 @@ def machine_profile(name: str, calibration: Calibration) -> dict[str, Any]:
             "peak_gflops_fp32": round(calibration.gflops_fp32, 3),
             "peak_gops_int8": round(calibration.gflops_fp32, 3),
             "memory_bandwidth_gbs": round(calibration.bandwidth_gbs, 3),
+            "depthwise_gflops_fp32": round(calibration.depthwise_gflops, 3),
             "source": how,
         },
     }

@@ -3,6 +3,11 @@
 Each board is a TOML file in the ``device_profiles`` package, validated on load against
 ``SCHEMA`` so that a typo in a profile is an error naming the file, the key and the type
 expected, never a silent default. A path to a user's own TOML works wherever a name does.
+
+``perf.depthwise_gflops_fp32`` is optional: the rate of the numpy runtime's depthwise
+convolution kernel (an einsum, far below BLAS peak), which ``edgerun estimate --device
+this`` measures. Data-sheet boards leave it out, and ``edgerun.estimate`` then derives it
+from the memory bandwidth (see ``edgerun.estimate.depthwise_gflops``).
 """
 
 from __future__ import annotations
@@ -67,6 +72,7 @@ SCHEMA: dict[str, dict[str, tuple[str, bool]]] = {
         "peak_gflops_fp32": (_FLOAT, True),
         "peak_gops_int8": (_FLOAT, True),
         "memory_bandwidth_gbs": (_FLOAT, True),
+        "depthwise_gflops_fp32": (_FLOAT, False),
         "source": (_STR, True),
     },
 }
@@ -119,6 +125,7 @@ class Perf:
     peak_gops_int8: float
     memory_bandwidth_gbs: float
     source: str
+    depthwise_gflops_fp32: float | None = None  # measured; None: derived by the estimate
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from edgerun.estimate import (
     Calibration,
     Estimate,
     calibrate,
+    depthwise_gflops,
     estimate,
     machine_profile,
     measure,
@@ -37,9 +38,16 @@ from edgerun.profiles import DeviceProfile, load_profile, profile_from_dict
 from edgerun.runtime.passes.shape_inference import ALIASES
 
 
-def synthetic(gflops: float, gops_int8: float, bandwidth_gbs: float) -> DeviceProfile:
-    data = machine_profile("synthetic", Calibration(gflops, bandwidth_gbs, 1))
+def synthetic(
+    gflops: float, gops_int8: float, bandwidth_gbs: float, depthwise: float | None = None
+) -> DeviceProfile:
+    """A measured-style profile; ``depthwise=None`` leaves the depthwise rate out, as a
+    data-sheet profile does."""
+    calibration = Calibration(gflops, bandwidth_gbs, depthwise or 0.0, blas_threads=1)
+    data = machine_profile("synthetic", calibration)
     data["perf"]["peak_gops_int8"] = gops_int8
+    if depthwise is None:
+        del data["perf"]["depthwise_gflops_fp32"]
     return profile_from_dict(data, "synthetic")
 
 
@@ -100,6 +108,57 @@ def test_conv_scratch_follows_the_numpy_kernels(cnn: Estimate) -> None:
     assert all(op.scratch_bytes == 0 for op in cnn.ops if op.op_type not in ("Conv", "FusedConv"))
 
 
+def depthwise_model() -> onnx.ModelProto:
+    """x (1, 8, 16, 16) -> a 3x3 depthwise Conv (pad 1) -> a 3x3 Conv with channel
+    multiplier 2 (group 8, 16 outputs, no pads)."""
+    rng = np.random.default_rng(0)
+    w1 = numpy_helper.from_array(rng.random((8, 1, 3, 3), dtype=np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.random((16, 1, 3, 3), dtype=np.float32), "w2")
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["h"], name="dw", group=8, pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["h", "w2"], ["y"], name="mult", group=8),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "dw",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 14, 14])],
+        [w1, w2],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+@pytest.fixture(scope="module")
+def depthwise_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("dw") / "dw.onnx"
+    onnx.save(depthwise_model(), path)
+    return path
+
+
+def test_depthwise_conv_is_priced_at_the_depthwise_rate(depthwise_path: Path) -> None:
+    # the einsum kernel reads its input in place: no scratch, FLOPs at 3 GFLOP/s, not 100
+    result = estimate(depthwise_path, synthetic(100.0, 100.0, 1000.0, depthwise=3.0))
+    dw = next(op for op in result.ops if op.name == "dw")
+    assert dw.flops == 2 * 8 * 16 * 16 * 9 and dw.scratch_bytes == 0
+    assert dw.compute_ms == pytest.approx(dw.flops / 3e9 * 1e3) and dw.bound == "compute"
+    assert result.depthwise_gflops == 3.0
+    # a channel multiplier runs the per-tap kernel: 5 output-sized transfers per tap, at peak
+    mult = next(op for op in result.ops if op.name == "mult")
+    assert mult.scratch_bytes == 5 * 9 * 16 * 14 * 14 * 4
+    assert mult.compute_ms == pytest.approx(mult.flops / 100e9 * 1e3)
+
+
+def test_without_a_measured_depthwise_rate_it_follows_bandwidth(depthwise_path: Path) -> None:
+    # 8 bytes per multiply-add at 16 GB/s: 2 G MAC/s = 4 GFLOP/s, capped at the peak
+    assert depthwise_gflops(synthetic(100.0, 100.0, 16.0).perf) == 4.0
+    assert depthwise_gflops(synthetic(2.0, 2.0, 16.0).perf) == 2.0
+    assert depthwise_gflops(synthetic(100.0, 100.0, 16.0, depthwise=7.0).perf) == 7.0
+    assert load_profile("rpi4").perf.depthwise_gflops_fp32 is None  # data-sheet boards
+    result = estimate(depthwise_path, synthetic(100.0, 100.0, 16.0))
+    dw = next(op for op in result.ops if op.name == "dw")
+    assert dw.compute_ms == pytest.approx(dw.flops / 4e9 * 1e3)
+
+
 def qlinear_matmul_model() -> onnx.ModelProto:
     rng = np.random.default_rng(0)
     b = numpy_helper.from_array(rng.integers(0, 255, (64, 32), dtype=np.uint8), "b")
@@ -135,9 +194,12 @@ def test_integer_ops_use_the_int8_peak(tmp_path: Path) -> None:
 def test_calibration_measures_this_machine_and_round_trips(tmp_path: Path) -> None:
     calibration = measure(repeats=1)
     assert calibration.gflops_fp32 > 0.1 and calibration.bandwidth_gbs > 0.1
+    # the einsum depthwise kernel runs below the BLAS peak
+    assert 0.01 < calibration.depthwise_gflops < calibration.gflops_fp32
     profile = write_profile(calibrate(calibration=calibration), tmp_path / "here.toml")
     assert profile.name == "here" and profile.deploy.backends == ("numpy",)
     assert profile.perf.peak_gflops_fp32 == round(calibration.gflops_fp32, 3)
+    assert profile.perf.depthwise_gflops_fp32 == round(calibration.depthwise_gflops, 3)
     again = load_profile(tmp_path / "here.toml")
     assert again.raw == tomllib.loads(to_toml(profile.raw)) == profile.raw
 

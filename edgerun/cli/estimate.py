@@ -52,7 +52,7 @@ def _render(e: Estimate) -> None:
     out.print(f"model: {e.model}")
     out.print(
         f"device: {e.device}: {e.peak_gflops_fp32:g} GFLOP/s fp32, {e.peak_gops_int8:g} GOP/s "
-        f"int8, {e.memory_bandwidth_gbs:g} GB/s"
+        f"int8, {e.memory_bandwidth_gbs:g} GB/s, depthwise Conv {e.depthwise_gflops:g} GFLOP/s"
     )
     out.print(
         f"estimated latency: {e.total_ms:.2f} ms at batch 1 ({human_count(e.flops)} FLOPs, "
