@@ -126,12 +126,16 @@ def _erf32(x):
     return out.reshape(np.shape(x))
 
 
-# Gelu's float32 path: the same rational, with P halved so that P/Q + 0.5 is
-# (1 + erf(x/sqrt2)) / 2, run in float32 on blocks that stay in L2. Float32 Horner steps
-# leave erf within 6 ulp (4e-7 absolute) instead of 0.55, at twice the speed: fine for an
-# activation (onnxruntime's own float32 erf is no closer), not for the Erf op.
-_GELU32_P = np.array([c / 2 for c in _ERF32_P], np.float32)
-_GELU32_Q = np.array(_ERF32_Q, np.float32)
+# Gelu's float32 path: x * Phi(x) = max(x, 0) - |x| * h, where h = erfc(|x| / sqrt2) / 2 is
+# the normal tail, from Abramowitz & Stegun 7.1.26 (erfc(z) = t * poly(t) * exp(-z * z),
+# t = 1 / (1 + p z), |error| < 1.5e-7), run in float32 on blocks that stay in L2. That is
+# 22 array passes against the 30 of the Erf op's rational (numpy has no vectorised erf) and
+# as accurate for an activation: Gelu within 2e-7 * max(1, |x|). z is clamped where exp(-z*z)
+# underflows to 0, so h is exactly 0 past it and +-inf give inf and 0.
+_GELU_P = np.float32(0.3275911)
+_GELU_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
+_GELU_H = tuple(np.float32(a / 2 / np.sqrt(0.5)) for a in reversed(_GELU_A))  # h * |x| / z
+_GELU_Z_MAX = np.float32(10.5)  # exp(-110.25) is 0 in float32
 _GELU_BLOCK = 65536
 
 
@@ -139,20 +143,24 @@ def _gelu32(x):
     flat = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
     out = np.empty(flat.shape, np.float32)
     n = min(_GELU_BLOCK, flat.size)
-    zc, t, num, den = (np.empty(n, np.float32) for _ in range(4))
+    zs, ts, es = (np.empty(n, np.float32) for _ in range(3))
     for start in range(0, flat.size, _GELU_BLOCK):
         size = min(_GELU_BLOCK, flat.size - start)
-        xb, a, b, p, q = flat[start : start + size], zc[:size], t[:size], num[:size], den[:size]
-        np.multiply(xb, np.float32(np.sqrt(0.5)), out=a)
-        np.clip(a, -_ERF32_CLAMP, _ERF32_CLAMP, out=a)
-        np.multiply(a, a, out=b)
-        _horner(b, _GELU32_P, p)
-        p *= a
-        p /= _horner(b, _GELU32_Q, q)
-        p += np.float32(0.5)
-        np.maximum(p, 0, out=p)  # float32 rounding can take it just below 0 in the far tail
-        with np.errstate(invalid="ignore"):  # -inf * 0: nan, as x * (1 + erf) / 2 gives
-            np.multiply(p, xb, out=out[start : start + size])
+        xb, z, t, e = flat[start : start + size], zs[:size], ts[:size], es[:size]
+        np.abs(xb, out=z)
+        z *= np.float32(np.sqrt(0.5))
+        np.minimum(z, _GELU_Z_MAX, out=z)
+        np.multiply(z, _GELU_P, out=t)
+        t += np.float32(1)
+        np.reciprocal(t, out=t)
+        np.multiply(z, z, out=e)
+        np.negative(e, out=e)
+        np.exp(e, out=e)
+        e *= z  # now exp(-z*z) * z; the tail below is |x| * h
+        tail = _horner(t, _GELU_H, out[start : start + size])
+        tail *= t
+        tail *= e
+        np.subtract(np.maximum(xb, np.float32(0), out=z), tail, out=tail)
     return out.reshape(np.shape(x))
 
 
