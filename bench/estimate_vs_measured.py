@@ -3,8 +3,8 @@
     python -m bench.estimate_vs_measured [--models resnet18,mobilenet_v2,minilm_l6]
         [--runs 10] [--clock thread|wall] [--cache bench/.cache]
 
-Calibrates this machine (``edgerun.estimate.measure``: a float32 BLAS matmul, a large copy
-and the runtime's depthwise Conv kernel), estimates each model on that profile, then times
+Calibrates this machine (``edgerun.estimate.measure``: float32 BLAS matmuls at three sizes,
+a large copy, an in-cache elementwise pass and the runtime's depthwise Conv kernel), estimates each model on that profile, then times
 the numpy runtime on the model's benchmark inputs (bench/models.py builds them in its own
 process, so torch never loads here) and prints estimate / measured per model. Done when
 every ratio is within 2x.
@@ -105,7 +105,9 @@ def main() -> None:
     for label, c in (("before", before), ("after", after)):
         print(
             f"calibration {label}: {c.gflops_fp32:.1f} GFLOP/s fp32, "
-            f"{c.bandwidth_gbs:.1f} GB/s copy, {c.depthwise_gflops:.1f} GFLOP/s depthwise Conv"
+            f"{c.bandwidth_gbs:.1f} GB/s copy, {c.depthwise_gflops:.1f} GFLOP/s depthwise Conv, "
+            f"small matmuls {small(c.small_matmul_gflops)} GFLOP/s, "
+            f"{c.elementwise_gelems or 0:.2f} G elements/s per elementwise pass"
         )
     print()
     print("| model | GFLOPs | estimate ms | measured ms (median) | min ms | estimate / measured |")
@@ -124,6 +126,10 @@ def main() -> None:
     for name, guess, median, _, _ in rows:
         if name in shares and guess is not None:
             print_by_type(name, guess, median, shares[name])
+
+
+def small(rates: dict[int, float] | None) -> str:
+    return ", ".join(f"{n}: {r:.0f}" for n, r in (rates or {}).items()) or "-"
 
 
 def op_type_shares(path: str, threads: int | None, runs: int) -> dict[str, float]:

@@ -7,7 +7,7 @@ it moves (its inputs, weights included, and its outputs, each once) over the mem
 bandwidth (``perf.memory_bandwidth_gbs``); the model takes the sum. FLOPs are 2 x the MACs
 that ``edgerun inspect`` counts (Conv, ConvTranspose, Gemm, MatMul and their integer
 forms), at batch 1 with symbolic dimensions taken as 1; every other op is memory-bound by
-construction. A Gather reads only the rows it gathers. To that ideal the numpy runtime's own
+construction, but for the elementwise passes below. A Gather reads only the rows it gathers. To that ideal the numpy runtime's own
 extra passes are added where they are large (``SCRATCH``: a Conv's im2col columns, written
 and read back; a channel-multiplier depthwise Conv's per-tap partial sums), at the same
 bandwidth.
@@ -18,15 +18,31 @@ multiply-adds run far below the BLAS peak yet are not memory-bound. Its FLOPs ar
 the profile's ``perf.depthwise_gflops_fp32`` instead of the peak (``depthwise_gflops()``):
 measured by calibration, or, for a data-sheet profile without it, derived from bandwidth as
 if every multiply-add streamed its input element and its weight (``DEPTHWISE_MAC_BYTES``)
-from main memory, capped at the peak. Not modelled: per-op interpreter overhead, caches
-(every byte is priced at the profile's main memory bandwidth), the depthwise kernel's
-zero-padded border copies, and BLAS below peak on small shapes.
+from main memory, capped at the peak.
 
-``calibrate()`` measures this machine's own peak (a float32 BLAS matmul), bandwidth (a
-large array copy) and depthwise rate (the runtime's own FusedConv kernel on a
-MobileNet-style layer, ``DEPTHWISE_LAYER``) into a profile, so the estimate can be checked
-against ``edgerun profile`` here (``--device this``); ``write_profile()`` saves it as a
-device profile TOML that ``--device PATH`` reads back.
+BLAS runs small products below its peak (packing and loop overhead, and fewer threads to
+split them over), so a float op's FLOPs are priced at ``blas_gflops()``: the rate of one
+BLAS call of its size (FLOPs over ``_blas_calls()``: a batched MatMul makes one call per
+matrix, an im2col Conv one per image and group), interpolated in log(FLOPs) between
+calibrated square matmuls (``perf.matmul64_gflops_fp32``, ``perf.matmul256_gflops_fp32``)
+and the peak at ``MATMUL_N``. A data-sheet profile without them prices every product at the
+peak.
+
+Elementwise and normalisation ops (``PASSES``) make several whole-array numpy calls each
+(Gelu 22, LayerNormalization 7), over arrays that mostly stay in cache: their compute time is
+that many passes over their largest tensor at ``perf.elementwise_gelems`` elements per
+second (``elementwise_gelems()``), against their bytes at main-memory bandwidth as for any
+op. Without the measured rate, a pass streams ``ELEMENTWISE_BYTES`` per element from main
+memory. Not modelled: per-op interpreter overhead, caches for the other ops (their bytes
+are priced at main-memory bandwidth), the depthwise kernel's zero-padded border copies, and
+the differing costs of a pass (an exp or a row reduction counts as one add).
+
+``calibrate()`` measures this machine's own peak (a float32 BLAS matmul of ``MATMUL_N``),
+small-product rates (``SMALL_MATMULS``), bandwidth (a large array copy), elementwise pass
+rate (np.add on ``ELEMENTWISE_ELEMENTS``-element blocks) and depthwise rate (the runtime's
+own FusedConv kernel on a MobileNet-style layer, ``DEPTHWISE_LAYER``) into a profile, so the
+estimate can be checked against ``edgerun profile`` here (``--device this``);
+``write_profile()`` saves it as a device profile TOML that ``--device PATH`` reads back.
 """
 
 from __future__ import annotations
@@ -61,6 +77,14 @@ CALIBRATION_REPEATS = 7  # the best of these is the peak
 DEPTHWISE_LAYER = (192, 28, 28)
 DEPTHWISE_CALLS = 20  # per timed repeat: one call is ~0.5 ms at 3 GMAC/s
 DEPTHWISE_MAC_BYTES = 8  # float32 input element + weight: the default rate's bytes per MAC
+# the smaller square float32 matmuls calibrated besides MATMUL_N (the peak): BLAS runs small
+# products below its peak (packing, loop overhead) and splits them over fewer threads
+SMALL_MATMULS = (64, 256)
+SMALL_MATMUL_FLOPS = 2 << 24  # per timed repeat of a small matmul: ~0.1-1 ms of calls
+# one elementwise pass: np.add of two float32 blocks into a third, 3 x 256 KiB, all in L2
+ELEMENTWISE_ELEMENTS = 1 << 16
+ELEMENTWISE_CALLS = 50  # per timed repeat: ~10 us each
+ELEMENTWISE_BYTES = 12  # the default pass rate's bytes per element: two float32 read, one written
 # ops whose outputs are int64 indices or shapes, and comparisons (bool)
 INT64_OUT = {"Shape", "Size", "NonZero", "ArgMax", "ArgMin", "TopK"}
 BOOL_OUT = {"Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Not", "And", "Or",
@@ -102,6 +126,8 @@ class Estimate:
     peak_gops_int8: float
     memory_bandwidth_gbs: float
     depthwise_gflops: float  # the rate depthwise Convs are priced at (depthwise_gflops())
+    matmul_gflops: dict[str, float]  # BLAS rate by the side of a square product (blas_rates())
+    elementwise_gelems: float  # G elements/s of one numpy pass (elementwise_gelems())
     total_ms: float
     flops: int
     bytes_moved: int
@@ -140,6 +166,8 @@ def estimate(path: str | os.PathLike[str], device: str | DeviceProfile) -> Estim
         peak_gops_int8=perf.peak_gops_int8,
         memory_bandwidth_gbs=perf.memory_bandwidth_gbs,
         depthwise_gflops=depthwise_gflops(perf),
+        matmul_gflops={str(n): rate for n, rate in blas_rates(perf)},
+        elementwise_gelems=elementwise_gelems(perf),
         total_ms=total,
         flops=sum(op.flops for op in ops),
         bytes_moved=sum(op.bytes for op in ops),
@@ -162,6 +190,32 @@ def depthwise_gflops(perf: Perf) -> float:
     if perf.depthwise_gflops_fp32 is not None:
         return perf.depthwise_gflops_fp32
     return min(perf.peak_gflops_fp32, 2 * perf.memory_bandwidth_gbs / DEPTHWISE_MAC_BYTES)
+
+
+def blas_rates(perf: Perf) -> list[tuple[int, float]]:
+    """(side n, FLOP/s) of n x n x n float32 matmuls on this profile, smallest first: the
+    calibrated SMALL_MATMULS where the profile has them, and the peak at MATMUL_N. A
+    data-sheet profile has only the peak, so every product runs at it."""
+    measured = {64: perf.matmul64_gflops_fp32, 256: perf.matmul256_gflops_fp32}
+    points = [(n, rate) for n, rate in measured.items() if rate is not None]
+    return [*points, (MATMUL_N, perf.peak_gflops_fp32)]
+
+
+def blas_gflops(perf: Perf, call_flops: float) -> float:
+    """The FLOP/s of one BLAS product of ``call_flops``: linear in log(FLOPs) between the
+    calibrated squares (2 n^3 FLOPs each), held at the nearest one outside them."""
+    points = blas_rates(perf)
+    sizes = [math.log(2 * n**3) for n, _ in points]
+    return float(np.interp(math.log(max(call_flops, 1.0)), sizes, [r for _, r in points]))
+
+
+def elementwise_gelems(perf: Perf) -> float:
+    """G elements per second of one numpy pass over cache-resident float32 arrays: measured
+    where the profile has it, else as if every pass streamed ELEMENTWISE_BYTES per element
+    from main memory."""
+    if perf.elementwise_gelems is not None:
+        return perf.elementwise_gelems
+    return perf.memory_bandwidth_gbs / ELEMENTWISE_BYTES
 
 
 def _op(
@@ -188,9 +242,14 @@ def _op(
         rate = perf.peak_gops_int8
     elif known and kind == "Conv" and _depthwise(node, shapes):
         rate = depthwise_gflops(perf)
+    elif known and flops:
+        rate = blas_gflops(perf, flops / _blas_calls(node, kind, shapes))
     else:
         rate = perf.peak_gflops_fp32
     compute_ms = flops / (rate * 1e6)
+    if known and kind in PASSES:  # numpy's passes, not FLOPs, are what these ops cost
+        elements = max(_elements(shapes.get(n)) for n in names)
+        compute_ms = PASSES[kind] * elements / (elementwise_gelems(perf) * 1e6)
     bandwidth_gbs = perf.memory_bandwidth_gbs
     memory_ms = size / (bandwidth_gbs * 1e6)
     scratch = SCRATCH[kind](node, shapes, sizes) if known and kind in SCRATCH else 0
@@ -210,6 +269,21 @@ def _op(
         bound="compute" if compute_ms > memory_ms else "memory",
         shapes_known=known,
     )
+
+
+def _blas_calls(node: Node, kind: str, shapes: Mapping[str, Any]) -> int:
+    """How many BLAS products the numpy kernel splits the op into: numpy's matmul makes one
+    per matrix of a batched MatMul (the output's leading dimensions); an im2col Conv one per
+    image and group (conv.py's _im2col_matmul); anything else one."""
+    if kind == "MatMul":
+        return max(1, math.prod(shapes[node.outputs[0]][:-2]))
+    if kind in ("Conv", "ConvTranspose"):
+        return max(1, shapes[node.inputs[0]][0] * int(node.attr("group", 1)))
+    return 1
+
+
+def _elements(shape: Any) -> int:
+    return math.prod(shape) if shape is not None else 0
 
 
 def _depthwise(node: Node, shapes: Mapping[str, Any]) -> bool:
@@ -245,6 +319,22 @@ def _conv_scratch(node: Node, shapes: Mapping[str, Any], sizes: Mapping[str, int
 
 Scratch = Callable[[Node, Mapping[str, Any], Mapping[str, int]], int]
 SCRATCH: dict[str, Scratch] = {"Conv": _conv_scratch}
+# Whole-array numpy calls the runtime's kernel makes per element of the op's largest tensor,
+# each priced as one elementwise pass (elementwise_gelems()); read from the kernels in
+# edgerun/runtime/kernels/. Reductions, exp and reciprocal count as one pass like an add.
+PASSES: dict[str, int] = {
+    # elementwise.py add_7/sub_7/mul_7/div_7: one ufunc (Div's astype is copy=False)
+    "Add": 1, "Sub": 1, "Mul": 1, "Div": 1,
+    # activation.py relu_1: one np.clip; elementwise.py's Clip likewise
+    "Relu": 1, "Clip": 1,
+    # activation.py _gelu32: abs, scale, minimum, t = 1 / (1 + p z) (3), exp(-z*z) * z (4),
+    # Horner over 5 coefficients (8), two products and max(x, 0) - tail (4), on L2 blocks
+    "Gelu": 22,
+    # activation.py _softmax: max, subtract, exp, sum, divide
+    "Softmax": 5,
+    # norm.py _standardize (mean, subtract, square, mean, scale by 1/std) then *= Scale, += B
+    "LayerNormalization": 7,
+}  # fmt: skip
 GATHERS = {"Gather", "GatherElements", "GatherND"}
 
 
@@ -326,6 +416,9 @@ class Calibration:
     bandwidth_gbs: float  # bytes read + written per second by a large copy
     depthwise_gflops: float  # the runtime's depthwise Conv kernel on DEPTHWISE_LAYER
     blas_threads: int | None
+    # float32 matmul FLOP/s by side n of SMALL_MATMULS; None: not measured (priced at peak)
+    small_matmul_gflops: dict[int, float] | None = None
+    elementwise_gelems: float | None = None  # G elements/s of np.add on L2-sized blocks
 
 
 def measure(
@@ -349,7 +442,34 @@ def measure(
         bandwidth_gbs=2 * src.nbytes / copy / 1e9,
         depthwise_gflops=_depthwise_rate(repeats, clock),
         blas_threads=_blas_threads(),
+        small_matmul_gflops={n: _matmul_rate(n, repeats, clock) for n in SMALL_MATMULS},
+        elementwise_gelems=_elementwise_rate(repeats, clock),
     )
+
+
+def _matmul_rate(n: int, repeats: int, clock: Callable[[], float]) -> float:
+    """FLOP/s of an n x n float32 matmul, called enough times per repeat to time it."""
+    rng = np.random.default_rng(0)
+    a, b = (rng.random((n, n), dtype=np.float32) for _ in range(2))
+    out = np.empty_like(a)
+    calls = max(1, SMALL_MATMUL_FLOPS // (2 * n**3))
+
+    def run() -> None:
+        for _ in range(calls):
+            np.matmul(a, b, out=out)
+
+    return 2 * n**3 * calls / _best(run, repeats, clock) / 1e9
+
+
+def _elementwise_rate(repeats: int, clock: Callable[[], float]) -> float:
+    """G elements/s of one numpy pass: np.add of two float32 blocks that stay in L2."""
+    a, b, out = (np.ones(ELEMENTWISE_ELEMENTS, np.float32) for _ in range(3))
+
+    def run() -> None:
+        for _ in range(ELEMENTWISE_CALLS):
+            np.add(a, b, out=out)
+
+    return ELEMENTWISE_ELEMENTS * ELEMENTWISE_CALLS / _best(run, repeats, clock) / 1e9
 
 
 def _depthwise_rate(repeats: int, clock: Callable[[], float]) -> float:
@@ -411,8 +531,14 @@ def machine_profile(name: str, calibration: Calibration) -> dict[str, Any]:
         f"{MATMUL_N}x{MATMUL_N} float32 numpy matmuls ({calibration.blas_threads} BLAS "
         f"threads), of {CALIBRATION_REPEATS} {COPY_BYTES >> 20} MiB copies (read + write) "
         f"and of {CALIBRATION_REPEATS} x {DEPTHWISE_CALLS} calls of the numpy runtime's "
-        f"depthwise Conv (3x3, {c} channels, {h}x{w}, bias and ReLU6)."
+        f"depthwise Conv (3x3, {c} channels, {h}x{w}, bias and ReLU6)"
     )
+    if calibration.small_matmul_gflops:
+        sides = " and ".join(f"{n}x{n}" for n in calibration.small_matmul_gflops)
+        how += f"; best of {sides} float32 matmuls"
+    if calibration.elementwise_gelems is not None:
+        how += f"; of np.add over two {ELEMENTWISE_ELEMENTS}-element float32 blocks in cache"
+    how += "."
     cores = os.cpu_count() or cpu.cores
     return {
         "name": name,
@@ -449,9 +575,21 @@ def machine_profile(name: str, calibration: Calibration) -> dict[str, Any]:
             "peak_gops_int8": round(calibration.gflops_fp32, 3),
             "memory_bandwidth_gbs": round(calibration.bandwidth_gbs, 3),
             "depthwise_gflops_fp32": round(calibration.depthwise_gflops, 3),
+            **_optional_perf(calibration),
             "source": how,
         },
     }
+
+
+def _optional_perf(calibration: Calibration) -> dict[str, float]:
+    """The perf fields a calibration measured beyond the required ones, as profile keys."""
+    fields = {
+        f"matmul{n}_gflops_fp32": round(rate, 3)
+        for n, rate in (calibration.small_matmul_gflops or {}).items()
+    }
+    if calibration.elementwise_gelems is not None:
+        fields["elementwise_gelems"] = round(calibration.elementwise_gelems, 3)
+    return fields
 
 
 def write_profile(profile: DeviceProfile, path: str | os.PathLike[str]) -> DeviceProfile:

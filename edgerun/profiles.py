@@ -7,7 +7,11 @@ expected, never a silent default. A path to a user's own TOML works wherever a n
 ``perf.depthwise_gflops_fp32`` is optional: the rate of the numpy runtime's depthwise
 convolution kernel (an einsum, far below BLAS peak), which ``edgerun estimate --device
 this`` measures. Data-sheet boards leave it out, and ``edgerun.estimate`` then derives it
-from the memory bandwidth (see ``edgerun.estimate.depthwise_gflops``).
+from the memory bandwidth (see ``edgerun.estimate.depthwise_gflops``). Likewise optional and
+measured there: ``perf.matmul64_gflops_fp32`` and ``perf.matmul256_gflops_fp32`` (BLAS on
+small products, which runs below the peak; absent, products run at the peak) and
+``perf.elementwise_gelems`` (G elements/s of one numpy pass over cached float32 arrays;
+absent, derived from the bandwidth: see ``edgerun.estimate.elementwise_gelems``).
 """
 
 from __future__ import annotations
@@ -73,6 +77,9 @@ SCHEMA: dict[str, dict[str, tuple[str, bool]]] = {
         "peak_gops_int8": (_FLOAT, True),
         "memory_bandwidth_gbs": (_FLOAT, True),
         "depthwise_gflops_fp32": (_FLOAT, False),
+        "matmul64_gflops_fp32": (_FLOAT, False),
+        "matmul256_gflops_fp32": (_FLOAT, False),
+        "elementwise_gelems": (_FLOAT, False),
         "source": (_STR, True),
     },
 }
@@ -126,6 +133,9 @@ class Perf:
     memory_bandwidth_gbs: float
     source: str
     depthwise_gflops_fp32: float | None = None  # measured; None: derived by the estimate
+    matmul64_gflops_fp32: float | None = None  # a 64^3 matmul; None: the peak
+    matmul256_gflops_fp32: float | None = None  # a 256^3 matmul; None: the peak
+    elementwise_gelems: float | None = None  # in-cache numpy pass; None: from bandwidth
 
 
 @dataclass(frozen=True)

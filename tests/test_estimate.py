@@ -21,10 +21,14 @@ from onnx import TensorProto, helper, numpy_helper
 import edgerun
 from edgerun.errors import InputError
 from edgerun.estimate import (
+    ELEMENTWISE_BYTES,
+    PASSES,
     Calibration,
     Estimate,
+    blas_gflops,
     calibrate,
     depthwise_gflops,
+    elementwise_gelems,
     estimate,
     machine_profile,
     measure,
@@ -39,11 +43,18 @@ from edgerun.runtime.passes.shape_inference import ALIASES
 
 
 def synthetic(
-    gflops: float, gops_int8: float, bandwidth_gbs: float, depthwise: float | None = None
+    gflops: float,
+    gops_int8: float,
+    bandwidth_gbs: float,
+    depthwise: float | None = None,
+    small_matmuls: dict[int, float] | None = None,
+    elementwise: float | None = None,
 ) -> DeviceProfile:
     """A measured-style profile; ``depthwise=None`` leaves the depthwise rate out, as a
-    data-sheet profile does."""
-    calibration = Calibration(gflops, bandwidth_gbs, depthwise or 0.0, blas_threads=1)
+    data-sheet profile does, and so do the other rates left None."""
+    calibration = Calibration(
+        gflops, bandwidth_gbs, depthwise or 0.0, 1, small_matmuls, elementwise
+    )
     data = machine_profile("synthetic", calibration)
     data["perf"]["peak_gops_int8"] = gops_int8
     if depthwise is None:
@@ -90,7 +101,8 @@ def test_bytes_are_the_runtimes_own_tensors(cnn: Estimate, tiny_cnn_path: Path) 
 
 def test_each_op_takes_the_longer_of_compute_and_memory(cnn: Estimate) -> None:
     for op in cnn.ops:
-        assert op.compute_ms == pytest.approx(op.flops / 10e9 * 1e3)
+        if op.op_type not in PASSES:  # those: test_elementwise_ops_cost_their_numpy_passes
+            assert op.compute_ms == pytest.approx(op.flops / 10e9 * 1e3)
         assert op.memory_ms == pytest.approx(op.bytes / 2e9 * 1e3)
         assert op.scratch_ms == pytest.approx(op.scratch_bytes / 2e9 * 1e3)
         assert op.ms == pytest.approx(max(op.compute_ms, op.memory_ms) + op.scratch_ms)
@@ -200,6 +212,12 @@ def test_calibration_measures_this_machine_and_round_trips(tmp_path: Path) -> No
     assert profile.name == "here" and profile.deploy.backends == ("numpy",)
     assert profile.perf.peak_gflops_fp32 == round(calibration.gflops_fp32, 3)
     assert profile.perf.depthwise_gflops_fp32 == round(calibration.depthwise_gflops, 3)
+    small = calibration.small_matmul_gflops
+    assert small is not None and set(small) == {64, 256}
+    assert profile.perf.matmul64_gflops_fp32 == round(small[64], 3)
+    assert profile.perf.matmul256_gflops_fp32 == round(small[256], 3)
+    assert calibration.elementwise_gelems is not None and calibration.elementwise_gelems > 0.01
+    assert profile.perf.elementwise_gelems == round(calibration.elementwise_gelems, 3)
     again = load_profile(tmp_path / "here.toml")
     assert again.raw == tomllib.loads(to_toml(profile.raw)) == profile.raw
 
@@ -254,3 +272,91 @@ def test_cli_calibrates_this_machine_into_a_profile(tiny_cnn_path: Path, tmp_pat
 def test_cli_unknown_device_is_a_user_error(tiny_cnn_path: Path) -> None:
     result = edgerun_cli("estimate", str(tiny_cnn_path), "--device", "no-such-board")
     assert result.returncode == 2 and "unknown device 'no-such-board'" in result.stderr
+
+
+def matmul_model() -> onnx.ModelProto:
+    """A batched per-head product (12 x [128, 32] x [32, 128]) and one [128, 384] x [384, 384]
+    product, as in MiniLM's attention."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.random((384, 384), dtype=np.float32), "w")
+    nodes = [
+        helper.make_node("MatMul", ["q", "k"], ["scores"], name="heads"),
+        helper.make_node("MatMul", ["x", "w"], ["y"], name="dense"),
+    ]
+    inputs = [("q", [1, 12, 128, 32]), ("k", [1, 12, 32, 128]), ("x", [1, 128, 384])]
+    graph = helper.make_graph(
+        nodes,
+        "mm",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 12, 128, 128]),
+         helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 128, 384])],
+        [w],
+    )  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_blas_rate_follows_the_size_of_each_call(tmp_path: Path) -> None:
+    small = {64: 10.0, 256: 50.0}
+    perf = synthetic(100.0, 100.0, 1e6, small_matmuls=small).perf
+    assert blas_gflops(perf, 2 * 64**3) == pytest.approx(10.0)
+    assert blas_gflops(perf, 2 * 256**3) == pytest.approx(50.0)
+    assert blas_gflops(perf, 2 * 1024**3) == pytest.approx(100.0)
+    assert blas_gflops(perf, 2 * 128**3) == pytest.approx(30.0)  # halfway in log(FLOPs)
+    assert blas_gflops(perf, 10.0) == 10.0 and blas_gflops(perf, 1e15) == 100.0
+    path = tmp_path / "mm.onnx"
+    onnx.save(matmul_model(), path)
+    result = estimate(path, synthetic(100.0, 100.0, 1e6, small_matmuls=small))
+    heads, dense = result.ops
+    # 12 calls of 2 x 128 x 32 x 128 FLOPs each (1 MFLOP: between the 64^3 and 256^3 points)
+    per_call = 2 * 128 * 32 * 128
+    assert heads.flops == 12 * per_call
+    assert heads.compute_ms == pytest.approx(heads.flops / blas_gflops(perf, per_call) / 1e6)
+    assert dense.compute_ms == pytest.approx(dense.flops / blas_gflops(perf, dense.flops) / 1e6)
+    assert 10.0 < blas_gflops(perf, per_call) < 50.0 < blas_gflops(perf, dense.flops) < 100.0
+    # a data-sheet profile: every product at the peak, as before
+    peak = estimate(path, synthetic(100.0, 100.0, 1e6))
+    assert [op.compute_ms for op in peak.ops] == pytest.approx(
+        [op.flops / 100e6 for op in peak.ops]
+    )
+
+
+def elementwise_model() -> onnx.ModelProto:
+    """x [1, 128, 384] -> LayerNormalization -> Gelu -> Softmax -> Add x -> Transpose."""
+    ones = numpy_helper.from_array(np.ones(384, np.float32), "ones")
+    zeros = numpy_helper.from_array(np.zeros(384, np.float32), "zeros")
+    nodes = [
+        helper.make_node("LayerNormalization", ["x", "ones", "zeros"], ["n"], name="ln"),
+        helper.make_node("Gelu", ["n"], ["g"], name="gelu"),
+        helper.make_node("Softmax", ["g"], ["s"], name="softmax"),
+        helper.make_node("Add", ["s", "x"], ["a"], name="add"),
+        helper.make_node("Transpose", ["a"], ["y"], name="transpose", perm=[0, 2, 1]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "ew",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 128, 384])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 384, 128])],
+        [ones, zeros],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+
+
+def test_elementwise_ops_cost_their_numpy_passes(tmp_path: Path) -> None:
+    path = tmp_path / "ew.onnx"
+    onnx.save(elementwise_model(), path)
+    # 2 G elements/s per pass, against 1000 GB/s of memory: the passes dominate
+    result = estimate(path, synthetic(100.0, 100.0, 1000.0, elementwise=2.0))
+    assert result.elementwise_gelems == 2.0
+    elements = 128 * 384
+    by_name = {op.name: op for op in result.ops}
+    for name, kind in (("ln", "LayerNormalization"), ("gelu", "Gelu"), ("softmax", "Softmax"),
+                       ("add", "Add")):  # fmt: skip
+        op = by_name[name]
+        assert op.compute_ms == pytest.approx(PASSES[kind] * elements / 2e6)
+        assert op.bound == "compute" and op.ms == pytest.approx(op.compute_ms)
+    assert PASSES["Gelu"] == 22 and PASSES["LayerNormalization"] == 7
+    assert by_name["transpose"].compute_ms == 0.0  # a view: not an elementwise pass
+    # without the measured rate, each pass streams ELEMENTWISE_BYTES per element from memory
+    perf = synthetic(100.0, 100.0, 24.0).perf
+    assert perf.elementwise_gelems is None
+    assert elementwise_gelems(perf) == 24.0 / ELEMENTWISE_BYTES

@@ -125,6 +125,19 @@ def test_a_users_own_toml_works_by_path(tmp_path: Path) -> None:
     assert profiles.load_profile(str(path)).name == "my-board"
 
 
+@pytest.mark.parametrize(
+    "key", ["matmul64_gflops_fp32", "matmul256_gflops_fp32", "elementwise_gelems"]
+)
+def test_measured_perf_fields_are_optional_and_typed(key: str, tmp_path: Path) -> None:
+    data = _rpi4()
+    assert getattr(profiles.profile_from_dict(data, "rpi4").perf, key) is None
+    data["perf"][key] = 12.5
+    assert getattr(profiles.profile_from_dict(data, "rpi4").perf, key) == 12.5
+    data["perf"][key] = "fast"
+    with pytest.raises(ProfileError, match=rf"'perf.{key}' must be a number"):
+        profiles.profile_from_dict(data, "rpi4")
+
+
 def _dump(data: dict) -> str:
     """A minimal TOML writer for the profile shape (tables, arrays of tables, scalars)."""
     lines, tables = [], []

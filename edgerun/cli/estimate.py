@@ -54,6 +54,10 @@ def _render(e: Estimate) -> None:
         f"device: {e.device}: {e.peak_gflops_fp32:g} GFLOP/s fp32, {e.peak_gops_int8:g} GOP/s "
         f"int8, {e.memory_bandwidth_gbs:g} GB/s, depthwise Conv {e.depthwise_gflops:g} GFLOP/s"
     )
+    sides = ", ".join(f"{n}^3 {rate:g}" for n, rate in e.matmul_gflops.items())
+    out.print(
+        f"matmul GFLOP/s by size: {sides}; elementwise pass {e.elementwise_gelems:g} G elements/s"
+    )
     out.print(
         f"estimated latency: {e.total_ms:.2f} ms at batch 1 ({human_count(e.flops)} FLOPs, "
         f"{human_bytes(e.bytes_moved)} moved)"
