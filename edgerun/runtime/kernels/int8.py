@@ -83,10 +83,43 @@ def requantize(
     return round_saturate(y, zero_point, dtype)
 
 
+# 1.5 * 2^23: for |v| < 2^22, float32 v + _MAGIC lands in [2^23, 2^24), where the spacing is
+# 1, so the sum is rint(v) + _MAGIC (round half to even, as _MAGIC is even), and the low 8 or
+# 16 bits of its bit pattern are rint(v) mod 2^16 (exponent and leading bits sit above them)
+_MAGIC = 12582912  # 0x4B400000 as float32 bits
+
+
 def round_saturate(y: np.ndarray, zero_point: int, dtype: np.dtype) -> np.ndarray:
-    """rint(y) + zero point, saturated to ``dtype``; float32 ``y`` is overwritten."""
-    np.rint(y, out=y)
+    """rint(y) + zero point, saturated to ``dtype``; float32 ``y`` is overwritten.
+
+    Three float passes instead of five (rint, add, clip, convert): one add rounds and
+    shifts by the zero point's even part, a clip saturates, and the integer conversion keeps
+    the low 8 or 16 bits of the float's bits, which are then the answer (an odd zero point
+    adds its last 1 in the narrow type, where wrapping is exact as the result is in range).
+    """
     low, high = int_range(dtype)
+    if np.dtype(dtype).itemsize > 2:
+        return _round_saturate_wide(y, zero_point, low, high, dtype)
+    y = np.asarray(y)
+    if y.dtype != np.float32 or not y.flags.writeable:
+        y = y.astype(np.float32)
+    odd = zero_point & 1
+    shift = np.float32(_MAGIC + zero_point - odd)
+    y += shift
+    # saturating the shifted value is saturating rint(y): the bounds are exact floats and
+    # rounding is monotone, so values past them (however far) clip to them
+    np.clip(y, shift + np.float32(low - zero_point), shift + np.float32(high - zero_point), out=y)
+    out = y.view(np.int32).astype(dtype)
+    if odd:
+        out += out.dtype.type(1)
+    return out
+
+
+def _round_saturate_wide(
+    y: np.ndarray, zero_point: int, low: int, high: int, dtype: np.dtype
+) -> np.ndarray:
+    """round_saturate for int32, which the low bits of a float cannot hold."""
+    np.rint(y, out=y)
     if zero_point:
         y += np.float32(zero_point)
     np.clip(y, low, high, out=y)
@@ -95,13 +128,7 @@ def round_saturate(y: np.ndarray, zero_point: int, dtype: np.dtype) -> np.ndarra
 
 def quantize(x: np.ndarray, scale: float, zero_point: int, dtype: np.dtype) -> np.ndarray:
     """QuantizeLinear per tensor in float32: rint(x / scale) + zero point, saturated."""
-    y = np.divide(x, np.float32(scale), dtype=np.float32)
-    np.rint(y, out=y)
-    low, high = int_range(dtype)
-    if zero_point:
-        y += np.float32(zero_point)
-    np.clip(y, low, high, out=y)
-    return y.astype(dtype)
+    return round_saturate(np.divide(x, np.float32(scale), dtype=np.float32), zero_point, dtype)
 
 
 def dequantize(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:

@@ -7,6 +7,7 @@ import functools
 import numpy as np
 
 from edgerun.runtime.dtypes import ELEMENT_TYPES, runtime_dtype
+from edgerun.runtime.kernels import int8
 from edgerun.runtime.registry import kernel
 
 # ONNX element type -> the integer range QuantizeLinear saturates to
@@ -80,6 +81,8 @@ def _quantize(x, scale, zero_point, axis, saturate, block_size, output_dtype, pr
     q = _as_float(x, dt) / _broadcast(_as_float(scale, dt), x.shape, axis, block_size)
     q = q.astype(np.float64 if dt == np.float64 else np.float32, copy=False)
     zp = 0 if zero_point is None else _broadcast(_as_float(zero_point), x.shape, axis, block_size)
+    if code in _SMALL_INTS and q.dtype == np.float32 and np.ndim(zp) == 0:
+        return int8.round_saturate(np.asarray(q), int(zp), target)  # per tensor: 3 passes
     if code in _INT_RANGES:
         low, high = _INT_RANGES[code]
         # round half to even before adding the zero point, then saturate (as onnxruntime);

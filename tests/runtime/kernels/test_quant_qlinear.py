@@ -95,3 +95,26 @@ def test_lookup_table_covers_every_code():
         table = int8.lookup_table(lambda v: v, 0.1, 3, 0.1, 3, np.dtype(dtype))
         codes = np.arange(256).astype(np.uint8).view(dtype)
         np.testing.assert_array_equal(int8.apply_table(codes, table), codes)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int16, np.uint16])
+@pytest.mark.parametrize("zero_point", [-128, -7, 0, 3, 128, 255])
+def test_round_saturate_is_rint_add_clip(dtype, zero_point):
+    # ties (half to even), values past the range by far, and every code in between
+    low, high = int8.int_range(np.dtype(dtype))
+    if not low <= zero_point <= high:
+        pytest.skip("zero point outside the type")
+    halves = np.arange(-600, 600, dtype=np.float32) + np.float32(0.5)
+    spread = np.random.default_rng(0).normal(0, 300, 5000).astype(np.float32)
+    far = np.array([-1e30, -3e7, -5e6, 4.2e6, 9e6, 1e30, np.inf, -np.inf], np.float32)
+    y = np.concatenate([halves, spread, far, np.arange(-70000, 70000, 7, dtype=np.float32)])
+    expected = np.clip(np.rint(y.astype(np.float64)) + zero_point, low, high).astype(dtype)
+    got = int8.round_saturate(y.copy(), zero_point, np.dtype(dtype))
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_round_saturate_keeps_the_layout_of_a_transposed_view():
+    y = np.arange(24, dtype=np.float32).reshape(2, 3, 4).transpose(0, 2, 1) * np.float32(3.5)
+    got = int8.round_saturate(y.copy(order="K"), -5, np.dtype(np.int8))
+    np.testing.assert_array_equal(got, np.clip(np.rint(y) - 5, -128, 127).astype(np.int8))
