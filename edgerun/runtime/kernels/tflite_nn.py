@@ -13,6 +13,7 @@ from edgerun.runtime import budget
 from edgerun.runtime.kernels.conv import _conv, _integer_conv
 from edgerun.runtime.kernels.linalg import _integer_matmul
 from edgerun.runtime.kernels.pool import _average_pool, _max_pool, _sum_pool, _window_count
+from edgerun.runtime.kernels.qlinear import integer_conv
 from edgerun.runtime.kernels.resize import _resize
 from edgerun.runtime.kernels.tflite_common import (
     activation_range,
@@ -84,7 +85,7 @@ def _conv_nhwc(x, w, bias, padding, strides, dilations, group, act, quant):
     kernel_shape = list(w.shape[2:])
     _check_window(x.shape[1:3], kernel_shape, dilations)
     if is_quantized(x, qx) and qw is not None and qy is not None:
-        acc = _integer_conv(
+        acc, _ = integer_conv(  # exact integers in float: requantize converts them once
             nchw(x),
             qx.zero_point[0],
             w,
@@ -96,11 +97,8 @@ def _conv_nhwc(x, w, bias, padding, strides, dilations, group, act, quant):
             None,
             strides,
         )
-        acc = nhwc(acc).astype(np.int64)
-        if bias is not None:
-            acc += bias.astype(np.int64)
         m, shift = _multipliers(qx, qw, qy)
-        return requantize(acc, m, shift, qy, act)
+        return requantize(nhwc(acc), m, shift, qy, act, bias=bias)
     if qw is not None and _hybrid(x, w, quant):
         return _hybrid_conv(x, w, bias, padding, strides, dilations, group, act, qw)
     wf = w.astype(np.float32) if qw is None else dequantize_oihw(w, qw)
@@ -314,11 +312,9 @@ def fully_connected(
         ws = weights.astype(np.int32)
         if _weight_zero(qw) is not None:
             ws = ws - qw.zero_point.astype(np.int32).reshape(-1, 1)
-        acc = np.rint(_integer_matmul(xs, ws.T)).astype(np.int64)
-        if bias is not None:
-            acc += bias.astype(np.int64)
+        acc = _integer_matmul(xs, ws.T)  # exact integers, in float
         m, shift = _multipliers(qx, qw, qy)
-        y = requantize(acc, m, shift, qy, fused_activation_function, single=True)
+        y = requantize(acc, m, shift, qy, fused_activation_function, single=True, bias=bias)
     elif qw is not None and _hybrid(x, weights, quant):
         q, scale, zero = _quantize_rows(x.astype(np.float32), bool(asymmetric_quantize_inputs))
         acc = _integer_matmul(q - zero[:, None], weights.astype(np.float32).T)

@@ -8,10 +8,12 @@ import pytest
 
 from edgerun.runtime.kernels import int8
 from edgerun.runtime.kernels.tflite_common import (
+    _BLOCK,
     activation_range,
     multiply_by_quantized_multiplier,
     multiply_single_rounding,
     quantize_multiplier,
+    requantize,
     round_half_away,
 )
 from edgerun.runtime.tflite_reader import QuantParams
@@ -58,3 +60,30 @@ def test_activation_ranges() -> None:
     assert activation_range("RELU_N1_TO_1", q) == (-30, 10)
     with pytest.raises(ValueError, match="TANH"):
         activation_range("TANH", q)
+
+
+@pytest.mark.parametrize("single", [False, True])
+def test_offset_is_added_before_scaling(single: bool) -> None:
+    # the bias folded into the constant (offset * m) scales exactly as x + offset would
+    rng = np.random.default_rng(4)
+    x = rng.integers(-(1 << 22), 1 << 22, (500, 6))
+    bias = rng.integers(-(1 << 20), 1 << 20, 6)
+    m, shift = quantize_multiplier(rng.uniform(1e-5, 0.9 if single else 3.0, 6))
+    fn = multiply_single_rounding if single else multiply_by_quantized_multiplier
+    np.testing.assert_array_equal(fn(x, m, shift, bias), fn(x + bias, m, shift))
+    # integers held in a float array (an exact BLAS sum) convert exactly
+    np.testing.assert_array_equal(fn(x.astype(np.float64), m, shift), fn(x, m, shift))
+
+
+def test_requantize_in_blocks_matches_whole() -> None:
+    # a tensor larger than one block, per-channel multipliers along its last axis
+    rng = np.random.default_rng(5)
+    acc = rng.integers(-(1 << 20), 1 << 20, (1, 70, 70, 24)).astype(np.float32)
+    bias = rng.integers(-5000, 5000, 24)
+    m, shift = quantize_multiplier(rng.uniform(1e-4, 2e-3, 24))
+    q = QuantParams(np.array([0.05], np.float32), np.array([-7]), 0, np.dtype(np.int8))
+    assert acc.size > _BLOCK
+    got = requantize(acc, m, shift, q, "RELU6", bias=bias)
+    scaled = int8.multiply_by_quantized_multiplier(acc.astype(np.int64) + bias, m, shift)
+    want = np.clip(scaled.astype(np.int64) - 7, *activation_range("RELU6", q)).astype(np.int8)
+    np.testing.assert_array_equal(got, want)
