@@ -94,7 +94,7 @@ class Plan:
         self.functions = functions or []
         self.graph = inline_functions(graph, self.functions)
         self.opsets = dict(opsets)
-        fused = fuse_qdq(self.graph)  # QDQ groups -> integer kernels, 8-bit weights kept
+        fused = fuse_qdq(self.graph, self.opsets)  # QDQ groups -> integer kernels, 8-bit kept
         if fused is not self.graph:
             self.graph = fused
             self.opsets.setdefault(QDQ_DOMAIN, 1)

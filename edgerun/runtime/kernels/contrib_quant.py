@@ -66,6 +66,14 @@ def _activation(X, X_scale, X_zero_point, Y_scale, Y_zero_point, fn):
     return int8.apply_table(X, table)
 
 
+@kernel("QLinearLookup", since=1, domain=MS)
+def q_linear_lookup_1(X, table):
+    """edgerun's own op (onnxruntime has none by this name), made by the QDQ fusion pass for
+    an elementwise op between a DequantizeLinear and a QuantizeLinear: entry i of the
+    256-entry ``table`` is the output for the 8-bit code whose bits read as unsigned are i."""
+    return int8.apply_table(X, table)
+
+
 def _sigmoid(x):
     return f32(1) / (f32(1) + np.exp(-x))
 

@@ -151,7 +151,8 @@ def lookup_table(
 
 
 def apply_table(x: np.ndarray, table: np.ndarray) -> np.ndarray:
-    return table[x.view(np.uint8)]
+    """table[x] for 8-bit ``x`` read as unsigned; np.take, 2-3x faster than indexing."""
+    return np.take(table, x.view(np.uint8))
 
 
 # -- TFLite's fixed-point requantization ----------------------------------------------------

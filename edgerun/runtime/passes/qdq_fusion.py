@@ -12,6 +12,10 @@ transformer, this pass rewrites each group into the integer op it stands for, wi
 - MaxPool and data movement (Reshape, Flatten, Transpose, Squeeze, Unsqueeze, ...) between
   a DequantizeLinear and a QuantizeLinear with the same scale and zero point run on the
   8-bit values directly.
+- Other one-input elementwise ops (Gelu, Tanh, Erf, ...), with at most one data movement op
+  before the QuantizeLinear, become a 256-entry table lookup (QLinearLookup): the table is
+  the float kernels' own answer for every 8-bit code, built here once, so each element
+  gets the bits the float path would give, in one gather instead of three float passes.
 
 Results can differ from the float path by one quantization step where a value sits on a
 rounding boundary (onnxruntime's optimised sessions differ the same way). A group whose
@@ -22,12 +26,14 @@ that, is left as it is. DequantizeLinear nodes no longer read are dropped, so we
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 import numpy as np
 
+from edgerun.runtime import registry
 from edgerun.runtime.graph import Graph, Node
+from edgerun.runtime.kernels import int8
 
 DOMAIN = "com.microsoft"  # the domain of the contrib ops this pass may emit
 _QDQ_DOMAINS = ("", "ai.onnx", DOMAIN)  # onnxruntime's contrib Q/DQ mean the same for 8 bits
@@ -45,6 +51,25 @@ _DIRECT = {
     "DepthToSpace",
     "SpaceToDepth",
 }
+# one-input elementwise float ops whose 8-bit island becomes a table lookup
+_LOOKUP = {
+    "Gelu",
+    "Erf",
+    "Tanh",
+    "Relu",
+    "Exp",
+    "Softplus",
+    "Softsign",
+    "Elu",
+    "Selu",
+    "Celu",
+    "HardSigmoid",
+    "HardSwish",
+    "Mish",
+    "Abs",
+    "Neg",
+}
+_MOVES = {"Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze"}  # may sit before the Q
 _UNARY = {
     "Sigmoid": "QLinearSigmoid",
     "LeakyRelu": "QLinearLeakyRelu",
@@ -242,14 +267,20 @@ _RULES: dict[str, Callable[[_Groups, Node, Node], Node | None]] = {
 }
 
 
-def fuse_qdq(graph: Graph) -> Graph:
-    """The graph with its QDQ groups fused; ``graph`` itself when there are none."""
+def fuse_qdq(graph: Graph, opsets: Mapping[str, int] | None = None) -> Graph:
+    """The graph with its QDQ groups fused; ``graph`` itself when there are none.
+    ``opsets`` (domain -> version) enables the table lookups, whose tables run the kernels."""
     groups = _Groups(graph)
     replaced: dict[int, Node] = {}  # id of the op node -> its fused node
     dropped: set[int] = set()  # ids of the QuantizeLinear nodes folded into one
+    tables: dict[str, np.ndarray] = {}
     for node in graph.nodes:
         rule = _RULES.get(node.op_type)
-        if rule is None or node.domain not in ("", "ai.onnx") or not node.outputs:
+        if node.domain not in ("", "ai.onnx") or not node.outputs or id(node) in replaced:
+            continue
+        if rule is None:
+            if node.op_type in _LOOKUP and opsets is not None:
+                _lookup(groups, node, opsets, replaced, dropped, tables)
             continue
         q = groups.q_after(node)
         if q is None:
@@ -261,7 +292,79 @@ def fuse_qdq(graph: Graph) -> Graph:
     if not replaced:
         return graph
     nodes = [replaced.get(id(n), n) for n in graph.nodes if id(n) not in dropped]
-    return replace(graph, nodes=_without_dead_dequantize(nodes, graph))
+    initializers = {**graph.initializers, **tables} if tables else graph.initializers
+    return replace(graph, nodes=_without_dead_dequantize(nodes, graph), initializers=initializers)
+
+
+def _lookup(
+    g: _Groups,
+    op: Node,
+    opsets: Mapping[str, int],
+    replaced: dict[int, Node],
+    dropped: set[int],
+    tables: dict[str, np.ndarray],
+) -> None:
+    """DequantizeLinear -> ``op`` -> [one data movement op] -> QuantizeLinear as a lookup in
+    a table of ``op``'s quantized output for every 8-bit code (written to ``tables``)."""
+    x = g.dq(op.inputs[0])
+    if x is None or len(op.inputs) != 1 or len(op.outputs) != 1:
+        return
+    move, q = None, g.q_after(op)
+    if q is None:
+        readers = g.readers.get(op.outputs[0], [])
+        if len(readers) != 1 or op.outputs[0] in g.outputs or readers[0].op_type not in _MOVES:
+            return
+        move = readers[0]
+        if move.domain not in ("", "ai.onnx") or move.inputs[0] != op.outputs[0]:
+            return
+        q = g.q_after(move)
+    if q is None or (move is not None and id(move) in replaced):
+        return
+    table = _table(g, op, x, q, opsets)
+    if table is None:
+        return
+    name = f"{op.outputs[0]}::lookup"
+    tables[name] = table
+    out = op.outputs[0] if move is not None else q.outputs[0]
+    replaced[id(op)] = Node("QLinearLookup", [x.inputs[0], name], [out], op.name, DOMAIN, {})
+    if move is not None:
+        replaced[id(move)] = replace(move, outputs=[q.outputs[0]])
+    dropped.add(id(q))
+
+
+def _table(g: _Groups, op: Node, x: Node, q: Node, opsets: Mapping[str, int]) -> np.ndarray | None:
+    """``op``'s kernel on every dequantized 8-bit code, quantized as ``q`` does: entry i is
+    the code whose bits read as unsigned are i. None where the kernel cannot be called so."""
+    opset = opsets.get("")
+    info = registry.resolve("", op.op_type, opset) if opset is not None else None
+    if info is None or info.needs_scope or info.needs_outputs:
+        return None
+    attrs = {k: _plain(a.value) for k, a in op.attributes.items()}
+    if set(attrs) - info.attributes or any(v is None for v in attrs.values()):
+        return None
+    zero = g.const[x.inputs[2]]
+    codes = np.arange(256, dtype=np.uint8).view(zero.dtype)
+    values = int8.dequantize(codes, float(g.const[x.inputs[1]].reshape(-1)[0]), int(zero.item()))
+    y = np.asarray(info.fn(values, **attrs))
+    if y.shape != codes.shape or y.dtype != np.float32:
+        return None
+    q_zero, q_scale = g.const[q.inputs[2]], g.const[q.inputs[1]]
+    if q_scale.dtype != np.float32:
+        return None
+    scale = float(q_scale.reshape(-1)[0])
+    return int8.quantize(y, scale, int(q_zero.item()), q_zero.dtype)
+
+
+def _plain(value: object) -> object:
+    """A number, string (decoded as the plan decodes them) or list of numbers; None for
+    anything else (graphs, tensors), which no elementwise op takes."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, (int, float)) or (
+        isinstance(value, list) and all(isinstance(v, (int, float)) for v in value)
+    ):
+        return value
+    return None
 
 
 def _without_dead_dequantize(nodes: list[Node], graph: Graph) -> list[Node]:

@@ -119,3 +119,62 @@ def test_fused_plan_matches_onnxruntime_within_one_step():
     assert got.shape == want.shape
     assert np.abs(got - want).max() <= 0.2 * 1.001  # the output's scale
     assert np.mean(got == want) > 0.9
+
+
+def _lookup_model(op: str, move: bool, **attrs) -> onnx.ModelProto:
+    """x -> Q -> DQ -> op -> [Reshape] -> Q -> DQ: an elementwise island in a QDQ model."""
+    inits = [
+        _init("xs", np.array(0.04, np.float32)),
+        _init("xz", np.array(-3, np.int8)),
+        _init("ys", np.array(0.03, np.float32)),
+        _init("yz", np.array(7, np.int8)),
+        _init("shape", np.array([1, -1], np.int64)),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xf"]),
+        helper.make_node(op, ["xf"], ["a"], **attrs),
+    ]
+    if move:
+        nodes.append(helper.make_node("Reshape", ["a", "shape"], ["r"]))
+    nodes += [
+        helper.make_node("QuantizeLinear", ["r" if move else "a", "ys", "yz"], ["q"]),
+        helper.make_node("DequantizeLinear", ["q", "ys", "yz"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "lookup",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 256])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    model.ir_version = 9
+    return model
+
+
+@pytest.mark.parametrize(
+    ("op", "attrs"),
+    [("Gelu", {}), ("Gelu", {"approximate": "tanh"}), ("Tanh", {}), ("Elu", {"alpha": 0.5})],
+)
+@pytest.mark.parametrize("move", [False, True])
+def test_elementwise_islands_become_a_lookup_with_the_float_paths_bits(op, attrs, move):
+    model = _lookup_model(op, move, **attrs)
+    parsed = _parse(model)
+    fused = fuse_qdq(parsed.graph, parsed.opset_imports)
+    ops = [n.op_type for n in fused.nodes]
+    moves = ["Reshape"] if move else []
+    assert ops == ["QuantizeLinear", "QLinearLookup", *moves, "DequantizeLinear"]
+    # every int8 code (and past the range), against onnxruntime running the float ops
+    x = ((np.arange(512, dtype=np.float32) - 256) * np.float32(0.02)).reshape(2, 256)
+    got = Plan(parsed.graph, parsed.opset_imports).run({"x": x})[0]
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(model.SerializeToString(), options, ["CPUExecutionProvider"])
+    want = sess.run(None, {"x": x})[0]
+    np.testing.assert_array_equal(got.reshape(want.shape), want)
+
+
+def test_without_opsets_no_lookup_is_made():
+    parsed = _parse(_lookup_model("Gelu", True))
+    assert fuse_qdq(parsed.graph) is parsed.graph
