@@ -9,7 +9,6 @@ through float (``via_float``).
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable
 
 import numpy as np
@@ -21,6 +20,7 @@ from edgerun.runtime.kernels.tflite_common import (
     dequantize,
     fused,
     is_quantized,
+    memo,
     multiply_by_quantized_multiplier,
     quant_of,
     quantize,
@@ -63,21 +63,17 @@ def _add_sub_q(x, y, quant: TensorQuant, act: str, sign: int) -> np.ndarray:
     return requantize(total, mo, so, qy, act)
 
 
-# (id(quant), exact, act) -> (weak reference to quant, table): one per quantized node
-_PAIR_TABLES: dict[tuple, tuple[weakref.ref, np.ndarray]] = {}
 _TABLE_FROM = 4096  # output elements; below, building the 65,536-entry table costs more
 
 
 def _pair_table(exact, quant: TensorQuant, act: str, dtype: np.dtype) -> np.ndarray:
     """exact() over every pair of 8-bit codes, indexed by (x's bits << 8) | y's bits."""
-    key = (id(quant), exact, act)
-    hit = _PAIR_TABLES.get(key)
-    if hit is not None and hit[0]() is quant:
-        return hit[1]
-    codes = np.arange(256, dtype=np.uint8).view(dtype)
-    table = exact(codes[:, None], codes[None, :], quant, act).reshape(-1)
-    _PAIR_TABLES[key] = (weakref.ref(quant, lambda _: _PAIR_TABLES.pop(key, None)), table)
-    return table
+
+    def make() -> np.ndarray:
+        codes = np.arange(256, dtype=np.uint8).view(dtype)
+        return exact(codes[:, None], codes[None, :], quant, act).reshape(-1)
+
+    return memo(quant, ("pairs", exact, act, np.dtype(dtype).str), make)
 
 
 def _by_table(x, y, quant: TensorQuant, act: str, exact) -> np.ndarray:

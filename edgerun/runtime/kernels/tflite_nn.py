@@ -7,6 +7,8 @@ multipliers, as its reference kernels do.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from edgerun.runtime import budget
@@ -20,6 +22,7 @@ from edgerun.runtime.kernels.tflite_common import (
     dequantize,
     fused,
     is_quantized,
+    memo,
     nchw,
     nhwc,
     quant_of,
@@ -70,13 +73,27 @@ def _quantize_rows(x: np.ndarray, asymmetric: bool):
     return np.clip(q, -127, 127).astype(np.float32), scale, np.zeros_like(scale)
 
 
-def _multipliers(qx: QuantParams, qw: QuantParams, qy: QuantParams):
+def _multipliers(qx: QuantParams, qw: QuantParams, qy: QuantParams, quant: TensorQuant):
+    return memo(quant, "multipliers", lambda: _multipliers_of(qx, qw, qy))
+
+
+def _multipliers_of(qx: QuantParams, qw: QuantParams, qy: QuantParams):
     real = np.float64(qx.scale[0]) * qw.scale.astype(np.float64) / np.float64(qy.scale[0])
     return quantize_multiplier(real)
 
 
 def _weight_zero(qw: QuantParams):
     return None if not np.any(qw.zero_point) else qw.zero_point
+
+
+def _oihw(filter: np.ndarray, quant, view: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """The filter as the view ``_conv`` takes, the same object on every run of a quantized
+    node (kept on its ``quant``): qlinear keys its exact-sum plan by the weights' identity,
+    so a fresh view each run re-planned every convolution (a pass over the weights)."""
+    if quant is None:
+        return view(filter)
+    held, w = memo(quant, ("oihw", id(filter)), lambda: (filter, view(filter)))
+    return w if held is filter else view(filter)
 
 
 def _conv_nhwc(x, w, bias, padding, strides, dilations, group, act, quant):
@@ -97,11 +114,15 @@ def _conv_nhwc(x, w, bias, padding, strides, dilations, group, act, quant):
             None,
             strides,
         )
-        m, shift = _multipliers(qx, qw, qy)
-        return requantize(nhwc(acc), m, shift, qy, act, bias=bias)
+        m, shift = _multipliers(qx, qw, qy, quant)
+        return requantize(nhwc(acc), m, shift, qy, act, bias=bias, owner=quant)
     if qw is not None and _hybrid(x, w, quant):
         return _hybrid_conv(x, w, bias, padding, strides, dilations, group, act, qw)
-    wf = w.astype(np.float32) if qw is None else dequantize_oihw(w, qw)
+    if qw is None:
+        wf = w.astype(np.float32, copy=False)
+    else:  # quantized weights of a float convolution: dequantized once
+        held, wf = memo(quant, ("float weights", id(w)), lambda: (w, dequantize_oihw(w, qw)))
+        wf = wf if held is w else dequantize_oihw(w, qw)
     b = None if bias is None else bias.astype(np.float32, copy=False)
     xf = x.astype(np.float32, copy=False)
     clip = _CLIPS.get(act)  # applied inside the convolution, on blocks still in cache
@@ -162,7 +183,7 @@ def conv_2d(
 ):
     if input.shape[3] % filter.shape[3]:
         raise ValueError(f"input {input.shape} and filter {filter.shape} channels do not match")
-    w = filter.transpose(0, 3, 1, 2)  # OHWI -> OIHW
+    w = _oihw(filter, quant, lambda f: f.transpose(0, 3, 1, 2))  # OHWI -> OIHW
     return _conv_nhwc(
         input,
         w,
@@ -194,7 +215,8 @@ def depthwise_conv_2d(
     channels = input.shape[3]
     if filter.shape[3] % channels:
         raise ValueError(f"filter {filter.shape} does not fit {channels} input channels")
-    w = filter[0].transpose(2, 0, 1)[:, None]  # (1, kh, kw, C*mult) -> (C*mult, 1, kh, kw)
+    # (1, kh, kw, C*mult) -> (C*mult, 1, kh, kw)
+    w = _oihw(filter, quant, lambda f: f[0].transpose(2, 0, 1)[:, None])
     return _conv_nhwc(
         input,
         w,
@@ -279,7 +301,7 @@ def transpose_conv(
         acc = np.rint(acc).astype(np.int64)
         if bias is not None:
             acc += bias.astype(np.int64)
-        m, shift = _multipliers(qx, qw, qy)
+        m, shift = _multipliers(qx, qw, qy, quant)
         return requantize(acc, m, shift, qy, fused_activation_function)
     wf = _float_weights(weights, quant, 1)
     y = _transpose_conv_sum(input, wf, out_hw, pads, [stride_h, stride_w], np.float32)
@@ -313,8 +335,10 @@ def fully_connected(
         if _weight_zero(qw) is not None:
             ws = ws - qw.zero_point.astype(np.int32).reshape(-1, 1)
         acc = _integer_matmul(xs, ws.T)  # exact integers, in float
-        m, shift = _multipliers(qx, qw, qy)
-        y = requantize(acc, m, shift, qy, fused_activation_function, single=True, bias=bias)
+        m, shift = _multipliers(qx, qw, qy, quant)
+        y = requantize(
+            acc, m, shift, qy, fused_activation_function, single=True, bias=bias, owner=quant
+        )
     elif qw is not None and _hybrid(x, weights, quant):
         q, scale, zero = _quantize_rows(x.astype(np.float32), bool(asymmetric_quantize_inputs))
         acc = _integer_matmul(q - zero[:, None], weights.astype(np.float32).T)
@@ -340,7 +364,7 @@ def batch_matmul(x, y, *, adj_x=0, adj_y=0, asymmetric_quantize_inputs=0, quant=
             a.astype(np.int32) - np.int32(qa.zero_point[0]),
             b.astype(np.int32) - np.int32(qb.zero_point[0]),
         )
-        m, shift = _multipliers(qa, qb, qy)
+        m, shift = _multipliers(qa, qb, qy, quant)
         return requantize(np.rint(acc).astype(np.int64), m, shift, qy, "NONE")
     return np.matmul(a.astype(np.float32, copy=False), _float_weights(b, quant, 1))
 

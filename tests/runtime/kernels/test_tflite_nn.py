@@ -1,0 +1,39 @@
+"""What the TFLite convolutions derive from a node's weights is derived on its first run."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgerun.runtime.kernels import tflite_common, tflite_nn
+from edgerun.runtime.tflite_reader import QuantParams, TensorQuant
+
+
+def _int8_conv_node():
+    rng = np.random.default_rng(0)
+    x = rng.integers(-128, 128, (1, 6, 6, 4)).astype(np.int8)
+    w = rng.integers(-127, 128, (5, 3, 3, 4)).astype(np.int8)
+    bias = rng.integers(-300, 300, 5).astype(np.int32)
+
+    def q(scale, zero, dtype=np.int8, dim=0):
+        s = np.asarray(scale, np.float32).reshape(-1)
+        z = np.broadcast_to(np.asarray(zero), s.shape).astype(np.int64)
+        return QuantParams(s, z, dim, np.dtype(dtype))
+
+    quant = TensorQuant(
+        (q(0.05, 3), q(np.linspace(0.01, 0.02, 5), 0), q(np.full(5, 5e-4), 0, np.int32)),
+        (q(0.2, -4),),
+    )
+    return x, w, bias, quant
+
+
+def test_quantized_conv_keeps_one_weight_view_and_multipliers() -> None:
+    x, w, bias, quant = _int8_conv_node()
+    first = tflite_nn.conv_2d(x, w, bias, padding="SAME", quant=quant)
+    held = tflite_common._MEMO.copy()
+    view = tflite_nn._oihw(w, quant, lambda f: f.transpose(0, 3, 1, 2))
+    assert view is tflite_nn._oihw(w, quant, lambda f: f.transpose(0, 3, 1, 2))
+    np.testing.assert_array_equal(tflite_nn.conv_2d(x, w, bias, padding="SAME", quant=quant), first)
+    assert tflite_common._MEMO.keys() == held.keys()  # the second run derived nothing new
+    count = len(tflite_common._MEMO)
+    del quant, view
+    assert len(tflite_common._MEMO) < count  # the node's entries go with it
