@@ -84,18 +84,20 @@ def requantize(
 
 
 # 1.5 * 2^23: for |v| < 2^22, float32 v + _MAGIC lands in [2^23, 2^24), where the spacing is
-# 1, so the sum is rint(v) + _MAGIC (round half to even, as _MAGIC is even), and the low 8 or
-# 16 bits of its bit pattern are rint(v) mod 2^16 (exponent and leading bits sit above them)
-_MAGIC = 12582912  # 0x4B400000 as float32 bits
+# 1, so the sum is rint(v) + _MAGIC (round half to even, as _MAGIC is even), and its bits,
+# read as an int32, are _MAGIC_BITS + rint(v). Bits of positive floats grow with the value
+# and negative floats read as negative ints, so clipping the bits clips the value.
+_MAGIC = 12582912
+_MAGIC_BITS = 0x4B400000
 
 
 def round_saturate(y: np.ndarray, zero_point: int, dtype: np.dtype) -> np.ndarray:
     """rint(y) + zero point, saturated to ``dtype``; float32 ``y`` is overwritten.
 
-    Three float passes instead of five (rint, add, clip, convert): one add rounds and
-    shifts by the zero point's even part, a clip saturates, and the integer conversion keeps
-    the low 8 or 16 bits of the float's bits, which are then the answer (an odd zero point
-    adds its last 1 in the narrow type, where wrapping is exact as the result is in range).
+    Two float passes and a narrowing one instead of five (rint, add, clip, convert): one
+    add rounds and shifts by the zero point's even part, then a clip of the bits writes the
+    8- or 16-bit result, which is their low bits (an odd zero point adds its last 1 in the
+    narrow type, where wrapping is exact as the result is in range).
     """
     low, high = int_range(dtype)
     if np.dtype(dtype).itemsize > 2:
@@ -104,12 +106,11 @@ def round_saturate(y: np.ndarray, zero_point: int, dtype: np.dtype) -> np.ndarra
     if y.dtype != np.float32 or not y.flags.writeable:
         y = y.astype(np.float32)
     odd = zero_point & 1
-    shift = np.float32(_MAGIC + zero_point - odd)
-    y += shift
-    # saturating the shifted value is saturating rint(y): the bounds are exact floats and
-    # rounding is monotone, so values past them (however far) clip to them
-    np.clip(y, shift + np.float32(low - zero_point), shift + np.float32(high - zero_point), out=y)
-    out = y.view(np.int32).astype(dtype)
+    y += np.float32(_MAGIC + zero_point - odd)
+    bits = y.view(np.int32)
+    out = np.empty_like(y, dtype=dtype)
+    base = _MAGIC_BITS - odd
+    np.clip(bits, base + low, base + high, out=out, casting="unsafe")
     if odd:
         out += out.dtype.type(1)
     return out
