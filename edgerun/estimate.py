@@ -7,10 +7,10 @@ it moves (its inputs, weights included, and its outputs, each once) over the mem
 bandwidth (``perf.memory_bandwidth_gbs``); the model takes the sum. FLOPs are 2 x the MACs
 that ``edgerun inspect`` counts (Conv, ConvTranspose, Gemm, MatMul and their integer
 forms), at batch 1 with symbolic dimensions taken as 1; every other op is memory-bound by
-construction, but for the elementwise passes below. A Gather reads only the rows it gathers. To that ideal the numpy runtime's own
-extra passes are added where they are large (``SCRATCH``: a Conv's im2col columns, written
-and read back; a channel-multiplier depthwise Conv's per-tap partial sums), at the same
-bandwidth.
+construction, but for the elementwise passes below. A Gather reads only the rows it
+gathers. To that ideal the numpy runtime's own extra passes are added where they are large
+(``SCRATCH``: a Conv's im2col columns, written and read back; a channel-multiplier
+depthwise Conv's per-tap partial sums), at the same bandwidth.
 
 A depthwise float Conv (group == input channels == output channels) does not go through
 BLAS: the runtime sums its taps in one ``np.einsum`` over a strided view of the input, whose
@@ -34,8 +34,10 @@ that many passes over their largest tensor at ``perf.elementwise_gelems`` elemen
 second (``elementwise_gelems()``), against their bytes at main-memory bandwidth as for any
 op. Without the measured rate, a pass streams ``ELEMENTWISE_BYTES`` per element from main
 memory. Not modelled: per-op interpreter overhead, caches for the other ops (their bytes
-are priced at main-memory bandwidth), the depthwise kernel's zero-padded border copies, and
-the differing costs of a pass (an exp or a row reduction counts as one add).
+are priced at main-memory bandwidth), the depthwise kernel's zero-padded input copy, and
+the differing costs of a pass (an exp or a row reduction counts as one add). The peaks are
+the best of their calibration runs; the elementwise rate is their median (the best
+sometimes read twice the usual rate).
 
 ``calibrate()`` measures this machine's own peak (a float32 BLAS matmul of ``MATMUL_N``),
 small-product rates (``SMALL_MATMULS``), bandwidth (a large array copy), elementwise pass
@@ -50,6 +52,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -469,7 +472,8 @@ def _elementwise_rate(repeats: int, clock: Callable[[], float]) -> float:
         for _ in range(ELEMENTWISE_CALLS):
             np.add(a, b, out=out)
 
-    return ELEMENTWISE_ELEMENTS * ELEMENTWISE_CALLS / _best(run, repeats, clock) / 1e9
+    # the median, not the best: one run in four or so read twice the usual rate here
+    return ELEMENTWISE_ELEMENTS * ELEMENTWISE_CALLS / _median(run, repeats, clock) / 1e9
 
 
 def _depthwise_rate(repeats: int, clock: Callable[[], float]) -> float:
@@ -506,6 +510,16 @@ def _best(fn: Callable[[], Any], repeats: int, clock: Callable[[], float]) -> fl
     return best
 
 
+def _median(fn: Callable[[], Any], repeats: int, clock: Callable[[], float]) -> float:
+    fn()
+    seconds = []
+    for _ in range(repeats):
+        start = clock()
+        fn()
+        seconds.append(clock() - start)
+    return statistics.median(seconds)
+
+
 def _blas_threads() -> int | None:
     from edgerun.profiler import _blas_threads
 
@@ -537,7 +551,10 @@ def machine_profile(name: str, calibration: Calibration) -> dict[str, Any]:
         sides = " and ".join(f"{n}x{n}" for n in calibration.small_matmul_gflops)
         how += f"; best of {sides} float32 matmuls"
     if calibration.elementwise_gelems is not None:
-        how += f"; of np.add over two {ELEMENTWISE_ELEMENTS}-element float32 blocks in cache"
+        how += (
+            f"; median of {CALIBRATION_REPEATS} runs of np.add over two "
+            f"{ELEMENTWISE_ELEMENTS}-element float32 blocks in cache"
+        )
     how += "."
     cores = os.cpu_count() or cpu.cores
     return {
