@@ -102,7 +102,7 @@ def _conv_nhwc(x, w, bias, padding, strides, dilations, group, act, quant):
     kernel_shape = list(w.shape[2:])
     _check_window(x.shape[1:3], kernel_shape, dilations)
     if is_quantized(x, qx) and qw is not None and qy is not None:
-        acc, _ = integer_conv(  # exact integers in float: requantize converts them once
+        acc, bound = integer_conv(  # exact integers in float: requantize converts them once
             nchw(x),
             qx.zero_point[0],
             w,
@@ -115,7 +115,7 @@ def _conv_nhwc(x, w, bias, padding, strides, dilations, group, act, quant):
             strides,
         )
         m, shift = _multipliers(qx, qw, qy, quant)
-        return requantize(nhwc(acc), m, shift, qy, act, bias=bias, owner=quant)
+        return requantize(nhwc(acc), m, shift, qy, act, bias=bias, owner=quant, bound=bound)
     if qw is not None and _hybrid(x, w, quant):
         return _hybrid_conv(x, w, bias, padding, strides, dilations, group, act, qw)
     if qw is None:

@@ -10,6 +10,7 @@ from edgerun.runtime.kernels import int8
 from edgerun.runtime.kernels.tflite_common import (
     _BLOCK,
     _MEMO,
+    _float_scaler,
     activation_range,
     memo,
     multiply_by_quantized_multiplier,
@@ -104,3 +105,25 @@ def test_memo_derives_once_per_owner_and_forgets_it() -> None:
     del owner
     assert len(_MEMO) == before - 2
     assert memo(3, "tag", make) == 3 and memo(3, "tag", make) == 4  # no weakref: every call
+
+
+@pytest.mark.parametrize("single", [False, True])
+def test_float32_scaling_matches_integer_steps(single: bool) -> None:
+    # accumulators held exactly in float32 and scaled in float32 must give the integer
+    # steps' results bit for bit, ties included: multipliers that are powers of two put
+    # w = acc * 2^-k exactly on half-integers, others near them
+    rng = np.random.default_rng(6)
+    channels = 16
+    real = rng.uniform(2e-4, 0.05, channels)
+    real[:4] = [2.0**-7, 2.0**-5, 2.0**-12, 2.0**-6]
+    m, shift = quantize_multiplier(real)
+    acc = rng.integers(-(1 << 19), 1 << 19, (90, 50, channels))
+    acc[:10] = (rng.integers(-300, 300, (10, 50, channels)) * 2 + 1) << 6  # halves at 2^-7
+    acc = acc.astype(np.float32)
+    bias = rng.integers(-4000, 4000, channels)
+    q = QuantParams(np.array([0.05], np.float32), np.array([9]), 0, np.dtype(np.int8))
+    assert _float_scaler(m, shift, bias, single, 1 << 19) is not None  # not the fallback
+    for act in ("NONE", "RELU"):
+        want = requantize(acc, m, shift, q, act, single=single, bias=bias)
+        got = requantize(acc, m, shift, q, act, single=single, bias=bias, bound=1 << 19)
+        np.testing.assert_array_equal(got, want)
