@@ -146,6 +146,72 @@ def integer_conv(x, x_zero, w, w_zero, auto_pad, dilations, group, kernel_shape,
     return acc.reshape(n, m, *out_shape), bound
 
 
+# id(weights) -> (weak reference, (x zero point, x dtype, bias), extra column, bound): what
+# a pointwise convolution derives from its weights, zero points and bias, once per weights
+_POINTWISE: dict[int, tuple[weakref.ref, tuple, np.ndarray, float]] = {}
+
+
+def _pointwise_terms(w, wc, x_zero, x_dtype, bias) -> tuple[np.ndarray, float]:
+    """The bias column of a pointwise convolution on the uncentered input, bias - zx * (row
+    sums of the centered weights ``wc``), and a bound on every partial sum of a dot product
+    with it (the largest |x| times the row's absolute sum, plus |column|)."""
+    hit = _POINTWISE.get(id(w))
+    if hit is not None and hit[0]() is w and hit[1][:2] == (x_zero, x_dtype) and hit[1][2] is bias:
+        return hit[2], hit[3]
+    column = -x_zero * wc.sum(axis=1, dtype=np.float64)
+    if bias is not None:
+        column += bias.reshape(-1).astype(np.float64)
+    low, high = int8.int_range(x_dtype)
+    reach = max(-low, high) * np.abs(wc).sum(axis=1, dtype=np.float64) + np.abs(column)
+    bound = float(reach.max(initial=0))
+    ident = id(w)
+    with contextlib.suppress(TypeError):
+        ref = weakref.ref(w, lambda _: _POINTWISE.pop(ident, None))
+        _POINTWISE[ident] = (ref, (x_zero, x_dtype, bias), column, bound)
+    return column, bound
+
+
+def _is_pointwise(x, w, auto_pad, dilations, group, pads, strides) -> bool:
+    return (
+        x.ndim == 4
+        and group == 1
+        and w.shape[2:] == (1, 1)
+        and auto_pad in ("NOTSET", "", "VALID")
+        and not any(pads or [])
+        and all(v == 1 for v in (*(strides or []), *(dilations or [])))
+    )
+
+
+def pointwise_conv(x, x_zero, w, w_zero, bias):
+    """(x - zx) conv (w - zw) + bias for a 1x1, stride-1, unpadded, ungrouped convolution
+    as one float32 matmul: x enters uncentered (a cast instead of a subtraction) next to a
+    row of ones, and the weights' extra column carries the bias less zx times their row
+    sums, so neither the bias nor the zero point costs a pass over the output. None where
+    some partial sum could pass 2^24 (then integer_conv's chunks are needed)."""
+    n, c, h, width = x.shape
+    m = w.shape[0]
+    wb = np.empty((m, c + 1), f32)
+    wc = wb[:, :c]
+    if w_zero is None or not np.any(w_zero):
+        np.copyto(wc, w.reshape(m, c), casting="unsafe")
+    else:
+        np.subtract(w.reshape(m, c), np.asarray(w_zero, f32).reshape(-1, 1), out=wc)
+    column, bound = _pointwise_terms(w, wc, float(int8.scalar(x_zero)), x.dtype, bias)
+    if bound >= int8.FLOAT32_EXACT:
+        return None
+    wb[:, c] = column
+    xl = x.transpose(0, 2, 3, 1)
+    if xl.flags.c_contiguous and not x.flags.c_contiguous:  # channels-last in memory
+        rows = np.empty((n * h * width, c + 1), f32)
+        np.copyto(rows[:, :c], xl.reshape(-1, c), casting="unsafe")
+        rows[:, c] = 1
+        return np.matmul(rows, wb.T).reshape(n, h, width, m).transpose(0, 3, 1, 2)
+    cols = np.empty((n, c + 1, h * width), f32)
+    np.copyto(cols[:, :c], x.reshape(n, c, h * width), casting="unsafe")
+    cols[:, c] = 1
+    return np.matmul(wb, cols).reshape(n, m, h, width)
+
+
 @kernel("ConvInteger", since=10)
 def conv_integer_10(
     x,
@@ -185,8 +251,36 @@ def qlinear_conv_10(
     pads=None,
     strides=None,
 ):
+    acc = None
+    if _is_pointwise(x, w, auto_pad, dilations, group, pads, strides):
+        acc = pointwise_conv(x, x_zero_point, w, w_zero_point, B)
+    if acc is None:
+        acc = _biased_conv(
+            x,
+            x_zero_point,
+            w,
+            w_zero_point,
+            B,
+            auto_pad,
+            dilations,
+            group,
+            kernel_shape,
+            pads,
+            strides,
+        )
+    tail = (1,) * (acc.ndim - 2)
+    # onnxruntime's multiplier per output channel: x_scale * w_scale / y_scale in float32
+    scale = f32(int8.scalar(x_scale)) * np.asarray(w_scale, f32).reshape(-1)
+    scale = (scale / f32(int8.scalar(y_scale))).astype(f32)
+    multiplier = scale.reshape((-1, *tail)) if scale.size > 1 else scale[0]
+    out = np.dtype(y_zero_point.dtype) if y_zero_point is not None else np.dtype(np.uint8)
+    return int8.requantize(acc, multiplier, int(int8.scalar(y_zero_point)), out)
+
+
+def _biased_conv(x, x_zero, w, w_zero, B, auto_pad, dilations, group, kernel_shape, pads, strides):
+    """integer_conv plus the int32 bias, exactly (float64 where float32 could not hold it)."""
     acc, bound = integer_conv(
-        x, x_zero_point, w, w_zero_point, auto_pad, dilations, group, kernel_shape, pads, strides
+        x, x_zero, w, w_zero, auto_pad, dilations, group, kernel_shape, pads, strides
     )
     tail = (1,) * (acc.ndim - 2)
     if B is not None:  # the int32 bias joins the exact accumulator before requantization
@@ -195,12 +289,7 @@ def qlinear_conv_10(
             acc += b.astype(f32)
         else:
             acc = acc + b.astype(np.float64)
-    # onnxruntime's multiplier per output channel: x_scale * w_scale / y_scale in float32
-    scale = f32(int8.scalar(x_scale)) * np.asarray(w_scale, f32).reshape(-1)
-    scale = (scale / f32(int8.scalar(y_scale))).astype(f32)
-    multiplier = scale.reshape((-1, *tail)) if scale.size > 1 else scale[0]
-    out = np.dtype(y_zero_point.dtype) if y_zero_point is not None else np.dtype(np.uint8)
-    return int8.requantize(acc, multiplier, int(int8.scalar(y_zero_point)), out)
+    return acc
 
 
 def _row_param(v, a):
