@@ -296,22 +296,24 @@ def _float_scaler(m, shift, bias, single: bool, bound: int):
     shape = np.broadcast_shapes(m.shape, shift.shape, b.shape)
     mm, ss, bb = (np.broadcast_to(v, shape).reshape(-1) for v in (m, shift, b))
 
-    def apply(x: np.ndarray) -> np.ndarray:
+    def approx(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """round(w) for a block, and the flat indices of its elements to redo."""
         w = np.multiply(x, s32)
         w += c32
         z = np.rint(w)
         w -= z
         np.abs(w, out=w)
-        near = np.flatnonzero(np.greater(w, limit))
-        if near.size:
-            ch = near % mm.size  # per-channel constants run along the last axis
-            z.reshape(-1)[near] = exact(x.reshape(-1)[near], mm[ch], ss[ch], bb[ch])
-        return z
+        return z, np.flatnonzero(np.greater(w, limit))
 
-    return apply
+    def redo(values: np.ndarray, flat: np.ndarray) -> np.ndarray:
+        ch = flat % mm.size  # per-channel constants run along the last axis
+        return exact(values, mm[ch], ss[ch], bb[ch])
+
+    return approx, redo
 
 
 _BLOCK = 1 << 16  # elements requantized at a time: int64 temporaries stay in L2 cache
+_BLOCK_F32 = 1 << 17  # the same bytes in float32
 
 
 def requantize(
@@ -336,20 +338,15 @@ def requantize(
     zero = int(q.zero_point[0])
     acc = np.asarray(acc)
     acc = acc if acc.flags.c_contiguous else np.ascontiguousarray(acc)  # (keeps 0-d as 0-d)
-    scale = None
+    fast = None
     if bound is not None and acc.dtype == np.float32 and acc.ndim:
-        scale = _memo_scaler(_float_scaler, m, shift, bias, single, owner, bound)
-    if scale is None:
-        scale = _memo_scaler(_exact_scaler, m, shift, bias, single, owner, None)
+        fast = _memo_scaler(_float_scaler, m, shift, bias, single, owner, bound)
     out = np.empty(acc.shape, q.dtype)
-    if acc.ndim == 0 or acc.size <= _BLOCK:
-        rows, dst = [acc], [out]
-    else:  # per-channel constants broadcast along the last axis, which blocks keep whole
-        flat, dst2 = acc.reshape(-1, acc.shape[-1]), out.reshape(-1, acc.shape[-1])
-        step = max(1, _BLOCK // acc.shape[-1])
-        rows = [flat[i : i + step] for i in range(0, len(flat), step)]
-        dst = [dst2[i : i + step] for i in range(0, len(flat), step)]
     info = np.iinfo(q.dtype)
+    if fast is not None and info.min <= zero <= info.max:
+        return _requantize_float32(acc, fast, lo - zero, hi - zero, zero, out)
+    scale = _memo_scaler(_exact_scaler, m, shift, bias, single, owner, None)
+    rows, dst = _blocks(acc, out, _BLOCK)
     small = info.min <= zero <= info.max  # else a damaged file's: added in int64
     for a, o in zip(rows, dst, strict=True):
         y = scale(a)
@@ -360,5 +357,37 @@ def requantize(
             np.clip(y, lo, hi, out=y)
         o[...] = y
     if zero and small:
+        out += out.dtype.type(zero)
+    return out
+
+
+def _blocks(acc: np.ndarray, out: np.ndarray, size: int) -> tuple[list, list]:
+    """Row blocks of about ``size`` elements of ``acc`` and ``out`` (per-channel constants
+    broadcast along the last axis, which blocks keep whole)."""
+    if acc.ndim == 0 or acc.size <= size:
+        return [acc], [out]
+    flat, dst = acc.reshape(-1, acc.shape[-1]), out.reshape(-1, acc.shape[-1])
+    step = max(1, size // acc.shape[-1])
+    starts = range(0, len(flat), step)
+    return [flat[i : i + step] for i in starts], [dst[i : i + step] for i in starts]
+
+
+def _requantize_float32(acc, fast, lo: int, hi: int, zero: int, out: np.ndarray) -> np.ndarray:
+    """``requantize`` through ``_float_scaler``: blocks in float32, then the elements near a
+    rounding boundary redone exactly, all in one call."""
+    approx, redo = fast
+    rows, dst = _blocks(acc, out, _BLOCK_F32)
+    redone, start = [], 0
+    for a, o in zip(rows, dst, strict=True):
+        z, near = approx(a)
+        np.clip(z, lo, hi, out=z)
+        o[...] = z
+        if near.size:
+            redone.append(near + start)
+        start += a.size
+    if redone:
+        flat = np.concatenate(redone)
+        out.reshape(-1)[flat] = np.clip(redo(acc.reshape(-1)[flat], flat), lo, hi)
+    if zero:
         out += out.dtype.type(zero)
     return out

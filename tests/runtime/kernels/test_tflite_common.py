@@ -9,6 +9,7 @@ import pytest
 from edgerun.runtime.kernels import int8
 from edgerun.runtime.kernels.tflite_common import (
     _BLOCK,
+    _BLOCK_F32,
     _MEMO,
     _float_scaler,
     activation_range,
@@ -117,12 +118,13 @@ def test_float32_scaling_matches_integer_steps(single: bool) -> None:
     real = rng.uniform(2e-4, 0.05, channels)
     real[:4] = [2.0**-7, 2.0**-5, 2.0**-12, 2.0**-6]
     m, shift = quantize_multiplier(real)
-    acc = rng.integers(-(1 << 19), 1 << 19, (90, 50, channels))
+    acc = rng.integers(-(1 << 19), 1 << 19, (200, 50, channels))  # two blocks
     acc[:10] = (rng.integers(-300, 300, (10, 50, channels)) * 2 + 1) << 6  # halves at 2^-7
     acc = acc.astype(np.float32)
     bias = rng.integers(-4000, 4000, channels)
     q = QuantParams(np.array([0.05], np.float32), np.array([9]), 0, np.dtype(np.int8))
     assert _float_scaler(m, shift, bias, single, 1 << 19) is not None  # not the fallback
+    assert acc.size > _BLOCK_F32
     for act in ("NONE", "RELU"):
         want = requantize(acc, m, shift, q, act, single=single, bias=bias)
         got = requantize(acc, m, shift, q, act, single=single, bias=bias, bound=1 << 19)
