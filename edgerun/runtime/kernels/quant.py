@@ -180,11 +180,9 @@ def dynamic_quantize_linear_11(x):
     high = np.float32(max(0.0, xf.max())) if xf.size else np.float32(0)
     scale = np.float32(1.0) if high == low else (high - low) / np.float32(255)
     zero_point = np.rint(np.clip(np.float32(0) - low / scale, 0, 255))
-    y = np.asarray(xf / scale)  # fresh: rounded, shifted and saturated in place
-    np.rint(y, out=y)
-    y += zero_point
-    np.clip(y, 0, 255, out=y)
-    return y.astype(np.uint8), np.array(scale, dtype=x.dtype), np.array(zero_point, np.uint8)
+    y = np.asarray(xf / scale, np.float32)  # fresh: rounded, shifted and saturated in place
+    q = int8.round_saturate(y, int(zero_point), np.dtype(np.uint8))
+    return q, np.array(scale, dtype=x.dtype), np.array(zero_point, np.uint8)
 
 
 # onnxruntime's own versions (its quantizer writes them with use_qdq_contrib_ops, and for
