@@ -243,11 +243,15 @@ def q_gemm_1(
     transA=0,
     transB=0,
 ):
-    acc, bound = qlinear.centered_matmul(
-        A.T if transA else A, a_zero_point, B.T if transB else B, b_zero_point, key=B
-    )
-    if C is not None:
-        acc = _add_exact(acc, C, bound)
+    a, b = A.T if transA else A, B.T if transB else B
+    bias = C if C is not None and C.size == b.shape[-1] else None  # one value per column
+    acc = qlinear.folded_matmul(a, a_zero_point, b, b_zero_point, bias, key=B)
+    if acc is None:
+        acc, bound = qlinear.centered_matmul(a, a_zero_point, b, b_zero_point, key=B)
+        if C is not None:
+            acc = _add_exact(acc, C, bound)
+    elif C is not None and bias is None:  # a bias of another shape: added exactly after
+        acc = _add_exact(acc, C, int8.FLOAT32_EXACT)
     scale = f32(alpha) * f32(int8.scalar(a_scale)) * np.asarray(b_scale, f32).reshape(-1)
     if y_scale is not None:
         scale = scale / f32(int8.scalar(y_scale))

@@ -147,16 +147,19 @@ def integer_conv(x, x_zero, w, w_zero, auto_pad, dilations, group, kernel_shape,
 
 
 # id(weights) -> (weak reference, (x zero point, x dtype, bias), extra column, bound): what
-# a pointwise convolution derives from its weights, zero points and bias, once per weights
-_POINTWISE: dict[int, tuple[weakref.ref, tuple, np.ndarray, float]] = {}
+# a folded product (pointwise convolution, matmul by a weight matrix) derives from its
+# weights, zero points and bias, once per weight tensor
+_FOLDED: dict[int, tuple[weakref.ref, tuple, np.ndarray, float]] = {}
 
 
-def _pointwise_terms(w, wc, x_zero, x_dtype, bias) -> tuple[np.ndarray, float]:
-    """The bias column of a pointwise convolution on the uncentered input, bias - zx * (row
-    sums of the centered weights ``wc``), and a bound on every partial sum of a dot product
-    with it (the largest |x| times the row's absolute sum, plus |column|)."""
-    hit = _POINTWISE.get(id(w))
-    if hit is not None and hit[0]() is w and hit[1][:2] == (x_zero, x_dtype) and hit[1][2] is bias:
+def _fold_terms(key, wc, x_zero, x_dtype, bias) -> tuple[np.ndarray, float]:
+    """The extra weight column of a product on the uncentered input: bias - zx * (row sums
+    of the centered weights ``wc``, one row per output), and a bound on every partial sum of
+    a dot product with it (the largest |x| times the row's absolute sum, plus |column|).
+    ``key``, the weights as stored, keys the cache."""
+    hit = _FOLDED.get(id(key))
+    same = hit is not None and hit[0]() is key and hit[1][2] is bias
+    if same and hit is not None and hit[1][:2] == (x_zero, x_dtype):
         return hit[2], hit[3]
     column = -x_zero * wc.sum(axis=1, dtype=np.float64)
     if bias is not None:
@@ -164,10 +167,10 @@ def _pointwise_terms(w, wc, x_zero, x_dtype, bias) -> tuple[np.ndarray, float]:
     low, high = int8.int_range(x_dtype)
     reach = max(-low, high) * np.abs(wc).sum(axis=1, dtype=np.float64) + np.abs(column)
     bound = float(reach.max(initial=0))
-    ident = id(w)
+    ident = id(key)
     with contextlib.suppress(TypeError):
-        ref = weakref.ref(w, lambda _: _POINTWISE.pop(ident, None))
-        _POINTWISE[ident] = (ref, (x_zero, x_dtype, bias), column, bound)
+        ref = weakref.ref(key, lambda _: _FOLDED.pop(ident, None))
+        _FOLDED[ident] = (ref, (x_zero, x_dtype, bias), column, bound)
     return column, bound
 
 
@@ -196,7 +199,7 @@ def pointwise_conv(x, x_zero, w, w_zero, bias):
         np.copyto(wc, w.reshape(m, c), casting="unsafe")
     else:
         np.subtract(w.reshape(m, c), np.asarray(w_zero, f32).reshape(-1, 1), out=wc)
-    column, bound = _pointwise_terms(w, wc, float(int8.scalar(x_zero)), x.dtype, bias)
+    column, bound = _fold_terms(w, wc, float(int8.scalar(x_zero)), x.dtype, bias)
     if bound >= int8.FLOAT32_EXACT:
         return None
     wb[:, c] = column
@@ -309,6 +312,31 @@ def centered_matmul(a, a_zero_point, b, b_zero_point, key=None):
     return exact_matmul(ac, bc, a_span, b_bound, b if key is None else key)
 
 
+def folded_matmul(a, a_zero_point, b, b_zero_point, bias=None, key=None):
+    """(a - za) @ (b - zb) + bias for a 2-D ``b`` (weights) and a per-tensor za, as one
+    float32 matmul on the uncentered ``a`` next to a column of ones, the bias less za times
+    the column sums of b - zb riding in an extra row of b: no centering pass over ``a`` and
+    no bias pass over the result. None where a per-row za or some partial sum past 2^24
+    needs centered_matmul's general path. ``key`` (default ``b``): the weights as stored."""
+    if b.ndim != 2 or a.ndim < 1 or (a_zero_point is not None and np.size(a_zero_point) != 1):
+        return None
+    k, n = b.shape
+    wb = np.empty((k + 1, n), f32)
+    if b_zero_point is None or not np.any(b_zero_point):
+        np.copyto(wb[:k], b, casting="unsafe")
+    else:
+        np.subtract(b, np.asarray(b_zero_point, f32), out=wb[:k])
+    za = float(int8.scalar(a_zero_point))
+    column, bound = _fold_terms(b if key is None else key, wb[:k].T, za, a.dtype, bias)
+    if bound >= int8.FLOAT32_EXACT:
+        return None
+    wb[k] = column
+    rows = np.empty((*a.shape[:-1], k + 1), f32)
+    np.copyto(rows[..., :k], a, casting="unsafe")
+    rows[..., k] = 1
+    return np.matmul(rows, wb)
+
+
 @kernel("MatMulInteger", since=10)
 def mat_mul_integer_10(A, B, a_zero_point=None, b_zero_point=None):
     acc, _ = centered_matmul(A, a_zero_point, B, b_zero_point)
@@ -320,7 +348,9 @@ def q_linear_mat_mul_10(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_sc
     out = np.dtype(y_zero_point.dtype) if y_zero_point is not None else np.dtype(a.dtype)
     if out.kind not in "iu":
         raise ValueError(f"QLinearMatMul to {out} is not supported (int8 and uint8 are)")
-    acc, _ = centered_matmul(a, a_zero_point, b, b_zero_point)
+    acc = folded_matmul(a, a_zero_point, b, b_zero_point)
+    if acc is None:
+        acc, _ = centered_matmul(a, a_zero_point, b, b_zero_point)
     # onnxruntime's multiplier: a_scale * b_scale / y_scale in float32 (per row / column)
     scale = _row_param(a_scale, a).astype(f32) * np.asarray(b_scale, f32)
     scale = (scale / np.asarray(y_scale, f32)).astype(f32)

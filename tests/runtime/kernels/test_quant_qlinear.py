@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgerun.runtime.kernels import int8, qlinear
+from edgerun.runtime.kernels import contrib_quant, int8, qlinear
 from edgerun.runtime.registry import resolve
 
 ort = pytest.importorskip("onnxruntime")
@@ -149,3 +149,38 @@ def test_pointwise_qlinear_conv_folds_bias_and_zero_point_exactly(dtype, channel
     scale = (np.float32(0.02) * np.full(10, 0.01, np.float32) / np.float32(0.5)).astype(np.float32)
     expected = int8.requantize(want, scale.reshape(-1, 1, 1), info.max // 2, np.dtype(dtype))
     np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("a_type", [np.int8, np.uint8])
+@pytest.mark.parametrize("big", [False, True])
+def test_folded_matmul_equals_the_centered_product_plus_bias(a_type, big):
+    # the uncentered product with za and the bias folded into an extra row of the weights
+    # is the exact (a - za) @ (b - zb) + bias; past 2^24 it declines (None)
+    info = np.iinfo(a_type)
+    a = rng.integers(info.min, info.max, (3, 7, 40), endpoint=True).astype(a_type)
+    b = rng.integers(-128, 127, (40, 9), endpoint=True).astype(np.int8)
+    bias = rng.integers(-(1 << 25) if big else -9000, 1 << 25 if big else 9000, 9)
+    za, zb = np.array(info.max // 4, a_type), (np.arange(9) - 3).astype(np.int8)
+    got = qlinear.folded_matmul(a, za, b, zb, bias.astype(np.int32))
+    if big:
+        assert got is None
+        return
+    want = (a.astype(np.int64) - int(za)) @ (b.astype(np.int64) - zb) + bias
+    assert got is not None and got.dtype == np.float32
+    np.testing.assert_array_equal(got, want)
+    assert qlinear.folded_matmul(a, np.arange(7).astype(a_type), b, zb) is None  # per row za
+
+
+def test_qgemm_with_bias_matches_the_general_path():
+    # QGemm's folded path against the centered product plus bias, requantized the same way
+    a = rng.integers(-128, 127, (16, 32), endpoint=True).astype(np.int8)
+    b = rng.integers(-128, 127, (32, 12), endpoint=True).astype(np.int8)
+    c = rng.integers(-20000, 20000, 12).astype(np.int32)
+    args = [a, np.array(0.03, np.float32), np.array(-9, np.int8), b]
+    args += [np.full(12, 0.02, np.float32), np.zeros(12, np.int8), c]
+    args += [np.array(0.4, np.float32), np.array(4, np.int8)]
+    got = contrib_quant.q_gemm_1(*args)
+    acc = (a.astype(np.int64) + 9) @ b.astype(np.int64) + c
+    scale = np.float32(0.03) * np.full(12, 0.02, np.float32) / np.float32(0.4)
+    want = int8.requantize(acc.astype(np.float32), scale, 4, np.dtype(np.int8))
+    np.testing.assert_array_equal(got, want)
