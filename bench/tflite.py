@@ -150,7 +150,11 @@ def table(rows: list[dict]) -> list[str]:
     return lines
 
 
-def machine_lines(runs: int, warmup: int) -> list[str]:
+def load() -> str:
+    return " / ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+
+
+def machine_lines(runs: int, warmup: int, load_before: str) -> list[str]:
     from importlib.metadata import version
 
     from threadpoolctl import threadpool_info
@@ -165,6 +169,10 @@ def machine_lines(runs: int, warmup: int) -> list[str]:
         f"- ai-edge-litert {version('ai-edge-litert')} (XNNPACK delegate, its default)",
         f"- edgerun {git_revision()}",
         f"- {runs} interleaved runs per row after {warmup} warm-up runs each; wall clock",
+        f"- load average (1/5/15 min) before: {load_before}, after: {load()}: other processes"
+        " share the cores, so rows with more threads than idle cores are the noisiest (each"
+        " engine's worker threads also spin for a while after a run, taking a core from the"
+        " other's)",
     ]
 
 
@@ -180,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs < 30:
         parser.error("--runs must be at least 30")
     models = {k: v for size in args.sizes for k, v in build(args.cache, size).items()}
+    load_before = load()
     rows = measure(models, args.threads, args.runs, args.warmup)
     text = [
         "# edgerun numpy runtime vs LiteRT on the MobileNetV2-style model",
@@ -190,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         *table(rows),
         "",
-        *machine_lines(args.runs, args.warmup),
+        *machine_lines(args.runs, args.warmup, load_before),
         "",
     ]
     args.out.write_text("\n".join(text))
