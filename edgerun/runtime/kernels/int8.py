@@ -13,6 +13,8 @@ integer-only scheme, for readers of models that carry it.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 FLOAT32_EXACT = 1 << 24  # every integer below this is exact in float32
@@ -105,15 +107,25 @@ def round_saturate(y: np.ndarray, zero_point: int, dtype: np.dtype) -> np.ndarra
     y = np.asarray(y)
     if y.dtype != np.float32 or not y.flags.writeable:
         y = y.astype(np.float32)
-    odd = zero_point & 1
-    y += np.float32(_MAGIC + zero_point - odd)
-    bits = y.view(np.int32)
+    shift, lowest, highest, odd = _rounding(int(zero_point), np.dtype(dtype))
+    y += shift
     out = np.empty_like(y, dtype=dtype)
-    base = _MAGIC_BITS - odd
-    np.clip(bits, base + low, base + high, out=out, casting="unsafe")
+    np.clip(y.view(np.int32), lowest, highest, out=out, casting="unsafe")
     if odd:
         out += out.dtype.type(1)
     return out
+
+
+@functools.lru_cache(maxsize=1024)
+def _rounding(zero_point: int, dtype: np.dtype) -> tuple[np.float32, np.ndarray, np.ndarray, int]:
+    """round_saturate's constants: the float shift, the int32 bounds of the shifted bits
+    (0-d arrays: np.clip checks Python int bounds against the type, ~3 us a call) and
+    whether the zero point is odd."""
+    low, high = int_range(dtype)
+    odd = zero_point & 1
+    base = _MAGIC_BITS - odd
+    bounds = np.array(base + low, np.int32), np.array(base + high, np.int32)
+    return np.float32(_MAGIC + zero_point - odd), *bounds, odd
 
 
 def _round_saturate_wide(

@@ -272,12 +272,31 @@ def qlinear_conv_10(
             strides,
         )
     tail = (1,) * (acc.ndim - 2)
-    # onnxruntime's multiplier per output channel: x_scale * w_scale / y_scale in float32
-    scale = f32(int8.scalar(x_scale)) * np.asarray(w_scale, f32).reshape(-1)
-    scale = (scale / f32(int8.scalar(y_scale))).astype(f32)
-    multiplier = scale.reshape((-1, *tail)) if scale.size > 1 else scale[0]
+    multiplier = _conv_multiplier(x_scale, w_scale, y_scale, len(tail))
     out = np.dtype(y_zero_point.dtype) if y_zero_point is not None else np.dtype(np.uint8)
     return int8.requantize(acc, multiplier, int(int8.scalar(y_zero_point)), out)
+
+
+# (ids of x_scale, w_scale, y_scale, spatial rank) -> (the three, multiplier): the scales are
+# the plan's constants, so each convolution computes its multiplier once; holding the three
+# keeps their ids from being reused while cached
+_MULTIPLIERS: dict[tuple, tuple[tuple, np.ndarray | np.float32]] = {}
+
+
+def _conv_multiplier(x_scale, w_scale, y_scale, rank: int) -> np.ndarray | np.float32:
+    """onnxruntime's multiplier per output channel, x_scale * w_scale / y_scale in float32,
+    shaped (channels, 1, ...) to broadcast over the accumulator (a scalar when per tensor)."""
+    key = (id(x_scale), id(w_scale), id(y_scale), rank)
+    hit = _MULTIPLIERS.get(key)
+    if hit is not None:  # the entry holds the three, so their ids name them still
+        return hit[1]
+    scale = f32(int8.scalar(x_scale)) * np.asarray(w_scale, f32).reshape(-1)
+    scale = (scale / f32(int8.scalar(y_scale))).astype(f32)
+    multiplier = scale.reshape((-1,) + (1,) * rank) if scale.size > 1 else scale[0]
+    if len(_MULTIPLIERS) > 4096:  # scales made per call (not a plan's constants)
+        _MULTIPLIERS.clear()
+    _MULTIPLIERS[key] = ((x_scale, w_scale, y_scale), multiplier)
+    return multiplier
 
 
 def _biased_conv(x, x_zero, w, w_zero, B, auto_pad, dilations, group, kernel_shape, pads, strides):
