@@ -231,7 +231,12 @@ def via_table(quant: TensorQuant, fn: Callable[[np.ndarray], np.ndarray], x: np.
 
 
 def activation_range(act: str, q: QuantParams) -> tuple[int, int]:
-    """CalculateActivationRangeQuantized: the fused activation as integer bounds."""
+    """CalculateActivationRangeQuantized: the fused activation as integer bounds (worked
+    out once per tensor's parameters and activation)."""
+    return memo(q, ("activation range", act), lambda: _activation_range(act, q))
+
+
+def _activation_range(act: str, q: QuantParams) -> tuple[int, int]:
     info = np.iinfo(q.dtype)
     lo, hi = int(info.min), int(info.max)
     scale, zero = np.float32(q.scale[0]), int(q.zero_point[0])
@@ -248,6 +253,19 @@ def activation_range(act: str, q: QuantParams) -> tuple[int, int]:
     if act == "RELU_N1_TO_1":
         return max(lo, at(-1.0)), min(hi, at(1.0))
     raise ValueError(f"fused activation {act} is not supported on quantized tensors")
+
+
+def _double_elements(x, m, shift, bias) -> np.ndarray:
+    # MultiplyByQuantizedMultiplier of x + bias, elementwise with shift <= 0: the few
+    # elements _float_scaler redoes, in a handful of small operations
+    right = -shift
+    high = ((x.astype(np.int64) + bias) * m + (1 << 30)) >> 31
+    return (high + ((np.int64(1) << right) >> 1) - ((high < 0) & (right > 0))) >> right
+
+
+def _single_elements(x, m, shift, bias) -> np.ndarray:
+    total = 31 - shift
+    return ((x.astype(np.int64) + bias) * m + (np.int64(1) << (total - 1))) >> total
 
 
 def _exact_scaler(m, shift, bias, single: bool, bound) -> Callable[[np.ndarray], np.ndarray]:
@@ -291,7 +309,6 @@ def _float_scaler(m, shift, bias, single: bool, bound: int):
         return None
     s32, c32 = step.astype(np.float32), offset.astype(np.float32)
     limit = (0.5 - gap - err).astype(np.float32)  # |w - round(w)| above it: redo exactly
-    exact = multiply_single_rounding if single else multiply_by_quantized_multiplier
     b = np.zeros((), np.int64) if bias is None else np.asarray(bias, np.int64)
     shape = np.broadcast_shapes(m.shape, shift.shape, b.shape)
     mm, ss, bb = (np.broadcast_to(v, shape).reshape(-1) for v in (m, shift, b))
@@ -308,6 +325,8 @@ def _float_scaler(m, shift, bias, single: bool, bound: int):
     def redo(values: np.ndarray, flat: np.ndarray) -> np.ndarray:
         ch = flat % mm.size  # per-channel constants run along the last axis
         return exact(values, mm[ch], ss[ch], bb[ch])
+
+    exact = _single_elements if single else _double_elements
 
     return approx, redo
 

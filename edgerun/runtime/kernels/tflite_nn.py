@@ -83,7 +83,7 @@ def _multipliers_of(qx: QuantParams, qw: QuantParams, qy: QuantParams):
 
 
 def _weight_zero(qw: QuantParams):
-    return None if not np.any(qw.zero_point) else qw.zero_point
+    return memo(qw, "weight zero", lambda: None if not np.any(qw.zero_point) else qw.zero_point)
 
 
 def _oihw(filter: np.ndarray, quant, view: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:

@@ -11,7 +11,9 @@ from edgerun.runtime.kernels.tflite_common import (
     _BLOCK,
     _BLOCK_F32,
     _MEMO,
+    _double_elements,
     _float_scaler,
+    _single_elements,
     activation_range,
     memo,
     multiply_by_quantized_multiplier,
@@ -129,3 +131,20 @@ def test_float32_scaling_matches_integer_steps(single: bool) -> None:
         want = requantize(acc, m, shift, q, act, single=single, bias=bias)
         got = requantize(acc, m, shift, q, act, single=single, bias=bias, bound=1 << 19)
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("single", [False, True])
+def test_elementwise_redo_matches_integer_steps(single: bool) -> None:
+    rng = np.random.default_rng(8)
+    x = rng.integers(-(1 << 22), 1 << 22, 5000).astype(np.float32)
+    x[:500] = (rng.integers(-300, 300, 500) * 2 + 1) << 6  # ties
+    bias = rng.integers(-3000, 3000, 5000)
+    m, shift = quantize_multiplier(rng.choice([2.0**-7, 2.0**-1, 0.3, 1e-3, 0.5], 5000))
+    m, shift = m.astype(np.int64), shift.astype(np.int64)
+    fn, elements = (
+        (multiply_single_rounding, _single_elements)
+        if single
+        else (multiply_by_quantized_multiplier, _double_elements)
+    )
+    want = fn(x.astype(np.int64) + bias, m, shift)
+    np.testing.assert_array_equal(elements(x, m, shift, bias), want)

@@ -39,4 +39,4 @@ def test_table_matches_integer_kernel(op: str, dtype: type, zeros, act: str) -> 
     assert kernel(x, y, fused_activation_function=act, quant=quant).tobytes() == got.tobytes()
     assert len(tflite_common._MEMO) == tables
     del quant
-    assert len(tflite_common._MEMO) == tables - 1
+    assert len(tflite_common._MEMO) < tables  # its table (and what hung on its params) went
