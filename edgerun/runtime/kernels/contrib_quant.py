@@ -269,8 +269,14 @@ def _add_exact(acc, c, bound):
 
 def _matmul_to_float(a, a_zero_point, B, b_zero_point, multiplier, bias):
     # (A - za)(B - zb) exactly, times a float32 multiplier per tensor or column, plus bias
-    acc, _ = qlinear.centered_matmul(a, a_zero_point, B, b_zero_point)
-    y = acc.astype(f32, copy=False) * multiplier
+    acc = qlinear.folded_matmul(a, a_zero_point, B, b_zero_point)
+    if acc is None:
+        acc, _ = qlinear.centered_matmul(a, a_zero_point, B, b_zero_point)
+    y = acc.astype(f32, copy=False)
+    if np.broadcast_shapes(y.shape, np.shape(multiplier)) == y.shape:
+        y *= multiplier  # a fresh accumulator: scaled in place
+    else:
+        y = y * multiplier
     if bias is not None:
         y += bias.astype(f32, copy=False)
     return y

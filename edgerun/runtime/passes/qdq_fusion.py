@@ -17,6 +17,10 @@ transformer, this pass rewrites each group into the integer op it stands for, wi
   the float kernels' own answer for every 8-bit code, built here once, so each element
   gets the bits the float path would give, in one gather instead of three float passes.
 
+Dynamic quantization's MatMulInteger -> Cast(float) -> Mul(scale) [-> Add(bias)] becomes
+com.microsoft MatMulIntegerToFloat (as onnxruntime fuses it): the same float32 arithmetic
+without the int32 round trip, and without a pass over the output per float op.
+
 Results can differ from the float path by one quantization step where a value sits on a
 rounding boundary (onnxruntime's optimised sessions differ the same way). A group whose
 parameters are not constants, not 8-bit, or not per tensor where the integer op needs
@@ -281,6 +285,8 @@ def fuse_qdq(graph: Graph, opsets: Mapping[str, int] | None = None) -> Graph:
         if rule is None:
             if node.op_type in _LOOKUP and opsets is not None:
                 _lookup(groups, node, opsets, replaced, dropped, tables)
+            elif node.op_type == "MatMulInteger":
+                _integer_to_float(groups, node, replaced, dropped, tables)
             continue
         q = groups.q_after(node)
         if q is None:
@@ -330,6 +336,52 @@ def _lookup(
     if move is not None:
         replaced[id(move)] = replace(move, outputs=[q.outputs[0]])
     dropped.add(id(q))
+
+
+def _only_reader(g: _Groups, name: str, op_type: str) -> Node | None:
+    """The one node reading ``name`` (not a graph output), if it is a default-domain
+    ``op_type``."""
+    readers = g.readers.get(name, [])
+    if len(readers) != 1 or name in g.outputs:
+        return None
+    node = readers[0]
+    return node if node.op_type == op_type and node.domain in ("", "ai.onnx") else None
+
+
+def _integer_to_float(
+    g: _Groups,
+    op: Node,
+    replaced: dict[int, Node],
+    dropped: set[int],
+    tables: dict[str, np.ndarray],
+) -> None:
+    """MatMulInteger -> Cast(float) -> Mul(s) [-> Add(1-D float bias)] as one
+    MatMulIntegerToFloat(a, b, s, 1.0, za, zb[, bias]): it computes float32(acc) * (s * 1),
+    then + bias, the graph's own operations in its order (a product commutes exactly)."""
+    cast = _only_reader(g, op.outputs[0], "Cast")
+    if cast is None or cast.attr("to") != 1 or len(op.inputs) < 2:
+        return
+    mul = _only_reader(g, cast.outputs[0], "Mul")
+    if mul is None or len(mul.inputs) != 2 or mul.inputs[0] == mul.inputs[1]:
+        return
+    scale = mul.inputs[1] if mul.inputs[0] == cast.outputs[0] else mul.inputs[0]
+    last, bias = mul, ""
+    add = _only_reader(g, mul.outputs[0], "Add")
+    b = g.const.get(op.inputs[1])
+    if add is not None and b is not None and b.ndim == 2:
+        other = add.inputs[1] if add.inputs[0] == mul.outputs[0] else add.inputs[0]
+        c = g.const.get(other)
+        if c is not None and c.dtype == np.float32 and c.shape == (b.shape[1],):
+            last, bias = add, other
+    one = f"{op.outputs[0]}::one"
+    tables[one] = np.array(1.0, np.float32)
+    zeros = [*op.inputs[2:4], "", ""][:2]
+    inputs = [op.inputs[0], op.inputs[1], scale, one, *zeros]
+    if bias:
+        inputs.append(bias)
+    fused = Node("MatMulIntegerToFloat", inputs, [last.outputs[0]], op.name, DOMAIN, {})
+    replaced[id(op)] = fused
+    dropped.update(id(n) for n in (cast, mul, last))
 
 
 def _table(g: _Groups, op: Node, x: Node, q: Node, opsets: Mapping[str, int]) -> np.ndarray | None:

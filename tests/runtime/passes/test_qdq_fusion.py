@@ -178,3 +178,43 @@ def test_elementwise_islands_become_a_lookup_with_the_float_paths_bits(op, attrs
 def test_without_opsets_no_lookup_is_made():
     parsed = _parse(_lookup_model("Gelu", True))
     assert fuse_qdq(parsed.graph) is parsed.graph
+
+
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_dynamic_matmul_integer_chain_becomes_matmul_integer_to_float(with_bias):
+    # dynamic quantization's MatMulInteger -> Cast -> Mul(scale) [-> Add(bias)]: one
+    # MatMulIntegerToFloat with the graph's own float32 arithmetic, so the same bits
+    w = rng.integers(-127, 127, (16, 8), endpoint=True).astype(np.int8)
+    inits = [
+        _init("w", w),
+        _init("wz", np.array(0, np.int8)),
+        _init("ws", np.array(0.01, np.float32)),
+        _init("bias", rng.standard_normal(8).astype(np.float32)),
+    ]
+    nodes = [
+        helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"]),
+        helper.make_node("Mul", ["xs", "ws"], ["s"]),
+        helper.make_node("MatMulInteger", ["xq", "w", "xz", "wz"], ["acc"]),
+        helper.make_node("Cast", ["acc"], ["accf"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["accf", "s"], ["y0" if with_bias else "y"]),
+    ]
+    if with_bias:
+        nodes.append(helper.make_node("Add", ["bias", "y0"], ["y"]))
+    graph = helper.make_graph(
+        nodes,
+        "dynamic",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 5, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    parsed = _parse(model)
+    ops = [n.op_type for n in fuse_qdq(parsed.graph).nodes]
+    assert ops == ["DynamicQuantizeLinear", "Mul", "MatMulIntegerToFloat"]
+    x = rng.standard_normal((3, 5, 16)).astype(np.float32)
+    got = Plan(parsed.graph, parsed.opset_imports).run({"x": x})[0]
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(model.SerializeToString(), options, ["CPUExecutionProvider"])
+    np.testing.assert_array_equal(got, sess.run(None, {"x": x})[0])
