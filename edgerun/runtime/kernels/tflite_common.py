@@ -308,7 +308,8 @@ def _float_scaler(m, shift, bias, single: bool, bound: int):
     if np.max(gap + err) > 0.1:
         return None
     s32, c32 = step.astype(np.float32), offset.astype(np.float32)
-    limit = (0.5 - gap - err).astype(np.float32)  # |w - round(w)| above it: redo exactly
+    # |w - round(w)| from this up: redo exactly (lowered past float32's rounding of it)
+    limit = (0.5 - gap - err - 2.0**-23).astype(np.float32)
     b = np.zeros((), np.int64) if bias is None else np.asarray(bias, np.int64)
     shape = np.broadcast_shapes(m.shape, shift.shape, b.shape)
     mm, ss, bb = (np.broadcast_to(v, shape).reshape(-1) for v in (m, shift, b))
@@ -320,7 +321,7 @@ def _float_scaler(m, shift, bias, single: bool, bound: int):
         z = np.rint(w)
         w -= z
         np.abs(w, out=w)
-        return z, np.flatnonzero(np.greater(w, limit))
+        return z, np.flatnonzero(np.greater_equal(w, limit))
 
     def redo(values: np.ndarray, flat: np.ndarray) -> np.ndarray:
         ch = flat % mm.size  # per-channel constants run along the last axis
