@@ -18,7 +18,15 @@ from collections.abc import Callable
 import numpy as np
 
 from edgerun.runtime.kernels import int8
-from edgerun.runtime.kernels.conv import _conv, _pad, im2col, window_pads
+from edgerun.runtime.kernels.conv import (
+    _channels_first,
+    _conv,
+    _depthwise_cl,
+    _pad,
+    _padded_channels_last,
+    im2col,
+    window_pads,
+)
 from edgerun.runtime.registry import kernel
 
 f32 = np.float32
@@ -215,6 +223,42 @@ def pointwise_conv(x, x_zero, w, w_zero, bias):
     return np.matmul(wb, cols).reshape(n, m, h, width)
 
 
+def depthwise_conv(x, x_zero, w, w_zero, auto_pad, dilations, group, kernel_shape, pads, strides):
+    """integer_conv for a depthwise convolution (one filter per channel), and the bound on
+    its sums, or None for any other. The input is padded while still 8-bit (conv.py pads
+    with 0), centered from there, and its padding cells (then -zx) set back to 0, so the
+    float32 input is written once instead of centered and then copied padded."""
+    c = x.shape[1]
+    if not (group == c == w.shape[0] and group > 1 and w.shape[1] == 1):
+        return None
+    n_sp = x.ndim - 2
+    kernel_shape = list(kernel_shape or w.shape[2:])
+    strides = list(strides or [1] * n_sp)
+    dilations = list(dilations or [1] * n_sp)
+    begin, end, out_shape = window_pads(
+        x.shape[2:], kernel_shape, strides, dilations, pads, auto_pad
+    )
+    xz = int8.scalar(x_zero)
+    w_bound = _bound(w.dtype, 0 if w_zero is None else w_zero)
+    bound = math.prod(kernel_shape) * max(_span(x.dtype, xz)) * w_bound
+    if min(begin + end) < 0 or bound >= int8.FLOAT32_EXACT:
+        return None
+    xp = int8.centered(
+        _padded_channels_last(x, begin, kernel_shape, strides, dilations, out_shape), xz
+    )
+    if xz:
+        for axis, (bg, size) in enumerate(zip(begin, x.shape[2:], strict=True), 1):
+            lead = (slice(None),) * axis
+            xp[(*lead, slice(0, bg))] = 0
+            xp[(*lead, slice(bg + size, None))] = 0
+    ws = _centered_weights(w, w_zero)
+    # begin 0 on an input already padded to the windows' reach: conv.py copies nothing more
+    acc = _depthwise_cl(
+        _channels_first(xp), ws, None, kernel_shape, strides, dilations, [0] * n_sp, out_shape
+    )
+    return acc, bound
+
+
 @kernel("ConvInteger", since=10)
 def conv_integer_10(
     x,
@@ -301,9 +345,14 @@ def _conv_multiplier(x_scale, w_scale, y_scale, rank: int) -> np.ndarray | np.fl
 
 def _biased_conv(x, x_zero, w, w_zero, B, auto_pad, dilations, group, kernel_shape, pads, strides):
     """integer_conv plus the int32 bias, exactly (float64 where float32 could not hold it)."""
-    acc, bound = integer_conv(
+    found = depthwise_conv(
         x, x_zero, w, w_zero, auto_pad, dilations, group, kernel_shape, pads, strides
     )
+    if found is None:
+        found = integer_conv(
+            x, x_zero, w, w_zero, auto_pad, dilations, group, kernel_shape, pads, strides
+        )
+    acc, bound = found
     tail = (1,) * (acc.ndim - 2)
     if B is not None:  # the int32 bias joins the exact accumulator before requantization
         b = B.reshape((-1, *tail))

@@ -184,3 +184,28 @@ def test_qgemm_with_bias_matches_the_general_path():
     scale = np.float32(0.03) * np.full(12, 0.02, np.float32) / np.float32(0.4)
     want = int8.requantize(acc.astype(np.float32), scale, 4, np.dtype(np.int8))
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8])
+@pytest.mark.parametrize(("strides", "pads"), [([1, 1], [1, 1, 1, 1]), ([2, 2], [0, 1, 2, 1])])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_depthwise_pads_while_8_bit_and_matches_the_general_path(
+    dtype, strides, pads, channels_last
+):
+    # padded as 8-bit with 0, centered, padding reset to 0: the same sums as centering first
+    info = np.iinfo(dtype)
+    x = rng.integers(info.min, info.max, (2, 6, 7, 9), endpoint=True).astype(dtype)
+    if channels_last:
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    w = rng.integers(-128, 127, (6, 1, 3, 3), endpoint=True).astype(np.int8)
+    x_zero, w_zero = np.array(info.max // 3, dtype), (np.arange(6) - 2).astype(np.int8)
+    args = (x, x_zero, w, w_zero, "NOTSET", None, 6, None, pads, strides)
+    found = qlinear.depthwise_conv(*args)
+    assert found is not None
+    want, _ = qlinear.integer_conv(*args)
+    np.testing.assert_array_equal(found[0], want)
+    assert found[1] >= np.abs(want).max()
+    assert (
+        qlinear.depthwise_conv(x, x_zero, w[:3], w_zero[:3], "NOTSET", None, 3, None, pads, strides)
+        is None
+    )  # not one filter per channel
