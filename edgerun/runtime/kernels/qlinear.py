@@ -389,7 +389,8 @@ def folded_matmul(a, a_zero_point, b, b_zero_point, bias=None, key=None):
     if b.ndim != 2 or a.ndim < 1 or (a_zero_point is not None and np.size(a_zero_point) != 1):
         return None
     k, n = b.shape
-    wb = np.empty((k + 1, n), f32)
+    # laid out as b is stored (a transposed b, as Gemm's transB gives, copies row by row)
+    wb = np.empty((n, k + 1), f32).T if b.T.flags.c_contiguous else np.empty((k + 1, n), f32)
     if b_zero_point is None or not np.any(b_zero_point):
         np.copyto(wb[:k], b, casting="unsafe")
     else:
