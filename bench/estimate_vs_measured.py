@@ -4,10 +4,10 @@
         [--runs 10] [--clock thread|wall] [--cache bench/.cache]
 
 Calibrates this machine (``edgerun.estimate.measure``: float32 BLAS matmuls at three sizes,
-a large copy, an in-cache elementwise pass and the runtime's depthwise Conv kernel), estimates each model on that profile, then times
-the numpy runtime on the model's benchmark inputs (bench/models.py builds them in its own
-process, so torch never loads here) and prints estimate / measured per model. Done when
-every ratio is within 2x.
+a large copy, an in-cache elementwise pass and the runtime's depthwise Conv kernel),
+estimates each model on that profile, then times the numpy runtime on the model's benchmark
+inputs (bench/models.py builds them in its own process, so torch never loads here) and
+prints estimate / measured per model. Done when every ratio is within 2x.
 
 ``--clock thread`` (the default) runs calibration and models on one BLAS thread and reads
 this thread's CPU time, so other processes on a shared machine do not count; ``--clock

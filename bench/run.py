@@ -169,8 +169,11 @@ def render(rows: list[dict], manifest: dict, info: list[tuple[str, str]], args) 
         "(ReferenceEvaluator runs once, at 1 thread, BLAS limited to 1 thread by threadpoolctl). "
         "Peak RSS is the higher of a 5 ms psutil sampler and the kernel's VmHWM for that "
         "process; weight MB counts initializers, Constant nodes and constant-shaped "
-        "ConstantOfShape outputs. Max abs diff compares the first inference's outputs with "
-        "onnxruntime's at the same thread count, on the same feeds.",
+        "ConstantOfShape outputs. Load ms is the model's load alone: each runtime is imported "
+        "before it (onnxruntime's extension module; edgerun's numpy backend, ONNX reader and "
+        "kernel modules, which a bare `import edgerun` leaves for later). Max abs diff "
+        "compares the first inference's outputs with onnxruntime's at the same thread count, "
+        "on the same feeds.",
         "",
         "## Issue 4 targets (1 thread)",
         "",

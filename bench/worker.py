@@ -114,10 +114,18 @@ def load_reference(path: str, threads: int) -> Runner:
 
 def import_runtime(contestant: str) -> None:
     """Import the contestant's runtime before the 'RSS before load' reading, so the load
-    figures are the model's, not the library's."""
+    figures are the model's, not the library's. ``import edgerun`` alone is light by design
+    (numpy only), so the numpy runtime's own modules are imported here too: the reader, the
+    backend and every kernel module, as ``import onnxruntime`` loads its whole library."""
     if contestant == "edgerun":
         sys.path.insert(0, str(ROOT))
-        import edgerun  # noqa: F401
+        import edgerun.backends.numpy
+        import edgerun.backends.select
+        import edgerun.modelfile
+        import edgerun.runtime.onnx_reader  # noqa: F401
+        from edgerun.runtime import registry
+
+        registry.load_all()
     elif contestant == "onnxruntime":
         import onnxruntime  # noqa: F401
     else:
