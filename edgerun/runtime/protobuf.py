@@ -44,9 +44,14 @@ class WireReader:
 
         For varints ``a`` is the value; otherwise ``[a, b)`` is the payload's byte range.
         """
-        pos = start
+        buf, pos = self.buf, start
         while pos < end:
-            key, pos = self.varint(pos, end)
+            # one-byte varints (most keys, lengths and small values) without the call
+            key = buf[pos]
+            if key < 0x80:
+                pos += 1
+            else:
+                key, pos = self.varint(pos, end)
             number, wire = key >> 3, key & 7
             if number == 0:
                 raise self.fail("not a valid protobuf (field number 0)")
@@ -55,7 +60,11 @@ class WireReader:
                 yield number, wire, value, 0
                 continue
             if wire == LEN:
-                size, pos = self.varint(pos, end)
+                size = buf[pos] if pos < end else 0x80
+                if size < 0x80:
+                    pos += 1
+                else:
+                    size, pos = self.varint(pos, end)
                 stop = pos + size
             elif wire == FIXED64:
                 stop = pos + 8
