@@ -46,6 +46,19 @@ def window_pads(in_shape, kernel_shape, strides, dilations, pads, auto_pad, ceil
     return begin, end, out
 
 
+def conv_geometry(x_shape, w_shape, auto_pad, dilations, kernel_shape, pads, strides):
+    """A convolution's attributes with their defaults filled in, and its window geometry:
+    (kernel_shape, strides, dilations, pads_begin, pads_end, out_shape)."""
+    n_sp = len(x_shape) - 2
+    kernel_shape = list(kernel_shape or w_shape[2:])
+    strides = list(strides or [1] * n_sp)
+    dilations = list(dilations or [1] * n_sp)
+    begin, end, out_shape = window_pads(
+        x_shape[2:], kernel_shape, strides, dilations, pads, auto_pad
+    )
+    return kernel_shape, strides, dilations, begin, end, out_shape
+
+
 def _compute_dtype(dtype):
     return dtype if dtype in (np.float32, np.float64) else np.dtype(np.float32)
 
@@ -93,12 +106,8 @@ def _channels_first(y):
 def _conv(x, w, b, auto_pad, dilations, group, kernel_shape, pads, strides, clip=None):
     """Float convolution of any rank; ``x`` and ``w`` already in the compute dtype; ``clip``:
     (low, high) bounds applied to the result (a fused Relu or Clip)."""
-    n_sp = x.ndim - 2
-    kernel_shape = list(kernel_shape or w.shape[2:])
-    strides = list(strides or [1] * n_sp)
-    dilations = list(dilations or [1] * n_sp)
-    begin, end, out_shape = window_pads(
-        x.shape[2:], kernel_shape, strides, dilations, pads, auto_pad
+    kernel_shape, strides, dilations, begin, end, out_shape = conv_geometry(
+        x.shape, w.shape, auto_pad, dilations, kernel_shape, pads, strides
     )
     c = x.shape[1]
     m = w.shape[0]
@@ -117,7 +126,7 @@ def _conv(x, w, b, auto_pad, dilations, group, kernel_shape, pads, strides, clip
     else:
         y = _im2col_matmul(xp, w, group, kernel_shape, strides, dilations, out_shape)
     if b is not None:
-        y += b.reshape((m,) + (1,) * n_sp)
+        y += b.reshape((m,) + (1,) * len(out_shape))
     return y if clip is None else np.clip(y, clip[0], clip[1], out=y)
 
 
@@ -212,12 +221,17 @@ def _padded_channels_last(x, begin, kernel_shape, strides, dilations, out_shape)
     if not any(begin) and size == list(spatial):
         return np.ascontiguousarray(xl)
     xp = np.empty((x.shape[0], *size, x.shape[1]), dtype=x.dtype)
-    for axis, (bg, n, total) in enumerate(zip(begin, spatial, size, strict=True), 1):
-        lead = (slice(None),) * axis
-        xp[(*lead, slice(0, bg))] = 0
-        xp[(*lead, slice(bg + n, total))] = 0
+    zero_borders(xp, begin, spatial)
     xp[(slice(None), *(slice(bg, bg + n) for bg, n in zip(begin, spatial, strict=True)))] = xl
     return xp
+
+
+def zero_borders(xp, begin, spatial):
+    """Zero the cells of channels-last ``xp`` outside [begin, begin + spatial) on each axis."""
+    for axis, (bg, n) in enumerate(zip(begin, spatial, strict=True), 1):
+        lead = (slice(None),) * axis
+        xp[(*lead, slice(0, bg))] = 0
+        xp[(*lead, slice(bg + n, None))] = 0
 
 
 def _tap_einsum(src, wl, out, strides, dilations, tiled):

@@ -24,8 +24,9 @@ from edgerun.runtime.kernels.conv import (
     _depthwise_cl,
     _pad,
     _padded_channels_last,
+    conv_geometry,
     im2col,
-    window_pads,
+    zero_borders,
 )
 from edgerun.runtime.registry import kernel
 
@@ -139,12 +140,8 @@ def integer_conv(x, x_zero, w, w_zero, auto_pad, dilations, group, kernel_shape,
     if len(starts) == 1:
         acc = _conv(xs, ws, None, auto_pad, dilations, group, kernel_shape, pads, strides)
         return acc, bound
-    n_sp = x.ndim - 2
-    kernel_shape = list(kernel_shape or w.shape[2:])
-    strides = list(strides or [1] * n_sp)
-    dilations = list(dilations or [1] * n_sp)
-    begin, end, out_shape = window_pads(
-        x.shape[2:], kernel_shape, strides, dilations, pads, auto_pad
+    kernel_shape, strides, dilations, begin, end, out_shape = conv_geometry(
+        x.shape, w.shape, auto_pad, dilations, kernel_shape, pads, strides
     )
     cols = im2col(_pad(xs, begin, end), kernel_shape, strides, dilations, out_shape)
     cols = cols.reshape(n, group, k, math.prod(out_shape))
@@ -231,12 +228,8 @@ def depthwise_conv(x, x_zero, w, w_zero, auto_pad, dilations, group, kernel_shap
     c = x.shape[1]
     if not (group == c == w.shape[0] and group > 1 and w.shape[1] == 1):
         return None
-    n_sp = x.ndim - 2
-    kernel_shape = list(kernel_shape or w.shape[2:])
-    strides = list(strides or [1] * n_sp)
-    dilations = list(dilations or [1] * n_sp)
-    begin, end, out_shape = window_pads(
-        x.shape[2:], kernel_shape, strides, dilations, pads, auto_pad
+    kernel_shape, strides, dilations, begin, end, out_shape = conv_geometry(
+        x.shape, w.shape, auto_pad, dilations, kernel_shape, pads, strides
     )
     xz = int8.scalar(x_zero)
     w_bound = _bound(w.dtype, 0 if w_zero is None else w_zero)
@@ -247,14 +240,12 @@ def depthwise_conv(x, x_zero, w, w_zero, auto_pad, dilations, group, kernel_shap
         _padded_channels_last(x, begin, kernel_shape, strides, dilations, out_shape), xz
     )
     if xz:
-        for axis, (bg, size) in enumerate(zip(begin, x.shape[2:], strict=True), 1):
-            lead = (slice(None),) * axis
-            xp[(*lead, slice(0, bg))] = 0
-            xp[(*lead, slice(bg + size, None))] = 0
+        zero_borders(xp, begin, x.shape[2:])
     ws = _centered_weights(w, w_zero)
     # begin 0 on an input already padded to the windows' reach: conv.py copies nothing more
+    no_pads = [0] * len(out_shape)
     acc = _depthwise_cl(
-        _channels_first(xp), ws, None, kernel_shape, strides, dilations, [0] * n_sp, out_shape
+        _channels_first(xp), ws, None, kernel_shape, strides, dilations, no_pads, out_shape
     )
     return acc, bound
 
