@@ -502,24 +502,23 @@ def _depthwise_rate(repeats: int, clock: Callable[[], float]) -> float:
     return 2 * c * h * w * 9 / seconds / 1e9
 
 
-def _best(fn: Callable[[], Any], repeats: int, clock: Callable[[], float]) -> float:
+def _timings(fn: Callable[[], Any], repeats: int, clock: Callable[[], float]) -> list[float]:
+    """Seconds of each of ``repeats`` calls of ``fn``, after one untimed call."""
     fn()  # warm: page faults, BLAS thread start-up
-    best = math.inf
-    for _ in range(repeats):
-        start = clock()
-        fn()
-        best = min(best, clock() - start)
-    return best
-
-
-def _median(fn: Callable[[], Any], repeats: int, clock: Callable[[], float]) -> float:
-    fn()
     seconds = []
     for _ in range(repeats):
         start = clock()
         fn()
         seconds.append(clock() - start)
-    return statistics.median(seconds)
+    return seconds
+
+
+def _best(fn: Callable[[], Any], repeats: int, clock: Callable[[], float]) -> float:
+    return min(_timings(fn, repeats, clock))
+
+
+def _median(fn: Callable[[], Any], repeats: int, clock: Callable[[], float]) -> float:
+    return statistics.median(_timings(fn, repeats, clock))
 
 
 def _blas_threads() -> int | None:
