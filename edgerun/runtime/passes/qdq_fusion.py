@@ -317,11 +317,8 @@ def _lookup(
         return
     move, q = None, g.q_after(op)
     if q is None:
-        readers = g.readers.get(op.outputs[0], [])
-        if len(readers) != 1 or op.outputs[0] in g.outputs or readers[0].op_type not in _MOVES:
-            return
-        move = readers[0]
-        if move.domain not in ("", "ai.onnx") or move.inputs[0] != op.outputs[0]:
+        move = _only_reader(g, op.outputs[0], _MOVES)
+        if move is None or move.inputs[0] != op.outputs[0]:
             return
         q = g.q_after(move)
     if q is None or (move is not None and id(move) in replaced):
@@ -338,14 +335,15 @@ def _lookup(
     dropped.add(id(q))
 
 
-def _only_reader(g: _Groups, name: str, op_type: str) -> Node | None:
-    """The one node reading ``name`` (not a graph output), if it is a default-domain
-    ``op_type``."""
+def _only_reader(g: _Groups, name: str, op_types: str | set[str]) -> Node | None:
+    """The one node reading ``name`` (not a graph output), if it is a default-domain op of
+    ``op_types`` (one op type or a set of them)."""
     readers = g.readers.get(name, [])
     if len(readers) != 1 or name in g.outputs:
         return None
     node = readers[0]
-    return node if node.op_type == op_type and node.domain in ("", "ai.onnx") else None
+    wanted = {op_types} if isinstance(op_types, str) else op_types
+    return node if node.op_type in wanted and node.domain in ("", "ai.onnx") else None
 
 
 def _integer_to_float(
