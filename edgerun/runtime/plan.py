@@ -36,7 +36,8 @@ from edgerun.runtime.passes.fuse_activation import fuse_activation
 from edgerun.runtime.passes.inline_functions import inline_functions
 from edgerun.runtime.passes.qdq_fusion import DOMAIN as QDQ_DOMAIN
 from edgerun.runtime.passes.qdq_fusion import fuse_qdq
-from edgerun.runtime.passes.shape_inference import output_shapes
+from edgerun.runtime.passes.shape_inference import infer_shapes, output_shapes
+from edgerun.runtime.passes.winograd import winograd_convs
 
 # Never folded at load: their results differ per run, or (Resize) may be far larger than
 # their inputs.
@@ -112,6 +113,9 @@ class Plan:
         steps = [self._step(node, visible) for node in ordered]
         steps = self._fold(steps)
         steps = fold_batch_norm(steps, self.constants, set(self.output_names))
+        if any(s.node.op_type in ("Conv", "FusedConv") for s in steps):
+            shapes = infer_shapes(self.graph)
+            steps = winograd_convs(steps, self.constants, set(self.output_names), shapes)
         self.free_names = sorted(_free_names(self.graph))  # outer values it reads
         self.steps = _with_last_use(steps, set(self.output_names), set(self.constants))
 

@@ -53,6 +53,17 @@ CONV_CASES = [
 ]
 
 
+def test_image_conv_returns_channels_last():
+    # a few-channel input (an image): the product runs output-major, the result channels-last
+    x = rng.standard_normal((1, 3, 32, 30)).astype(np.float32)
+    w = rng.standard_normal((16, 3, 7, 7)).astype(np.float32)
+    b = rng.standard_normal(16).astype(np.float32)
+    attrs = {"pads": [3, 3, 3, 3], "strides": [2, 2]}
+    got = ours("Conv", [x, w, b], attrs)
+    assert got.strides[1] == got.itemsize
+    np.testing.assert_allclose(got, run_ort("Conv", [x, w, b], attrs), rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("group", [1, 64])
 def test_conv_channels_last_input(group):
     # x stored channels-last in memory (as the depthwise and pointwise paths return it)

@@ -18,7 +18,12 @@ MAXPOOL_CASES = [
 ]
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize(("xs", "attrs"), MAXPOOL_CASES)
-def test_max_pool(xs, attrs):
+def test_max_pool(xs, attrs, channels_last):
     x = rng.standard_normal(xs).astype(np.float32)
-    np.testing.assert_array_equal(ours("MaxPool", [x], attrs), run_ort("MaxPool", [x], attrs))
+    stored = np.moveaxis(np.ascontiguousarray(np.moveaxis(x, 1, -1)), -1, 1) if channels_last else x
+    got = ours("MaxPool", [stored], attrs)
+    np.testing.assert_array_equal(got, run_ort("MaxPool", [x], attrs))
+    if channels_last and xs[1] > 1:  # pooled in that layout, and handed on in it
+        assert got.strides[1] == got.itemsize

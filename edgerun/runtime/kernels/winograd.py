@@ -1,0 +1,181 @@
+"""3x3 stride-1 convolution by Winograd's minimal filtering F(2x2, 3x3).
+
+Each 2x2 block of outputs comes from the 4x4 input tile under it. The tile is transformed
+(B^T d B, adds only), multiplied by the transformed filter (G g G^T, made once at load by
+passes/winograd.py) and summed over input channels, and the 16 products are transformed
+back (A^T m A, adds only). Over all tiles at once the middle step is 16 matrix products
+[tiles, C] @ [C, K]: 2.25x fewer multiplies than im2col's one product [K, 9C] @ [9C, HW],
+and no 9x column copy. Its rounding error is that of the direct sum (the transforms'
+coefficients are 0, +-1 and +-1/2).
+
+In numpy the products run at BLAS speed; the transforms are whole-array adds, which are
+only fast over long contiguous rows. So the input is laid out channels-last with its even
+and odd columns apart, which makes every tap of a transform a plain slice whose rows run
+(tiles across) x C long.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgerun.runtime.kernels.conv import activation_clip, conv_geometry
+from edgerun.runtime.registry import kernel
+
+# F(2x2, 3x3) from Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks" (2015)
+_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+
+# OpenBLAS multiplies without packing when M*N*K <= 100**3 (its "small matrix" kernels on
+# x86-64); for 64-channel layers that path ran at 205 GFLOP/s against 145 for the packed
+# one. Blocks of tile rows are cut below that limit, and below what keeps a block's tiles,
+# products and transforms (16 x tiles x channels each) within a core's L2 cache.
+_SMALL_GEMM = 100**3
+_BLOCK_VALUES = 1 << 15  # tiles x channels per block: 16 x 4 bytes x this = 2 MiB, an L2
+_MIN_SMALL = 112  # tiles; fewer per product and the calls cost more than the path gains
+_FEW_TILES = 32  # below this many tiles the channel-major product is the faster one
+
+
+def winograd_filter(w: np.ndarray) -> np.ndarray:
+    """(K, C, 3, 3) weights as the 16 transformed (C, K) matrices, shape (16, C, K)."""
+    u = _G @ w.astype(np.float64) @ _G.T  # (K, C, 4, 4)
+    k, c = w.shape[:2]
+    return np.ascontiguousarray(u.transpose(2, 3, 1, 0).reshape(16, c, k), dtype=w.dtype)
+
+
+def conv3x3(x, u, b, begin, out_shape, clip=None):
+    """The convolution of ``x`` (N, C, H, W) with the filter ``u`` from winograd_filter,
+    padded by ``begin`` (top, left) zeros and as many at the far sides as ``out_shape``
+    needs, plus bias ``b``, then clipped to ``clip``. The result is an (N, K, *out_shape)
+    view of a channels-last array, or channels-first when there are few tiles."""
+    n, k = x.shape[0], u.shape[2]
+    th, tw = (out_shape[0] + 1) // 2, (out_shape[1] + 1) // 2
+    xq = _parity_padded(x, begin, th, tw)
+    if n * th * tw < _FEW_TILES:
+        return _channel_major(xq, u, b, out_shape, clip)
+    y = np.empty((n, th, 2, tw, 2, k), dtype=x.dtype)
+    rows = _block_rows(tw, *u.shape[1:])
+    for i in range(n):
+        for top in range(0, th, rows):
+            end = min(th, top + rows)
+            m = np.matmul(_input_tiles(xq[i, :, top : end + 1], tw), u)
+            if b is not None:  # A's row 1 is all ones: added to m[5] it reaches every output
+                m[5] += b
+            block = y[i, top:end]  # (rows, 2, tw, 2, K)
+            _output_tiles(
+                m.reshape(4, 4, -1, tw, k), lambda j, y=block: y[:, :, :, j].swapaxes(0, 1), clip
+            )
+    y = y.reshape(n, 2 * th, 2 * tw, k)[:, : out_shape[0], : out_shape[1]]
+    return y.transpose(0, 3, 1, 2)
+
+
+def _block_rows(tw, c, k):
+    """Tile rows per block (see _SMALL_GEMM)."""
+    tiles = _BLOCK_VALUES // max(c, k)
+    if _SMALL_GEMM // (c * k) >= _MIN_SMALL:
+        tiles = min(tiles, _SMALL_GEMM // (c * k))
+    return max(1, tiles // tw)
+
+
+def _channel_major(xq, u, b, out_shape, clip):
+    # few tiles, many channels: (K, C) @ (C, tiles) keeps BLAS's long axis the channels
+    n, k = xq.shape[0], u.shape[2]
+    th, tw = (out_shape[0] + 1) // 2, (out_shape[1] + 1) // 2
+    v = np.concatenate([_input_tiles(xq[i], tw) for i in range(n)], axis=1)
+    m = np.matmul(u.transpose(0, 2, 1), v.transpose(0, 2, 1))  # (16, K, N th tw)
+    if b is not None:
+        m[5] += b.reshape(-1, 1)
+    y = np.empty((n, k, th, 2, tw, 2), dtype=xq.dtype)
+    _output_tiles(m.reshape(4, 4, k, n, th, tw), lambda j: y[..., j].transpose(3, 1, 0, 2, 4), clip)
+    return y.reshape(n, k, 2 * th, 2 * tw)[:, :, : out_shape[0], : out_shape[1]]
+
+
+def _input_tiles(xq, tw):
+    """B^T d B for every 4x4 tile d (stride 2) of one image's parity-split padded rows
+    ``xq`` (2, rows + 1, 2, tw + 1, C), as (16, rows x tw, C)."""
+    th, c = xq.shape[1] - 1, xq.shape[-1]
+    e0, o0, e1, o1 = xq[:, :, 0, :tw], xq[:, :, 1, :tw], xq[:, :, 0, 1:], xq[:, :, 1, 1:]
+    t = np.empty((4, 2, th + 1, tw, c), dtype=xq.dtype)  # B^T along the rows, per column
+    np.subtract(e0, e1, out=t[0])
+    np.add(o0, e1, out=t[1])
+    np.subtract(e1, o0, out=t[2])
+    np.subtract(o0, o1, out=t[3])
+    d0, d1, d2, d3 = t[:, 0, :th], t[:, 1, :th], t[:, 0, 1:], t[:, 1, 1:]  # tile rows 0-3
+    v = np.empty((4, 4, th, tw, c), dtype=xq.dtype)
+    np.subtract(d0, d2, out=v[0])
+    np.add(d1, d2, out=v[1])
+    np.subtract(d2, d1, out=v[2])
+    np.subtract(d1, d3, out=v[3])
+    return v.reshape(16, th * tw, c)
+
+
+def _parity_padded(x, begin, th, tw):
+    """x (N, C, H, W) zero-padded to (2 th + 2, 2 tw + 2) and laid out channels-last with
+    its rows and its columns each split into even and odd: padded pixel (2 q + p, 2 r + s)
+    is at [:, p, q, s, r], shape (N, 2, th + 1, 2, tw + 1, C). Every tap of the transforms
+    is then a slice whose rows run whole tile rows long."""
+    n, c = x.shape[:2]
+    xq = np.zeros((n, 2, th + 1, 2, tw + 1, c), dtype=x.dtype)
+    xl = x.transpose(0, 2, 3, 1)  # (N, H, W, C)
+    for p in (0, 1):
+        rows = _parity_span(begin[0], x.shape[2], th + 1, p)
+        for s in (0, 1):
+            cols = _parity_span(begin[1], x.shape[3], tw + 1, s)
+            xq[:, p, rows[1], s, cols[1]] = xl[:, rows[0]][:, :, cols[0]]
+    return xq
+
+
+def _parity_span(before, size, half, parity):
+    """(input slice, padded-half slice) of the input positions that land on ``parity``
+    when ``before`` zeros precede ``size`` positions and ``2 half`` positions are kept."""
+    first = (parity - before) % 2  # the first input position of that parity
+    at = (first + before) // 2
+    count = max(0, min((size - first + 1) // 2, half - at))
+    return slice(first, first + 2 * count - 1, 2) if count else slice(0, 0), slice(at, at + count)
+
+
+def _output_tiles(m, place, clip):
+    """A^T m A for every tile of ``m`` (4, 4, ...): output column j of every tile goes to
+    ``place(j)``, a view shaped (2, ...) whose first axis is the output row."""
+    r = np.empty((2, *m.shape[1:]), dtype=m.dtype)  # A^T m: two rows, four columns
+    np.add(m[0], m[1], out=r[0])
+    r[0] += m[2]
+    np.subtract(m[1], m[2], out=r[1])
+    r[1] -= m[3]
+    out = np.empty((2, *m.shape[2:]), dtype=m.dtype)
+    np.add(r[:, 0], r[:, 1], out=out)
+    out += r[:, 2]
+    _place(out, place(0), clip)
+    np.subtract(r[:, 1], r[:, 2], out=out)
+    out -= r[:, 3]
+    _place(out, place(1), clip)
+
+
+def _place(src, dest, clip):
+    if clip is None:
+        dest[...] = src
+    else:
+        np.clip(src, clip[0], clip[1], out=dest)
+
+
+@kernel("WinogradConv", since=1, domain="com.microsoft")
+def winograd_conv_1(
+    X, U, B=None, Z=None, *, activation="", activation_params=None, auto_pad="NOTSET", pads=None
+):
+    """edgerun's own op (onnxruntime has none by this name), made by passes/winograd.py from
+    a 3x3 stride-1 Conv or FusedConv: ``U`` is its filter as winograd_filter lays it out;
+    ``Z``, ``activation`` and ``activation_params`` are FusedConv's."""
+    c, k = U.shape[1:]
+    if X.ndim != 4 or X.shape[1] != c:
+        raise ValueError(f"X {X.shape} does not have the filter's {c} input channels")
+    _, _, _, begin, _, out_shape = conv_geometry(
+        X.shape, (k, c, 3, 3), auto_pad, None, [3, 3], pads, None
+    )
+    clip = activation_clip(activation, activation_params) if activation else None
+    x = X.astype(U.dtype, copy=False)
+    b = None if B is None else B.astype(U.dtype, copy=False)
+    if Z is None:
+        return conv3x3(x, U, b, begin, out_shape, clip).astype(X.dtype, copy=False)
+    y = conv3x3(x, U, b, begin, out_shape)
+    y += Z.astype(U.dtype, copy=False)
+    if clip is not None:
+        np.clip(y, clip[0], clip[1], out=y)
+    return y.astype(X.dtype, copy=False)

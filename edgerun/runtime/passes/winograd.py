@@ -1,0 +1,92 @@
+"""3x3 stride-1 convolutions as Winograd F(2x2, 3x3) (kernels/winograd.py), their filters
+transformed once at load.
+
+The transformed filter replaces the original (16/9 of its size) wherever nothing else reads
+it. Taken only where it measured faster than im2col on this project's benchmark machine:
+at least 32 input and output channels, where the transforms' adds are small beside the
+products, and outputs of at least 8x8 where the input's shape is known (fewer tiles leave
+BLAS too thin a product; ResNet-18's 7x7 layers were no faster). Runs on the plan's steps
+after constant folding and BatchNormalization folding, so the filter it transforms is the
+final one.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Collection, Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from edgerun.runtime import registry
+from edgerun.runtime.kernels.winograd import winograd_filter
+
+if TYPE_CHECKING:
+    from edgerun.runtime.passes.shape_inference import Shape
+    from edgerun.runtime.plan import Step
+
+DOMAIN = "com.microsoft"  # the domain of WinogradConv
+_DEFAULT = ("", "ai.onnx")
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+MIN_CHANNELS = 32
+MIN_OUTPUTS = 64  # output pixels per image
+
+
+def winograd_convs(
+    steps: list[Step],
+    constants: dict[str, np.ndarray],
+    keep: Collection[str],
+    shapes: Mapping[str, Shape | None],
+) -> list[Step]:
+    """``steps`` with each suitable convolution as a WinogradConv reading its transformed
+    filter from ``constants``; ``shapes`` are the inferred shapes of values, where known."""
+    info = registry.resolve(DOMAIN, "WinogradConv", 1)
+    reads = Counter(name for s in steps for name in (*s.inputs, *s.scope) if name)
+    out = []
+    for step in steps:
+        w = constants.get(step.inputs[1]) if _is_conv(step) else None
+        if info is None or w is None or not _suits(step, w, shapes.get(step.inputs[0])):
+            out.append(step)
+            continue
+        name = f"{step.inputs[1]}::winograd"
+        constants[name] = winograd_filter(w)
+        if reads[step.inputs[1]] == 1 and step.inputs[1] not in keep:
+            del constants[step.inputs[1]]
+        inputs = (step.inputs[0], name, *step.inputs[2:])
+        attributes = {
+            k: v
+            for k, v in step.attributes.items()
+            if k in ("activation", "activation_params", "auto_pad", "pads")
+        }
+        node = replace(step.node, op_type="WinogradConv", domain=DOMAIN, inputs=list(inputs))
+        out.append(replace(step, node=node, kernel=info, inputs=inputs, attributes=attributes))
+    return out
+
+
+def _is_conv(step: Step) -> bool:
+    node = step.node
+    plain = node.op_type == "Conv" and node.domain in _DEFAULT
+    return (plain or (node.op_type == "FusedConv" and node.domain == DOMAIN)) and len(
+        step.inputs
+    ) > 1
+
+
+def _suits(step: Step, w: np.ndarray, x_shape: Shape | None) -> bool:
+    a = step.attributes
+    if w.dtype not in _FLOATS or w.ndim != 4 or w.shape[2:] != (3, 3):
+        return False
+    if a.get("group", 1) != 1 or min(w.shape[:2]) < MIN_CHANNELS:
+        return False
+    if any(v != 1 for v in (*(a.get("strides") or ()), *(a.get("dilations") or ()))):
+        return False
+    if list(a.get("kernel_shape") or (3, 3)) != [3, 3] or min(a.get("pads") or (0,)) < 0:
+        return False
+    spatial = [d for d in (x_shape or ())[2:] if isinstance(d, int)]
+    if x_shape is None or len(x_shape) != 4 or len(spatial) != 2:
+        return True  # the input's size is not known: the channels decide
+    pads = a.get("pads") or (0, 0, 0, 0)
+    out = [d + pads[i] + pads[i + 2] - 2 for i, d in enumerate(spatial)]
+    if a.get("auto_pad", "NOTSET") in ("SAME_UPPER", "SAME_LOWER"):
+        out = spatial
+    return out[0] * out[1] >= MIN_OUTPUTS
