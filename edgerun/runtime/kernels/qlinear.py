@@ -24,6 +24,7 @@ from edgerun.runtime.kernels.conv import (
     _depthwise_cl,
     _pad,
     _padded_channels_last,
+    _padded_size,
     conv_geometry,
     im2col,
     zero_borders,
@@ -236,9 +237,8 @@ def depthwise_conv(x, x_zero, w, w_zero, auto_pad, dilations, group, kernel_shap
     bound = math.prod(kernel_shape) * max(_span(x.dtype, xz)) * w_bound
     if min(begin + end) < 0 or bound >= int8.FLOAT32_EXACT:
         return None
-    xp = int8.centered(
-        _padded_channels_last(x, begin, kernel_shape, strides, dilations, out_shape), xz
-    )
+    size = _padded_size(x.shape[2:], begin, kernel_shape, strides, dilations, out_shape)
+    xp = int8.centered(_padded_channels_last(x, begin, size), xz)
     if xz:
         zero_borders(xp, begin, x.shape[2:])
     ws = _centered_weights(w, w_zero)

@@ -3,41 +3,15 @@ requantization with TFLite's fixed-point multipliers (from kernels/int8.py)."""
 
 from __future__ import annotations
 
-import weakref
-from collections.abc import Callable, Hashable
-from typing import TypeVar
+from collections.abc import Callable
 
 import numpy as np
 
+from edgerun.runtime.kernels.derived import memo
 from edgerun.runtime.kernels.int8 import quantize_multiplier
 from edgerun.runtime.tflite_reader import QuantParams, TensorQuant
 
 __all__ = ["quantize_multiplier"]  # TFLite's QuantizeMultiplier, shared with kernels/int8.py
-
-T = TypeVar("T")
-# (id(owner), tag) -> (weak reference to owner, value); an entry leaves with its owner
-_MEMO: dict[tuple[int, Hashable], tuple[weakref.ref, object]] = {}
-
-
-def memo(owner: object, tag: Hashable, make: Callable[[], T]) -> T:
-    """``make()`` once per (``owner``, ``tag``) while ``owner`` lives.
-
-    A node's weights and its ``quant`` attribute are the same objects on every run, so
-    what a kernel derives from them (weights in another layout, fixed-point multipliers,
-    lookup tables) is worked out on the first run only. The weak reference drops the entry
-    when the model goes; owners that take none (Python ints) are derived every call.
-    """
-    key = (id(owner), tag)
-    hit = _MEMO.get(key)
-    if hit is not None and hit[0]() is owner:
-        return hit[1]  # type: ignore[return-value]
-    value = make()
-    try:
-        ref = weakref.ref(owner, lambda _: _MEMO.pop(key, None))
-    except TypeError:
-        return value
-    _MEMO[key] = (ref, value)
-    return value
 
 
 # -- float --------------------------------------------------------------------------------

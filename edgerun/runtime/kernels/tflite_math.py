@@ -15,12 +15,12 @@ import numpy as np
 
 from edgerun.runtime.dtypes import runtime_dtype
 from edgerun.runtime.kernels.activation import gelu_20
+from edgerun.runtime.kernels.derived import memo
 from edgerun.runtime.kernels.tflite_common import (
     axes_of,
     dequantize,
     fused,
     is_quantized,
-    memo,
     multiply_by_quantized_multiplier,
     quant_of,
     quantize,

@@ -13,6 +13,7 @@ import numpy as np
 
 from edgerun.runtime import budget
 from edgerun.runtime.kernels.conv import _conv, _integer_conv
+from edgerun.runtime.kernels.derived import memo
 from edgerun.runtime.kernels.linalg import _integer_matmul
 from edgerun.runtime.kernels.pool import _average_pool, _max_pool, _sum_pool, _window_count
 from edgerun.runtime.kernels.qlinear import integer_conv
@@ -22,7 +23,6 @@ from edgerun.runtime.kernels.tflite_common import (
     dequantize,
     fused,
     is_quantized,
-    memo,
     nchw,
     nhwc,
     quant_of,

@@ -124,12 +124,13 @@ def _parity_padded(x, begin, th, tw):
 
 
 def _parity_span(before, size, half, parity):
-    """(input slice, padded-half slice) of the input positions that land on ``parity``
+    """(input slice, slice of the half) of the input positions that land on ``parity``
     when ``before`` zeros precede ``size`` positions and ``2 half`` positions are kept."""
     first = (parity - before) % 2  # the first input position of that parity
     at = (first + before) // 2
     count = max(0, min((size - first + 1) // 2, half - at))
-    return slice(first, first + 2 * count - 1, 2) if count else slice(0, 0), slice(at, at + count)
+    taken = slice(first, first + 2 * count - 1, 2) if count else slice(0, 0)
+    return taken, slice(at, at + count)
 
 
 def _output_tiles(m, place, clip):

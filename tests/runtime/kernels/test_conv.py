@@ -53,6 +53,18 @@ CONV_CASES = [
 ]
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("m", [8, 48])  # as many outputs as inputs; 6x (bias in the product)
+def test_pointwise_bias(channels_last, m):
+    x = rng.standard_normal((1, 8, 7, 9)).astype(np.float32)
+    stored = np.moveaxis(np.ascontiguousarray(np.moveaxis(x, 1, -1)), -1, 1) if channels_last else x
+    w = rng.standard_normal((m, 8, 1, 1)).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    for _ in range(2):  # the second run takes the weights-with-bias the first one made
+        got = ours("Conv", [stored, w, b], {})
+        np.testing.assert_allclose(got, run_ort("Conv", [x, w, b], {}), rtol=1e-4, atol=1e-4)
+
+
 def test_image_conv_returns_channels_last():
     # a few-channel input (an image): the product runs output-major, the result channels-last
     x = rng.standard_normal((1, 3, 32, 30)).astype(np.float32)

@@ -10,12 +10,10 @@ from edgerun.runtime.kernels import int8
 from edgerun.runtime.kernels.tflite_common import (
     _BLOCK,
     _BLOCK_F32,
-    _MEMO,
     _double_elements,
     _float_scaler,
     _single_elements,
     activation_range,
-    memo,
     multiply_by_quantized_multiplier,
     multiply_single_rounding,
     quantize_multiplier,
@@ -93,21 +91,6 @@ def test_requantize_in_blocks_matches_whole() -> None:
     scaled = int8.multiply_by_quantized_multiplier(acc.astype(np.int64) + bias, m, shift)
     want = np.clip(scaled.astype(np.int64) - 7, *activation_range("RELU6", q)).astype(np.int8)
     np.testing.assert_array_equal(got, want)
-
-
-def test_memo_derives_once_per_owner_and_forgets_it() -> None:
-    class Owner:  # like a node's quant attribute: weakly referenceable
-        pass
-
-    owner, calls = Owner(), []
-    make = lambda: calls.append(1) or len(calls)  # noqa: E731
-    assert memo(owner, "tag", make) == 1
-    assert memo(owner, "tag", make) == 1  # the second run looks it up
-    assert memo(owner, "other", make) == 2
-    before = len(_MEMO)
-    del owner
-    assert len(_MEMO) == before - 2
-    assert memo(3, "tag", make) == 3 and memo(3, "tag", make) == 4  # no weakref: every call
 
 
 @pytest.mark.parametrize("single", [False, True])

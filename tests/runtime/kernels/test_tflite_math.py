@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgerun.runtime.kernels import tflite_common, tflite_math
+from edgerun.runtime.kernels import derived, tflite_math
 from edgerun.runtime.tflite_reader import QuantParams, TensorQuant
 
 EXACT = {"ADD": tflite_math._add_q, "SUB": tflite_math._sub_q, "MUL": tflite_math._mul_q}
@@ -35,8 +35,8 @@ def test_table_matches_integer_kernel(op: str, dtype: type, zeros, act: str) -> 
     assert got.dtype == want.dtype and got.shape == want.shape
     np.testing.assert_array_equal(got, want)
     # built once per node (the second call looks it up) and dropped with the node
-    tables = len(tflite_common._MEMO)
+    tables = len(derived._MEMO)
     assert kernel(x, y, fused_activation_function=act, quant=quant).tobytes() == got.tobytes()
-    assert len(tflite_common._MEMO) == tables
+    assert len(derived._MEMO) == tables
     del quant
-    assert len(tflite_common._MEMO) < tables  # its table (and what hung on its params) went
+    assert len(derived._MEMO) < tables  # its table (and what hung on its params) went

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgerun.runtime.kernels import tflite_common, tflite_nn
+from edgerun.runtime.kernels import derived, tflite_nn
 from edgerun.runtime.tflite_reader import QuantParams, TensorQuant
 
 
@@ -29,11 +29,11 @@ def _int8_conv_node():
 def test_quantized_conv_keeps_one_weight_view_and_multipliers() -> None:
     x, w, bias, quant = _int8_conv_node()
     first = tflite_nn.conv_2d(x, w, bias, padding="SAME", quant=quant)
-    held = tflite_common._MEMO.copy()
+    held = derived._MEMO.copy()
     view = tflite_nn._oihw(w, quant, lambda f: f.transpose(0, 3, 1, 2))
     assert view is tflite_nn._oihw(w, quant, lambda f: f.transpose(0, 3, 1, 2))
     np.testing.assert_array_equal(tflite_nn.conv_2d(x, w, bias, padding="SAME", quant=quant), first)
-    assert tflite_common._MEMO.keys() == held.keys()  # the second run derived nothing new
-    count = len(tflite_common._MEMO)
+    assert derived._MEMO.keys() == held.keys()  # the second run derived nothing new
+    count = len(derived._MEMO)
     del quant, view
-    assert len(tflite_common._MEMO) < count  # the node's entries go with it
+    assert len(derived._MEMO) < count  # the node's entries go with it
