@@ -126,11 +126,17 @@ def _conv(x, w, b, auto_pad, dilations, group, kernel_shape, pads, strides, clip
         return _depthwise_cl(x, w, b, kernel_shape, strides, dilations, begin, out_shape, clip)
     if group == 1 and no_pads and all(v == 1 for v in (*kernel_shape, *strides)):
         return _pointwise(x, w, b, clip)
+    wide = math.prod(out_shape) >= _CL_FROM
+    cl_columns = wide or max(strides) > 1  # strided channels-first columns copy slowly
+    if group == 1 and _is_channels_last(x) and cl_columns and min(begin + end) >= 0:
+        y = _im2col_channels_last(x, w, kernel_shape, strides, dilations, begin, out_shape)
+        _add_clip(y, b, clip)
+        return _channels_first(y)
     xp = _pad(x, begin, end)
     if group == c and w.shape[1] == 1 and group > 1:
         y = _depthwise(xp, w, kernel_shape, strides, dilations, out_shape)
     else:
-        cl = (_is_channels_last(x) or c <= _IMAGE_CHANNELS) and math.prod(out_shape) >= _CL_FROM
+        cl = c <= _IMAGE_CHANNELS and wide
         y = _im2col_matmul(xp, w, group, kernel_shape, strides, dilations, out_shape, cl)
         if cl and group == 1 and x.shape[0] == 1:  # bias and clip over the contiguous array
             _add_clip(_channels_last(y), b, clip)
@@ -145,11 +151,12 @@ def _add_clip(y, b, clip):
     _clip(y, clip)
 
 
-# im2col's product is (C taps, out) @ ... for channels-last results (the layout Winograd
-# layers and depthwise convolutions produce, so that the adds and pools between them run
-# over one layout), from an input in that layout or an image (its long output axis suits
-# BLAS best: ResNet-18's first layer 8 % faster); not below _CL_FROM output pixels, where
-# that product was up to 30 % slower (ResNet-18's 7x7 layers).
+# Convolutions return channels-last results (the layout Winograd layers and depthwise
+# convolutions produce, so that the adds and pools between them run over one layout) from
+# an input in that layout or an image (whose product is then (out, C taps) @ ..., its long
+# output axis suiting BLAS best: ResNet-18's first layer 8 % faster); not below _CL_FROM
+# output pixels, where that product was up to 30 % slower (ResNet-18's 7x7 layers), and
+# channels-last columns no faster for stride 1 (and they take a copy of the weights).
 _IMAGE_CHANNELS = 4
 _CL_FROM = 64
 
@@ -236,6 +243,32 @@ def _im2col_matmul(xp, w, group, kernel_shape, strides, dilations, out_shape, ch
         wg = w.reshape(group, mg, cg * k)
         np.matmul(wg, cols.reshape(n, group, cg * k, o), out=y.reshape(n, group, mg, o))
     return y
+
+
+def _im2col_channels_last(x, w, kernel_shape, strides, dilations, begin, out_shape):
+    # a channels-last input: columns (N out, taps C) copied from a strided view of its
+    # padded copy, each run C long, times the weights laid out (taps C, M) once. Against
+    # channels-first columns of the same input: ResNet-18's strided layers 35-40 % faster.
+    n, c, m = x.shape[0], x.shape[1], w.shape[0]
+    size = _padded_size(x.shape[2:], begin, kernel_shape, strides, dilations, out_shape)
+    xp = _padded_channels_last(x, begin, size)
+    space = xp.strides[1:-1]
+    taps = as_strided(
+        xp,
+        (n, *out_shape, *kernel_shape, c),
+        (
+            xp.strides[0],
+            *(s * st for s, st in zip(strides, space, strict=True)),
+            *(d * st for d, st in zip(dilations, space, strict=True)),
+            xp.strides[-1],
+        ),
+        writeable=False,
+    )
+    cols = np.ascontiguousarray(taps).reshape(n * math.prod(out_shape), -1)
+    weights = memo(
+        w, "channels-last columns", lambda: np.moveaxis(w, 1, -1).reshape(m, -1).T.copy()
+    )
+    return np.matmul(cols, weights).reshape(n, *out_shape, m)
 
 
 _TILE_BELOW = 256  # channels; from there the C-long inner loops are long enough

@@ -36,9 +36,11 @@ _FEW_TILES = 32  # below this many tiles the channel-major product is the faster
 
 def winograd_filter(w: np.ndarray) -> np.ndarray:
     """(K, C, 3, 3) weights as the 16 transformed (C, K) matrices, shape (16, C, K)."""
-    u = _G @ w.astype(np.float64) @ _G.T  # (K, C, 4, 4)
     k, c = w.shape[:2]
-    return np.ascontiguousarray(u.transpose(2, 3, 1, 0).reshape(16, c, k), dtype=w.dtype)
+    # G g G^T for every (K, C) filter at once: vec(G g G^T) = (G kron G) vec(g), one product
+    # in the weights' own precision (each entry a sum of at most 9 exact products: an ulp)
+    taps = np.ascontiguousarray(w.transpose(2, 3, 1, 0)).reshape(9, c * k)
+    return (np.kron(_G, _G).astype(w.dtype) @ taps).reshape(16, c, k)
 
 
 def conv3x3(x, u, b, begin, out_shape, clip=None):

@@ -77,16 +77,27 @@ def test_image_conv_returns_channels_last():
 
 
 @pytest.mark.parametrize("group", [1, 64])
-def test_conv_channels_last_input(group):
-    # x stored channels-last in memory (as the depthwise and pointwise paths return it)
-    x = rng.standard_normal((1, 6, 7, 64)).astype(np.float32).transpose(0, 3, 1, 2)
-    for ks, attrs in [(1, {}), (3, {"pads": [1, 1, 1, 1], "strides": [2, 2]})]:
+@pytest.mark.parametrize("shape", [(1, 6, 7), (2, 11, 9)])  # few outputs; many, batch 2
+def test_conv_channels_last_input(group, shape):
+    # x stored channels-last in memory (as Winograd, depthwise and pointwise layers return
+    # it): strided or wide convolutions take channels-last columns and return that layout
+    n, h, wd = shape
+    x = rng.standard_normal((n, h, wd, 64)).astype(np.float32).transpose(0, 3, 1, 2)
+    cases = [
+        (1, {}),
+        (3, {"pads": [1, 1, 1, 1], "strides": [2, 2]}),
+        (3, {"pads": [2, 0, 1, 1]}),
+        (1, {"strides": [2, 2]}),
+        (5, {"pads": [2, 2, 2, 2], "dilations": [2, 1]}),
+    ]
+    for ks, attrs in cases:
         w = rng.standard_normal((64, 64 // group, ks, ks)).astype(np.float32)
         b = rng.standard_normal(64).astype(np.float32)
         attrs = {**attrs, "group": group}
-        got = ours("Conv", [x, w, b], attrs)
-        want = run_ort("Conv", [np.ascontiguousarray(x), w, b], attrs)
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+        for _ in range(2):  # the second run takes the weights laid out by the first
+            got = ours("Conv", [x, w, b], attrs)
+            want = run_ort("Conv", [np.ascontiguousarray(x), w, b], attrs)
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize(("xs", "ws", "attrs"), CONV_CASES)
