@@ -113,9 +113,9 @@ class Plan:
         steps = [self._step(node, visible) for node in ordered]
         steps = self._fold(steps)
         steps = fold_batch_norm(steps, self.constants, set(self.output_names))
-        if any(s.node.op_type in ("Conv", "FusedConv") for s in steps):
-            shapes = infer_shapes(self.graph)
-            steps = winograd_convs(steps, self.constants, set(self.output_names), shapes)
+        steps = winograd_convs(
+            steps, self.constants, set(self.output_names), lambda: infer_shapes(self.graph)
+        )
         self.free_names = sorted(_free_names(self.graph))  # outer values it reads
         self.steps = _with_last_use(steps, set(self.output_names), set(self.constants))
 

@@ -15,7 +15,7 @@ final one.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -39,16 +39,22 @@ def winograd_convs(
     steps: list[Step],
     constants: dict[str, np.ndarray],
     keep: Collection[str],
-    shapes: Mapping[str, Shape | None],
+    infer: Callable[[], Mapping[str, Shape | None]],
 ) -> list[Step]:
     """``steps`` with each suitable convolution as a WinogradConv reading its transformed
-    filter from ``constants``; ``shapes`` are the inferred shapes of values, where known."""
+    filter from ``constants``; ``infer()`` gives the inferred shapes of values, where known
+    (called only once some convolution's filter suits)."""
     info = registry.resolve(DOMAIN, "WinogradConv", 1)
     reads = Counter(name for s in steps for name in (*s.inputs, *s.scope) if name)
+    shapes: Mapping[str, Shape | None] | None = None
     out = []
     for step in steps:
         w = constants.get(step.inputs[1]) if _is_conv(step) else None
-        if info is None or w is None or not _suits(step, w, shapes.get(step.inputs[0])):
+        if info is None or w is None or not _filter_suits(step, w):
+            out.append(step)
+            continue
+        shapes = infer() if shapes is None else shapes
+        if not _outputs_suit(step, shapes.get(step.inputs[0])):
             out.append(step)
             continue
         name = f"{step.inputs[1]}::winograd"
@@ -74,7 +80,7 @@ def _is_conv(step: Step) -> bool:
     ) > 1
 
 
-def _suits(step: Step, w: np.ndarray, x_shape: Shape | None) -> bool:
+def _filter_suits(step: Step, w: np.ndarray) -> bool:
     a = step.attributes
     if w.dtype not in _FLOATS or w.ndim != 4 or w.shape[2:] != (3, 3):
         return False
@@ -82,8 +88,11 @@ def _suits(step: Step, w: np.ndarray, x_shape: Shape | None) -> bool:
         return False
     if any(v != 1 for v in (*(a.get("strides") or ()), *(a.get("dilations") or ()))):
         return False
-    if list(a.get("kernel_shape") or (3, 3)) != [3, 3] or min(a.get("pads") or (0,)) < 0:
-        return False
+    return list(a.get("kernel_shape") or (3, 3)) == [3, 3] and min(a.get("pads") or (0,)) >= 0
+
+
+def _outputs_suit(step: Step, x_shape: Shape | None) -> bool:
+    a = step.attributes
     spatial = [d for d in (x_shape or ())[2:] if isinstance(d, int)]
     if x_shape is None or len(x_shape) != 4 or len(spatial) != 2:
         return True  # the input's size is not known: the channels decide

@@ -116,3 +116,15 @@ def test_residual_chain_matches_onnxruntime():
     )
     plan = _plan_and_check(model, (1, C, 12, 12))
     assert _ops(plan) == ["WinogradConv", "WinogradConv", "Add"]
+
+
+@pytest.mark.parametrize(("case", "inferred"), [("stride 2", 0), ("padded", 1)])
+def test_shapes_are_inferred_only_for_a_suitable_filter(monkeypatch, case, inferred):
+    from edgerun.runtime import plan as plan_module
+
+    calls = []
+    real = plan_module.infer_shapes
+    monkeypatch.setattr(plan_module, "infer_shapes", lambda g: calls.append(1) or real(g))
+    convs = (NOT_TAKEN | TAKEN)[case]
+    _plan_and_check(_model([(dict(a), w) for a, w in convs] * 2), (1, C, 10, 10))
+    assert len(calls) == inferred  # once per plan, however many convolutions suit
