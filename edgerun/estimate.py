@@ -6,8 +6,10 @@ peak (``perf.peak_gflops_fp32``, or ``perf.peak_gops_int8`` for an integer op) a
 it moves (its inputs, weights included, and its outputs, each once) over the memory
 bandwidth (``perf.memory_bandwidth_gbs``); the model takes the sum. FLOPs are 2 x the MACs
 that ``edgerun inspect`` counts (Conv, ConvTranspose, Gemm, MatMul and their integer
-forms), at batch 1 with symbolic dimensions taken as 1; every other op is memory-bound by
-construction, but for the elementwise passes below. A Gather reads only the rows it
+forms), at batch 1 with symbolic dimensions taken as 1; a 3x3 Conv that the plan runs as
+Winograd's F(2x2, 3x3) (``WinogradConv``) counts the multiplies it makes (16 per 2x2 block
+of outputs, 4/9 of a direct Conv's) and its transforms' numpy passes (``WINOGRAD_PASSES``).
+Every other op is memory-bound by construction, but for the elementwise passes below. A Gather reads only the rows it
 gathers. To that ideal the numpy runtime's own extra passes are added where they are large
 (``SCRATCH``: a Conv's im2col columns, written and read back; a channel-multiplier
 depthwise Conv's per-tap partial sums), at the same bandwidth.
@@ -230,7 +232,8 @@ def _op(
     nbytes: Mapping[str, int | None],
     perf: Perf,
 ) -> OpEstimate:
-    macs = node_macs(node, shapes)
+    winograd = _winograd(node, shapes) if (node.domain, node.op_type) == WINOGRAD else None
+    macs = node_macs(node, shapes) if winograd is None else winograd[0]
     names = [n for n in (*node.inputs, *node.outputs) if n]
     moved = [nbytes.get(n) for n in names]
     if node.op_type in GATHERS and len(moved) > 1:  # reads only the rows it gathers
@@ -246,6 +249,8 @@ def _op(
         rate = perf.peak_gops_int8
     elif known and kind == "Conv" and _depthwise(node, shapes):
         rate = depthwise_gflops(perf)
+    elif winograd is not None:  # 16 products per block of tiles
+        rate = blas_gflops(perf, flops / 16)
     elif known and flops:
         rate = blas_gflops(perf, flops / _blas_calls(node, kind, shapes))
     else:
@@ -254,6 +259,8 @@ def _op(
     if known and kind in PASSES:  # numpy's passes, not FLOPs, are what these ops cost
         elements = max(_elements(shapes.get(n)) for n in names)
         compute_ms = PASSES[kind] * elements / (elementwise_gelems(perf) * 1e6)
+    if winograd is not None:  # the products, then the transforms' passes
+        compute_ms += winograd[1] / (elementwise_gelems(perf) * 1e6)
     bandwidth_gbs = perf.memory_bandwidth_gbs
     memory_ms = size / (bandwidth_gbs * 1e6)
     scratch = SCRATCH[kind](node, shapes, sizes) if known and kind in SCRATCH else 0
@@ -284,6 +291,28 @@ def _blas_calls(node: Node, kind: str, shapes: Mapping[str, Any]) -> int:
     if kind in ("Conv", "ConvTranspose"):
         return max(1, shapes[node.inputs[0]][0] * int(node.attr("group", 1)))
     return 1
+
+
+# edgerun's own op for a 3x3 stride-1 Conv (runtime/passes/winograd.py): its multiplies are
+# 16 (C, K) products per 2x2 block of outputs, and its transforms (kernels/winograd.py) are
+# numpy passes: about 8 input-sized arrays written on the way in (the zeroed parity copy,
+# the input into it, row then column transforms of 2 and 4 inputs' size) and 7 output-sized
+# ones on the way out (column then row transforms of 4 and 2 outputs' size, the placing)
+WINOGRAD = ("com.microsoft", "WinogradConv")
+WINOGRAD_PASSES = (8, 7)  # per input element, per output element
+
+
+def _winograd(node: Node, shapes: Mapping[str, Any]) -> tuple[int, int] | None:
+    """(multiply-adds, elements of numpy passes) of a WinogradConv, or None where a shape is
+    unknown."""
+    x, u, y = (shapes.get(n) for n in (node.inputs[0], node.inputs[1], node.outputs[0]))
+    if x is None or u is None or y is None or len(y) != 4:
+        return None
+    if not all(isinstance(d, int) for s in (x, u, y) for d in s):
+        return None
+    tiles = y[0] * -(-y[2] // 2) * -(-y[3] // 2)
+    passes = WINOGRAD_PASSES[0] * math.prod(x) + WINOGRAD_PASSES[1] * math.prod(y)
+    return 16 * tiles * u[1] * u[2], passes
 
 
 def _elements(shape: Any) -> int:

@@ -360,3 +360,29 @@ def test_elementwise_ops_cost_their_numpy_passes(tmp_path: Path) -> None:
     perf = synthetic(100.0, 100.0, 24.0).perf
     assert perf.elementwise_gelems is None
     assert elementwise_gelems(perf) == 24.0 / ELEMENTWISE_BYTES
+
+
+def test_winograd_conv_is_priced_as_its_products_and_passes(tmp_path: Path) -> None:
+    # a 3x3 stride-1 Conv that the plan runs as WinogradConv: 16 (C, K) products per 2x2
+    # block of outputs, at the BLAS rate of one of them, plus the transforms' passes
+    c, k, side = 32, 32, 10
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((k, c, 3, 3)).astype(np.float32), "w")
+    node = helper.make_node("Conv", ["x", "w"], ["y"], name="wino", pads=[1, 1, 1, 1])
+    graph = helper.make_graph(
+        [node],
+        "w",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, side, side])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, k, side, side])],
+        [w],
+    )
+    path = tmp_path / "wino.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    board = synthetic(100.0, 100.0, 1000.0)
+    result = estimate(path, board)
+    (op,) = result.ops
+    assert op.op_type == "WinogradConv" and not result.unknown
+    assert op.flops == 2 * 16 * 25 * c * k  # 5x5 tiles, against 2 * 9 * 100 * c * k direct
+    products_ms = op.flops / (blas_gflops(board.perf, op.flops / 16) * 1e6)
+    passes_ms = (8 + 7) * c * side * side / (elementwise_gelems(board.perf) * 1e6)
+    assert op.compute_ms == pytest.approx(products_ms + passes_ms)
