@@ -9,10 +9,10 @@ that ``edgerun inspect`` counts (Conv, ConvTranspose, Gemm, MatMul and their int
 forms), at batch 1 with symbolic dimensions taken as 1; a 3x3 Conv that the plan runs as
 Winograd's F(2x2, 3x3) (``WinogradConv``) counts the multiplies it makes (16 per 2x2 block
 of outputs, 4/9 of a direct Conv's) and its transforms' numpy passes (``WINOGRAD_PASSES``).
-Every other op is memory-bound by construction, but for the elementwise passes below. A Gather reads only the rows it
-gathers. To that ideal the numpy runtime's own extra passes are added where they are large
-(``SCRATCH``: a Conv's im2col columns, written and read back; a channel-multiplier
-depthwise Conv's per-tap partial sums), at the same bandwidth.
+Every other op is memory-bound by construction, but for the elementwise passes below. A
+Gather reads only the rows it gathers. To that ideal the numpy runtime's own extra passes
+are added where they are large (``SCRATCH``: a Conv's im2col columns, written and read
+back; a channel-multiplier depthwise Conv's per-tap partial sums), at the same bandwidth.
 
 A depthwise float Conv (group == input channels == output channels) does not go through
 BLAS: the runtime sums its taps in one ``np.einsum`` over a strided view of the input, whose

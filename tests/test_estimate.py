@@ -386,3 +386,31 @@ def test_winograd_conv_is_priced_as_its_products_and_passes(tmp_path: Path) -> N
     products_ms = op.flops / (blas_gflops(board.perf, op.flops / 16) * 1e6)
     passes_ms = (8 + 7) * c * side * side / (elementwise_gelems(board.perf) * 1e6)
     assert op.compute_ms == pytest.approx(products_ms + passes_ms)
+
+
+def test_a_depthwise_conv_taking_the_clip_is_still_priced_as_depthwise(tmp_path: Path) -> None:
+    # 1x1 Conv -> Relu -> depthwise Conv: the plan runs the pair as Conv + ClippedInputConv
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((8, 4, 1, 1)).astype(np.float32), "we"),
+        numpy_helper.from_array(rng.standard_normal((8, 1, 3, 3)).astype(np.float32), "wd"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "we"], ["e"]),
+        helper.make_node("Relu", ["e"], ["a"]),
+        helper.make_node("Conv", ["a", "wd"], ["y"], name="dw", group=8, pads=[1, 1, 1, 1]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "b",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])],
+        inits,
+    )
+    path = tmp_path / "block.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    result = estimate(path, synthetic(100.0, 100.0, 1000.0, depthwise=3.0))
+    dw = next(op for op in result.ops if op.name == "dw")
+    assert dw.op_type == "ClippedInputConv" and not result.unknown
+    assert dw.flops == 2 * 8 * 16 * 16 * 9
+    assert dw.compute_ms == pytest.approx(dw.flops / 3e9 * 1e3)

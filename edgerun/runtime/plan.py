@@ -30,6 +30,7 @@ from edgerun.runtime.graph import (
     SparseTensor,
     subgraphs,
 )
+from edgerun.runtime.passes.clip_into_depthwise import clip_into_depthwise
 from edgerun.runtime.passes.fold_batchnorm import fold_batch_norm
 from edgerun.runtime.passes.fuse_activation import DOMAIN as ACTIVATION_DOMAIN
 from edgerun.runtime.passes.fuse_activation import fuse_activation
@@ -113,6 +114,7 @@ class Plan:
         steps = [self._step(node, visible) for node in ordered]
         steps = self._fold(steps)
         steps = fold_batch_norm(steps, self.constants, set(self.output_names))
+        steps = clip_into_depthwise(steps, self.constants, set(self.output_names))
         steps = winograd_convs(
             steps, self.constants, set(self.output_names), lambda: infer_shapes(self.graph)
         )

@@ -109,9 +109,12 @@ def _channels_first(y):
     return y.transpose(0, y.ndim - 1, *range(1, y.ndim - 1))
 
 
-def _conv(x, w, b, auto_pad, dilations, group, kernel_shape, pads, strides, clip=None):
+def _conv(
+    x, w, b, auto_pad, dilations, group, kernel_shape, pads, strides, clip=None, input_clip=None
+):
     """Float convolution of any rank; ``x`` and ``w`` already in the compute dtype; ``clip``:
-    (low, high) bounds applied to the result (a fused Relu or Clip)."""
+    (low, high) bounds applied to the result (a fused Relu or Clip); ``input_clip``: bounds
+    applied to ``x`` first (a depthwise convolution applies them as it copies x padded)."""
     kernel_shape, strides, dilations, begin, end, out_shape = conv_geometry(
         x.shape, w.shape, auto_pad, dilations, kernel_shape, pads, strides
     )
@@ -121,9 +124,13 @@ def _conv(x, w, b, auto_pad, dilations, group, kernel_shape, pads, strides, clip
         raise ValueError(f"X {x.shape} and W {w.shape} do not match group={group}")
     b = None if b is None else b.astype(x.dtype, copy=False)
     no_pads = not any(begin) and not any(end)
-    depthwise = group == c == m and group > 1
-    if depthwise and min(begin + end) >= 0:
-        return _depthwise_cl(x, w, b, kernel_shape, strides, dilations, begin, out_shape, clip)
+    depthwise = group == c == m and group > 1 and min(begin + end) >= 0
+    if depthwise:
+        return _depthwise_cl(
+            x, w, b, kernel_shape, strides, dilations, begin, out_shape, clip, input_clip
+        )
+    if input_clip is not None:
+        x = np.clip(x, input_clip[0], input_clip[1])
     if group == 1 and no_pads and all(v == 1 for v in (*kernel_shape, *strides)):
         return _pointwise(x, w, b, clip)
     wide = math.prod(out_shape) >= _CL_FROM
@@ -322,7 +329,9 @@ def _columns_weights(w, b):
 _TILE_BELOW = 256  # channels; from there the C-long inner loops are long enough
 
 
-def _depthwise_cl(x, w, b, kernel_shape, strides, dilations, begin, out_shape, clip=None):
+def _depthwise_cl(
+    x, w, b, kernel_shape, strides, dilations, begin, out_shape, clip=None, input_clip=None
+):
     # channels-last: the taps are one einsum over a strided view of the zero-padded input,
     # with axes (*taps, N, *out, C), so numpy sums all taps of an output in one pass
     # instead of a multiply and an add per tap (2-3x faster on MobileNetV2's layers). The
@@ -337,7 +346,7 @@ def _depthwise_cl(x, w, b, kernel_shape, strides, dilations, begin, out_shape, c
     size = _padded_size(x.shape[2:], begin, kernel_shape, strides, dilations, out_shape)
     y = np.empty((x.shape[0], *out_shape, c), dtype=x.dtype)
     tiled = c < _TILE_BELOW and strides[-1] == 1
-    xp = _padded_channels_last(x, begin, size)
+    xp = _padded_channels_last(x, begin, size, input_clip)
     _tap_einsum(xp, _tiled(wl, out_shape[-1]) if tiled else wl, y, strides, dilations, tiled)
     _add_clip(y, b, clip)
     return _channels_first(y)
@@ -360,15 +369,22 @@ def _padded_size(spatial, begin, kernel_shape, strides, dilations, out_shape):
     ]
 
 
-def _padded_channels_last(x, begin, size):
-    """x (N, C, *S) zero-padded to the spatial ``size`` (see _padded_size), channels-last."""
+def _padded_channels_last(x, begin, size, clip=None):
+    """x (N, C, *S) zero-padded to the spatial ``size`` (see _padded_size), channels-last;
+    clipped to ``clip`` (low, high) on the way, where given (the zeros are not)."""
     xl = _channels_last(x)
     spatial = x.shape[2:]
     if not any(begin) and list(size) == list(spatial):
+        if clip is not None:
+            return np.clip(xl, clip[0], clip[1], out=np.empty(xl.shape, dtype=x.dtype))
         return np.ascontiguousarray(xl)
     xp = np.empty((x.shape[0], *size, x.shape[1]), dtype=x.dtype)
     zero_borders(xp, begin, spatial)
-    xp[(slice(None), *(slice(bg, bg + n) for bg, n in zip(begin, spatial, strict=True)))] = xl
+    inside = xp[(slice(None), *(slice(bg, bg + n) for bg, n in zip(begin, spatial, strict=True)))]
+    if clip is None:
+        inside[...] = xl
+    else:
+        np.clip(xl, clip[0], clip[1], out=inside)
     return xp
 
 
@@ -477,6 +493,34 @@ def fused_conv_1(
         y = _conv(x, w, B, auto_pad, dilations, group, kernel_shape, pads, strides)
         y += Z.astype(dt, copy=False)
         np.clip(y, clip[0], clip[1], out=y)
+    return y.astype(X.dtype, copy=False)
+
+
+@kernel("ClippedInputConv", since=1, domain="com.microsoft")
+def clipped_input_conv_1(
+    X,
+    W,
+    B=None,
+    *,
+    input_clip=None,
+    activation="",
+    activation_params=None,
+    auto_pad="NOTSET",
+    dilations=None,
+    group=1,
+    kernel_shape=None,
+    pads=None,
+    strides=None,
+):
+    """edgerun's own op (onnxruntime has none by this name), made by
+    passes/clip_into_depthwise.py: a Conv of ``X`` clipped to ``input_clip`` (low, high),
+    the activation of the 1x1 FusedConv before it; ``activation`` and ``activation_params``
+    are FusedConv's own, for the output."""
+    clip = activation_clip(activation, activation_params) if activation else None
+    dt = _compute_dtype(X.dtype)
+    x, w = X.astype(dt, copy=False), W.astype(dt, copy=False)
+    bounds = None if input_clip is None else (float(input_clip[0]), float(input_clip[1]))
+    y = _conv(x, w, B, auto_pad, dilations, group, kernel_shape, pads, strides, clip, bounds)
     return y.astype(X.dtype, copy=False)
 
 

@@ -76,7 +76,10 @@ def _known(array: np.ndarray) -> Known:
 
 
 # contrib ops the plan's own passes create, shaped like the standard op they stand for
-ALIASES = {("com.microsoft", "FusedConv"): "Conv"}
+ALIASES = {
+    ("com.microsoft", "FusedConv"): "Conv",
+    ("com.microsoft", "ClippedInputConv"): "Conv",
+}
 
 
 def _apply(node: Node, args: list[Known | None]) -> tuple[list[Shape | None], dict]:

@@ -100,3 +100,15 @@ def test_fused_conv_rejects_an_activation_it_does_not_clip():
     x, w, b = _case((1, 2, 4, 4), (2, 2, 1, 1))
     with pytest.raises(ValueError, match="Tanh"):
         resolve("com.microsoft", "FusedConv", 1).fn(x, w, b, activation="Tanh")
+
+
+@pytest.mark.parametrize("group", [1, 8])  # the clip on x first; in the padded copy
+@pytest.mark.parametrize("pads", [[1, 1, 1, 1], [-1, 0, 1, 1]])  # cropping: x clipped first
+def test_clipped_input_conv_clips_its_input(group, pads):
+    x = (rng.standard_normal((1, 8, 7, 6)) * 3).astype(np.float32)
+    w = rng.standard_normal((8, 8 // group, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(8).astype(np.float32)
+    attrs = {"group": group, "pads": pads}
+    got = resolve("com.microsoft", "ClippedInputConv", 1).fn(x, w, b, input_clip=[-1, 2], **attrs)
+    want = resolve("", "Conv", 13).fn(np.clip(x, -1, 2), w, b, **attrs)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

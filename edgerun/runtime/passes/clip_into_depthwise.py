@@ -1,0 +1,89 @@
+"""A 1x1 convolution's clip moved into the depthwise convolution that reads its output.
+
+MobileNet-style blocks expand with a 1x1 Conv -> Relu/ReLU6 and then run a depthwise Conv,
+whose kernel copies its input into a zero-padded channels-last buffer anyway. Clipping
+during that copy instead of after the 1x1 product saves one pass over the block's widest
+tensor. Only a 1x1 FusedConv (Relu or Clip) whose single reader is a depthwise Conv or
+FusedConv (one input channel per group, non-negative pads), and whose output is not a graph
+output, is rewritten: the FusedConv becomes a plain Conv, the depthwise one a
+ClippedInputConv (edgerun's own op, kernels/conv.py) with ``input_clip`` set to the bounds.
+Runs on the plan's steps after constant and BatchNormalization folding, which want the
+depthwise Conv as it was.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Collection
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from edgerun.runtime import registry
+from edgerun.runtime.kernels.conv import activation_clip
+
+if TYPE_CHECKING:
+    from edgerun.runtime.plan import Step
+
+DOMAIN = "com.microsoft"  # the domain of FusedConv and ClippedInputConv
+_DEFAULT = ("", "ai.onnx")
+_FUSED_ONLY = ("activation", "activation_params")
+
+
+def clip_into_depthwise(
+    steps: list[Step], constants: dict[str, np.ndarray], keep: Collection[str]
+) -> list[Step]:
+    """``steps`` with each 1x1 FusedConv -> depthwise Conv pair rewritten as above."""
+    clipped = registry.resolve(DOMAIN, "ClippedInputConv", 1)
+    plain = registry.resolve("", "Conv", 1)
+    if clipped is None or plain is None:
+        return steps
+    reads = Counter(name for s in steps for name in (*s.inputs, *s.scope) if name)
+    producer = {s.outputs[0]: i for i, s in enumerate(steps) if _pointwise_clip(s, constants)}
+    out = list(steps)
+    for i, step in enumerate(steps):
+        j = producer.get(step.inputs[0]) if _depthwise(step, constants) else None
+        if j is None or reads[step.inputs[0]] != 1 or step.inputs[0] in keep:
+            continue
+        expand = out[j]
+        bounds = activation_clip(
+            expand.attributes["activation"], expand.attributes.get("activation_params")
+        )
+        attributes = {k: v for k, v in expand.attributes.items() if k not in _FUSED_ONLY}
+        node = replace(expand.node, op_type="Conv", domain="")
+        out[j] = replace(expand, node=node, kernel=plain, attributes=attributes)
+        node = replace(step.node, op_type="ClippedInputConv", domain=DOMAIN)
+        attributes = {**step.attributes, "input_clip": [float(v) for v in bounds]}
+        out[i] = replace(step, node=node, kernel=clipped, attributes=attributes)
+    return out
+
+
+def _pointwise_clip(step: Step, constants: dict[str, np.ndarray]) -> bool:
+    """A 1x1 FusedConv with a clip for activation and constant weights."""
+    node = step.node
+    if node.op_type != "FusedConv" or node.domain != DOMAIN or len(step.inputs) > 3:
+        return False
+    w = constants.get(step.inputs[1])
+    return (
+        w is not None
+        and w.ndim >= 3
+        and all(k == 1 for k in w.shape[2:])
+        and step.attributes.get("activation") in ("Relu", "Clip")
+    )
+
+
+def _depthwise(step: Step, constants: dict[str, np.ndarray]) -> bool:
+    """A Conv (or FusedConv without a residual) with one input channel per group."""
+    node = step.node
+    conv = node.op_type == "Conv" and node.domain in _DEFAULT
+    fused = node.op_type == "FusedConv" and node.domain == DOMAIN and len(step.inputs) <= 3
+    w = constants.get(step.inputs[1]) if (conv or fused) and len(step.inputs) > 1 else None
+    group = int(step.attributes.get("group", 1))
+    return (
+        w is not None
+        and group > 1
+        and w.shape[0] == group
+        and w.shape[1] == 1
+        and min(step.attributes.get("pads") or (0,)) >= 0
+    )

@@ -1,0 +1,75 @@
+"""clip_into_depthwise: a 1x1 Conv's Relu/Clip moves into the depthwise Conv reading it;
+outputs still match onnxruntime."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+
+from edgerun.runtime.onnx_reader import parse_model
+from edgerun.runtime.plan import Plan
+
+ort = pytest.importorskip("onnxruntime")
+rng = np.random.default_rng(0)
+C, M = 4, 12  # input channels, expanded channels
+
+
+def _model(act="clip", dw_attrs=None, expand_kernel=1, multiplier=1, outputs=("y",), tail=()):
+    """x -> Conv 1x1 (C -> M) -> ``act`` -> depthwise Conv 3x3 (M) -> Relu -> y."""
+    inits = {
+        "we": rng.standard_normal((M, C, expand_kernel, expand_kernel)).astype(np.float32),
+        "be": rng.standard_normal(M).astype(np.float32),
+        "wd": rng.standard_normal((M * multiplier, 1, 3, 3)).astype(np.float32),
+        "lo": np.array(0.0, np.float32),
+        "hi": np.array(6.0, np.float32),
+    }
+    pad = (expand_kernel - 1) // 2
+    nodes = [helper.make_node("Conv", ["x", "we", "be"], ["e"], pads=[pad] * 4)]
+    if act == "clip":
+        nodes.append(helper.make_node("Clip", ["e", "lo", "hi"], ["a"]))
+    else:
+        nodes.append(helper.make_node("Relu", ["e"], ["a"]))
+    attrs = {"group": M, "pads": [1, 1, 1, 1], **(dw_attrs or {})}
+    nodes.append(helper.make_node("Conv", ["a", "wd"], ["d"], **attrs))
+    nodes.append(helper.make_node("Relu", ["d"], ["y"]))
+    graph = helper.make_graph(
+        [*nodes, *tail],
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, C, 9, 10])],
+        [helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in outputs],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def _plan_and_check(model):
+    parsed = parse_model(memoryview(model.SerializeToString()), None)
+    plan = Plan(parsed.graph, parsed.opset_imports)
+    x = (rng.standard_normal((1, C, 9, 10)) * 3).astype(np.float32)  # values the clip cuts
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for got, want in zip(plan.run({"x": x}), sess.run(None, {"x": x}), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    return [s.node.op_type for s in plan.steps]
+
+
+@pytest.mark.parametrize("act", ["clip", "relu"])
+@pytest.mark.parametrize("dw_attrs", [{}, {"strides": [2, 2]}, {"pads": [0, 1, 2, 0]}])
+def test_taken(act, dw_attrs):
+    assert _plan_and_check(_model(act, dw_attrs)) == ["Conv", "ClippedInputConv"]
+
+
+NOT_TAKEN = {
+    "expand output is a graph output": _model(outputs=("y", "a")),
+    "expand output read twice": _model(
+        outputs=("z",), tail=[helper.make_node("Add", ["y", "a"], ["z"])]
+    ),
+    "3x3 expansion": _model(expand_kernel=3),
+    "channel multiplier": _model(multiplier=2),
+}
+
+
+@pytest.mark.parametrize("case", NOT_TAKEN)
+def test_not_taken(case):
+    assert "ClippedInputConv" not in _plan_and_check(NOT_TAKEN[case])
