@@ -59,6 +59,7 @@ def _centered_weights(w, w_zero):
 # id(weights) -> (weak reference, x span, chunk starts, accumulator bound): derived once per
 # weight tensor (a pass over it), dropped when that array is freed
 _CHUNK_PLANS: dict[int, tuple[weakref.ref, tuple[int, int], tuple[int, ...], int]] = {}
+_PLAN_BLOCK = 64  # columns summed at once while looking for where a chunk must end
 
 
 def _chunk_plan(
@@ -75,25 +76,36 @@ def _chunk_plan(
     w = rows()
     k = w.shape[-1]
     below, above = x_span
-    # running sums of integers below 2^24: exact in float32
-    pos = np.cumsum(np.maximum(w, 0), axis=-1, dtype=np.float32)
-    neg = np.cumsum(np.maximum(-w, 0), axis=-1, dtype=np.float32)
+    pos, neg = np.maximum(w, 0), np.maximum(-w, 0)  # integers: their sums below 2^24 exact
+    # prefix sums at every _PLAN_BLOCK-th column, from block totals (a cumulative sum along
+    # rows runs an element at a time, so it is taken only inside the block that matters)
+    edges = np.arange(0, k, _PLAN_BLOCK)
+    pos_at = _prefixes(pos, edges)
+    neg_at = _prefixes(neg, edges)
 
     def reach(p: np.ndarray, n: np.ndarray) -> np.ndarray:
         return np.maximum(above * p + below * n, below * p + above * n)
 
     def first_over(s: int) -> int:
-        # the first column whose sum from column s no longer fits (the sums grow along K),
-        # searched a block of columns at a time to keep the temporaries small
-        p0, n0 = (pos[:, s - 1 : s], neg[:, s - 1 : s]) if s else (0, 0)
-        for lo in range(s, k, 256):
-            grown = reach(pos[:, lo : lo + 256] - p0, neg[:, lo : lo + 256] - n0).max(axis=0)
-            over = np.flatnonzero(grown >= int8.FLOAT32_EXACT)
-            if over.size:
-                return max(s + 1, lo + int(over[0]))
-        return k
+        # the first column whose sum from column s no longer fits (the sums grow along K)
+        block = s // _PLAN_BLOCK
+        p0 = pos_at[:, block] + pos[:, block * _PLAN_BLOCK : s].sum(axis=1)
+        n0 = neg_at[:, block] + neg[:, block * _PLAN_BLOCK : s].sum(axis=1)
+        ends = reach(pos_at[:, block + 1 :] - p0[:, None], neg_at[:, block + 1 :] - n0[:, None])
+        over = np.flatnonzero(ends.max(axis=0) >= int8.FLOAT32_EXACT)
+        if not over.size:
+            return k
+        lo = max(s, (block + int(over[0])) * _PLAN_BLOCK)  # the block where it is crossed
+        hi = min(k, (block + int(over[0]) + 1) * _PLAN_BLOCK)
+        p1 = pos_at[:, lo // _PLAN_BLOCK] + pos[:, (lo // _PLAN_BLOCK) * _PLAN_BLOCK : lo].sum(1)
+        n1 = neg_at[:, lo // _PLAN_BLOCK] + neg[:, (lo // _PLAN_BLOCK) * _PLAN_BLOCK : lo].sum(1)
+        grown = reach(
+            (p1 - p0)[:, None] + np.cumsum(pos[:, lo:hi], axis=1),
+            (n1 - n0)[:, None] + np.cumsum(neg[:, lo:hi], axis=1),
+        ).max(axis=0)
+        return max(s + 1, lo + int(np.flatnonzero(grown >= int8.FLOAT32_EXACT)[0]))
 
-    total = int(reach(pos[:, -1], neg[:, -1]).max(initial=0))
+    total = int(reach(pos_at[:, -1], neg_at[:, -1]).max(initial=0))
     starts = [0]
     while total >= int8.FLOAT32_EXACT and (end := first_over(starts[-1])) < k:
         starts.append(end)
@@ -102,6 +114,14 @@ def _chunk_plan(
         ref = weakref.ref(key, lambda _: _CHUNK_PLANS.pop(ident, None))
         _CHUNK_PLANS[ident] = (ref, x_span, tuple(starts), total)
     return tuple(starts), total
+
+
+def _prefixes(a: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Row sums of ``a`` before each column in ``edges`` and over all of it: (rows, len + 1)."""
+    blocks = np.add.reduceat(a, edges, axis=1)
+    out = np.zeros((a.shape[0], len(edges) + 1), dtype=np.float32)
+    np.cumsum(blocks, axis=1, out=out[:, 1:])
+    return out
 
 
 def exact_matmul(

@@ -209,3 +209,33 @@ def test_depthwise_pads_while_8_bit_and_matches_the_general_path(
         qlinear.depthwise_conv(x, x_zero, w[:3], w_zero[:3], "NOTSET", None, 3, None, pads, strides)
         is None
     )  # not one filter per channel
+
+
+def _chunk_starts_by_scan(w, span):
+    """The chunk starts found column by column: a new chunk wherever the partial sum bound
+    of the current one would reach 2^24 (the plan's definition, without its shortcuts)."""
+    below, above = span
+    starts, p, n = [0], np.zeros(w.shape[0]), np.zeros(w.shape[0])
+    for col in range(w.shape[1]):
+        p2, n2 = p + np.maximum(w[:, col], 0), n + np.maximum(-w[:, col], 0)
+        if np.maximum(above * p2 + below * n2, below * p2 + above * n2).max() >= 1 << 24:
+            if col > starts[-1]:
+                starts.append(col)
+                p, n = np.maximum(w[:, col], 0), np.maximum(-w[:, col], 0)
+                continue
+        p, n = p2, n2
+    return tuple(starts)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_chunk_plan_matches_a_column_scan(seed):
+    # the plan sums blocks of columns and scans only the block where a bound is crossed
+    gen = np.random.default_rng(seed)
+    rows, k = int(gen.integers(1, 40)), int(gen.integers(1, 3000))
+    limit = int(gen.choice([8, 127, 255]))
+    w = gen.integers(-limit, limit + 1, (rows, k)).astype(np.float32)
+    if seed % 2:
+        w = np.abs(w)  # one-signed weights: the bound grows fastest
+    span = (int(gen.choice([0, 128])), 255)
+    starts, _ = qlinear._chunk_plan(np.empty(1), lambda: w, span)
+    assert starts == _chunk_starts_by_scan(w, span)
