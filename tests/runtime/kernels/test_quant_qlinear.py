@@ -218,12 +218,12 @@ def _chunk_starts_by_scan(w, span):
     starts, p, n = [0], np.zeros(w.shape[0]), np.zeros(w.shape[0])
     for col in range(w.shape[1]):
         p2, n2 = p + np.maximum(w[:, col], 0), n + np.maximum(-w[:, col], 0)
-        if np.maximum(above * p2 + below * n2, below * p2 + above * n2).max() >= 1 << 24:
-            if col > starts[-1]:
-                starts.append(col)
-                p, n = np.maximum(w[:, col], 0), np.maximum(-w[:, col], 0)
-                continue
-        p, n = p2, n2
+        over = np.maximum(above * p2 + below * n2, below * p2 + above * n2).max() >= 1 << 24
+        if over and col > starts[-1]:
+            starts.append(col)
+            p, n = np.maximum(w[:, col], 0), np.maximum(-w[:, col], 0)
+        else:
+            p, n = p2, n2
     return tuple(starts)
 
 
