@@ -59,14 +59,38 @@ NOT_FUSED = {
 }
 
 
+def _residual(z_shape=(1, 4, 6, 6), conv_first=True, act="Relu", outputs=("y",), tail=()):
+    """x -> Conv (c) -> Add with input z -> ``act`` -> y: a residual block's end."""
+    add = ["c", "z"] if conv_first else ["z", "c"]
+    nodes = [helper.make_node("Add", add, ["s"]), helper.make_node(act, ["s"], ["y"]), *tail]
+    model = _model(nodes, outputs=outputs)
+    z = helper.make_tensor_value_info("z", onnx.TensorProto.FLOAT, list(z_shape))
+    model.graph.input.append(z)
+    return model
+
+
+RESIDUAL_FUSED = {"conv first": _residual(), "conv second": _residual(conv_first=False)}
+RESIDUAL_NOT_FUSED = {
+    "z broadcasts": _residual(z_shape=(1, 4, 1, 1)),
+    "sum is a graph output": _residual(outputs=("y", "s")),
+    "sum read twice": _residual(outputs=("t",), tail=[helper.make_node("Add", ["y", "s"], ["t"])]),
+    "not an activation": _residual(act="Sigmoid"),
+}
+
+
 def _parse(model):
     return parse_model(memoryview(model.SerializeToString()), None)
 
 
 def _feeds(model):
     feeds = {"x": rng.standard_normal((1, 3, 6, 6)).astype(np.float32) * 2}
-    if len(model.graph.input) > 1:
-        feeds["lo"] = np.array(-0.25, np.float32)
+    for value in model.graph.input[1:]:
+        shape = [d.dim_value for d in value.type.tensor_type.shape.dim]
+        feeds[value.name] = (
+            np.full(shape, -0.25, np.float32)
+            if value.name == "lo"
+            else (rng.standard_normal(shape).astype(np.float32))
+        )
     return feeds
 
 
@@ -92,3 +116,22 @@ def test_pairs_that_cannot_fuse_are_left_alone(name):
     graph = _parse(NOT_FUSED[name]).graph
     assert fuse_activation(graph) is graph
     _check_against_onnxruntime(NOT_FUSED[name])
+
+
+@pytest.mark.parametrize("name", RESIDUAL_FUSED)
+def test_residual_ends_fuse_with_their_sum_as_z(name):
+    graph = fuse_activation(_parse(RESIDUAL_FUSED[name]).graph)
+    ((fused),) = graph.nodes
+    assert (fused.op_type, fused.inputs, fused.outputs) == (
+        "FusedConv",
+        ["x", "w", "b", "z"],
+        ["y"],
+    )
+    _check_against_onnxruntime(RESIDUAL_FUSED[name])
+
+
+@pytest.mark.parametrize("name", RESIDUAL_NOT_FUSED)
+def test_residual_ends_that_cannot_fuse_keep_their_add(name):
+    graph = fuse_activation(_parse(RESIDUAL_NOT_FUSED[name]).graph)
+    assert "Add" in [n.op_type for n in graph.nodes]
+    _check_against_onnxruntime(RESIDUAL_NOT_FUSED[name])
