@@ -9,9 +9,10 @@ and no 9x column copy. Its rounding error is that of the direct sum (the transfo
 coefficients are 0, +-1 and +-1/2).
 
 In numpy the products run at BLAS speed; the transforms are whole-array adds, which are
-only fast over long contiguous rows. So the input is laid out channels-last with its even
-and odd columns apart, which makes every tap of a transform a plain slice whose rows run
-(tiles across) x C long.
+only fast over long contiguous rows. So the input is laid out channels-last with its rows
+and its columns each split into even and odd, which makes every tap of a transform a plain
+slice whose rows run (tiles across) x C long, and the work is cut into blocks of tile rows
+that stay in cache. The result is channels-last, the layout the next layer reads fastest.
 """
 
 from __future__ import annotations
