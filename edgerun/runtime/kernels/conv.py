@@ -450,9 +450,19 @@ def conv_1(
     pads=None,
     strides=None,
 ):
+    return _conv_as(X, W, B, auto_pad, dilations, group, kernel_shape, pads, strides)
+
+
+def _conv_as(X, W, B, *conv_attributes, clip=None, input_clip=None, Z=None):
+    """_conv in the compute dtype, its result in X's; ``Z`` added before ``clip``."""
     dt = _compute_dtype(X.dtype)
     x, w = X.astype(dt, copy=False), W.astype(dt, copy=False)
-    y = _conv(x, w, B, auto_pad, dilations, group, kernel_shape, pads, strides)
+    if Z is None:
+        y = _conv(x, w, B, *conv_attributes, clip, input_clip)
+    else:
+        y = _conv(x, w, B, *conv_attributes, None, input_clip)
+        y += Z.astype(dt, copy=False)
+        _clip(y, clip)
     return y.astype(X.dtype, copy=False)
 
 
@@ -485,15 +495,8 @@ def fused_conv_1(
     strides=None,
 ):
     clip = activation_clip(activation, activation_params)
-    dt = _compute_dtype(X.dtype)
-    x, w = X.astype(dt, copy=False), W.astype(dt, copy=False)
-    if Z is None:
-        y = _conv(x, w, B, auto_pad, dilations, group, kernel_shape, pads, strides, clip)
-    else:
-        y = _conv(x, w, B, auto_pad, dilations, group, kernel_shape, pads, strides)
-        y += Z.astype(dt, copy=False)
-        np.clip(y, clip[0], clip[1], out=y)
-    return y.astype(X.dtype, copy=False)
+    attributes = (auto_pad, dilations, group, kernel_shape, pads, strides)
+    return _conv_as(X, W, B, *attributes, clip=clip, Z=Z)
 
 
 @kernel("ClippedInputConv", since=1, domain="com.microsoft")
@@ -517,11 +520,9 @@ def clipped_input_conv_1(
     the activation of the 1x1 FusedConv before it; ``activation`` and ``activation_params``
     are FusedConv's own, for the output."""
     clip = activation_clip(activation, activation_params) if activation else None
-    dt = _compute_dtype(X.dtype)
-    x, w = X.astype(dt, copy=False), W.astype(dt, copy=False)
     bounds = None if input_clip is None else (float(input_clip[0]), float(input_clip[1]))
-    y = _conv(x, w, B, auto_pad, dilations, group, kernel_shape, pads, strides, clip, bounds)
-    return y.astype(X.dtype, copy=False)
+    attributes = (auto_pad, dilations, group, kernel_shape, pads, strides)
+    return _conv_as(X, W, B, *attributes, clip=clip, input_clip=bounds)
 
 
 def _integer_conv(x, x_zero, w, w_zero, auto_pad, dilations, group, kernel_shape, pads, strides):
