@@ -8,7 +8,7 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from edgerun.runtime.kernels.derived import memo
+from edgerun.runtime.kernels.derived import memo_with
 from edgerun.runtime.registry import kernel
 
 
@@ -212,9 +212,7 @@ def _with_ones(a, axis):
 def _with_bias(w, b):
     """``w`` as (M, C) with the bias as column C: made once per weight and bias."""
     m = w.shape[0]
-    make = lambda: np.hstack([w.reshape(m, -1), b.reshape(m, 1)])  # noqa: E731
-    held, wb = memo(w, ("bias column", id(b)), lambda: (b, make()))
-    return wb if held is b else make()
+    return memo_with(w, b, "bias column", lambda: np.hstack([w.reshape(m, -1), b.reshape(m, 1)]))
 
 
 def _clip(y, clip):
@@ -322,8 +320,7 @@ def _columns_weights(w, b):
         taps_c = np.moveaxis(w, 1, -1).reshape(m, -1).T
         return np.ascontiguousarray(taps_c if b is None else np.vstack([taps_c, b[None]]))
 
-    held, weights = memo(w, ("channels-last columns", id(b)), lambda: (b, make()))
-    return weights if held is b else make()
+    return memo_with(w, b, "channels-last columns", make)
 
 
 _TILE_BELOW = 256  # channels; from there the C-long inner loops are long enough

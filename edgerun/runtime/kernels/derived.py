@@ -31,3 +31,12 @@ def memo(owner: object, tag: Hashable, make: Callable[[], T]) -> T:
         return value
     _MEMO[key] = (ref, value)
     return value
+
+
+def memo_with(owner: object, other: object, tag: Hashable, make: Callable[[], T]) -> T:
+    """``make()`` once per (``owner``, ``other``, ``tag``) while ``owner`` lives: for what is
+    derived from two objects (weights and their bias) but kept on one. ``other`` is held
+    with the value and checked, so one freed and another made at its address (same id)
+    gets its own ``make()`` instead of a stale value."""
+    held, value = memo(owner, (tag, id(other)), lambda: (other, make()))
+    return value if held is other else make()

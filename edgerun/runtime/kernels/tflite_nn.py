@@ -13,7 +13,7 @@ import numpy as np
 
 from edgerun.runtime import budget
 from edgerun.runtime.kernels.conv import _conv, _integer_conv
-from edgerun.runtime.kernels.derived import memo
+from edgerun.runtime.kernels.derived import memo, memo_with
 from edgerun.runtime.kernels.linalg import _integer_matmul
 from edgerun.runtime.kernels.pool import _average_pool, _max_pool, _sum_pool, _window_count
 from edgerun.runtime.kernels.qlinear import integer_conv
@@ -92,8 +92,7 @@ def _oihw(filter: np.ndarray, quant, view: Callable[[np.ndarray], np.ndarray]) -
     so a fresh view each run re-planned every convolution (a pass over the weights)."""
     if quant is None:
         return view(filter)
-    held, w = memo(quant, ("oihw", id(filter)), lambda: (filter, view(filter)))
-    return w if held is filter else view(filter)
+    return memo_with(quant, filter, "oihw", lambda: view(filter))
 
 
 def _conv_nhwc(x, w, bias, padding, strides, dilations, group, act, quant):
@@ -121,8 +120,7 @@ def _conv_nhwc(x, w, bias, padding, strides, dilations, group, act, quant):
     if qw is None:
         wf = w.astype(np.float32, copy=False)
     else:  # quantized weights of a float convolution: dequantized once
-        held, wf = memo(quant, ("float weights", id(w)), lambda: (w, dequantize_oihw(w, qw)))
-        wf = wf if held is w else dequantize_oihw(w, qw)
+        wf = memo_with(quant, w, "float weights", lambda: dequantize_oihw(w, qw))
     b = None if bias is None else bias.astype(np.float32, copy=False)
     xf = x.astype(np.float32, copy=False)
     clip = _CLIPS.get(act)  # applied inside the convolution, on blocks still in cache

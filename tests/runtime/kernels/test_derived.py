@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgerun.runtime.kernels.derived import _MEMO, memo
+from edgerun.runtime.kernels.derived import _MEMO, memo, memo_with
 
 
 def test_memo_derives_once_per_owner_and_forgets_it() -> None:
@@ -18,3 +18,18 @@ def test_memo_derives_once_per_owner_and_forgets_it() -> None:
     del owner
     assert len(_MEMO) == before - 2
     assert memo(3, "tag", make) == 3 and memo(3, "tag", make) == 4  # no weakref: every call
+
+
+def test_memo_with_keys_on_the_second_object_too() -> None:
+    class Thing:  # weakly referenceable, like a weight array or a node's quant attribute
+        pass
+
+    owner, first, second, calls = Thing(), Thing(), Thing(), []
+
+    def make(tag: str):
+        return lambda: calls.append(tag) or tag
+
+    assert memo_with(owner, first, "t", make("a")) == "a"
+    assert memo_with(owner, first, "t", make("again")) == "a"  # looked up
+    assert memo_with(owner, second, "t", make("b")) == "b"  # another bias: its own value
+    assert calls == ["a", "b"]
