@@ -8,6 +8,7 @@ steps with a per-call dict of live tensors, which is the whole thread-safety sto
 
 from __future__ import annotations
 
+import functools
 import heapq
 import math
 from collections.abc import Callable, Mapping
@@ -100,7 +101,10 @@ class Plan:
         if fused is not self.graph:
             self.graph = fused
             self.opsets.setdefault(QDQ_DOMAIN, 1)
-        fused = fuse_activation(self.graph)  # Conv -> Relu/Clip as one FusedConv
+        # inferred once, and only if a pass asks: the fusions below keep every name a later
+        # pass looks up (a FusedConv's output is its activation's)
+        shapes = functools.cache(functools.partial(infer_shapes, self.graph))
+        fused = fuse_activation(self.graph, shapes)  # Conv -> Relu/Clip as one FusedConv
         if fused is not self.graph:
             self.graph = fused
             self.opsets.setdefault(ACTIVATION_DOMAIN, 1)
@@ -115,9 +119,7 @@ class Plan:
         steps = self._fold(steps)
         steps = fold_batch_norm(steps, self.constants, set(self.output_names))
         steps = clip_into_depthwise(steps, self.constants, set(self.output_names))
-        steps = winograd_convs(
-            steps, self.constants, set(self.output_names), lambda: infer_shapes(self.graph)
-        )
+        steps = winograd_convs(steps, self.constants, set(self.output_names), shapes)
         self.free_names = sorted(_free_names(self.graph))  # outer values it reads
         self.steps = _with_last_use(steps, set(self.output_names), set(self.constants))
 

@@ -12,28 +12,33 @@ the Add does not broadcast) and nothing else reads the Conv or the Add.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 import numpy as np
 
 from edgerun.runtime.graph import ATTR_FLOATS, ATTR_STRING, Attribute, Graph, Node
-from edgerun.runtime.passes.shape_inference import infer_shapes
+from edgerun.runtime.passes.shape_inference import Shape, infer_shapes
 
 DOMAIN = "com.microsoft"  # the domain of FusedConv
 _DEFAULT = ("", "ai.onnx")
 _FLOAT_MAX = float(np.finfo(np.float32).max)  # Clip-6's default bounds
 
 
-def fuse_activation(graph: Graph) -> Graph:
+def fuse_activation(
+    graph: Graph, infer: Callable[[], Mapping[str, Shape | None]] | None = None
+) -> Graph:
     """``graph`` with each Conv -> Relu/Clip pair, and each Conv -> Add -> Relu/Clip chain
-    (a residual block's end), as one FusedConv; ``graph`` itself when there is none."""
+    (a residual block's end), as one FusedConv; ``graph`` itself when there is none.
+    ``infer()`` gives ``graph``'s inferred shapes (by default infer_shapes, called only for
+    a residual candidate)."""
     producer = {n.outputs[0]: n for n in graph.nodes if n.outputs}
     reads: dict[str, int] = {}
     for node in graph.walk():  # subgraph reads of an outer value count too
         for name in node.inputs:
             reads[name] = reads.get(name, 0) + 1
     kept = {v.name for v in graph.outputs}
-    shapes: dict | None = None
+    shapes: Mapping[str, Shape | None] | None = None
     replaced: dict[int, Node] = {}
     dropped: set[int] = set()
 
@@ -46,7 +51,8 @@ def fuse_activation(graph: Graph) -> Graph:
         if src is not None and src.op_type == "Add" and conv is None:
             conv, residual = _residual(src, producer)
             if conv is not None:
-                shapes = infer_shapes(graph) if shapes is None else shapes
+                if shapes is None:
+                    shapes = infer() if infer is not None else infer_shapes(graph)
                 if not only_reader(src.outputs[0]) or not _same_shape(
                     shapes, conv.outputs[0], residual
                 ):
@@ -91,7 +97,7 @@ def _residual(add: Node, producer: dict[str, Node]) -> tuple[Node | None, str]:
     return None, ""
 
 
-def _same_shape(shapes: dict, a: str, b: str) -> bool:
+def _same_shape(shapes: Mapping[str, Shape | None], a: str, b: str) -> bool:
     """Both values' inferred shapes are known, with the same integer dims (no broadcast)."""
     sa, sb = shapes.get(a), shapes.get(b)
     return sa is not None and sa == sb and all(isinstance(d, int) for d in sa)

@@ -128,3 +128,18 @@ def test_shapes_are_inferred_only_for_a_suitable_filter(monkeypatch, case, infer
     convs = (NOT_TAKEN | TAKEN)[case]
     _plan_and_check(_model([(dict(a), w) for a, w in convs] * 2), (1, C, 10, 10))
     assert len(calls) == inferred  # once per plan, however many convolutions suit
+
+
+def test_shapes_are_inferred_once_for_the_residual_fusion_and_winograd(monkeypatch):
+    from edgerun.runtime import plan as plan_module
+    from edgerun.runtime.passes import fuse_activation
+
+    calls = []
+    real = plan_module.infer_shapes
+    for module in (plan_module, fuse_activation):  # wherever a pass could call it
+        monkeypatch.setattr(module, "infer_shapes", lambda g: calls.append(1) or real(g))
+    tail = [helper.make_node("Add", ["c1", "x"], ["s"]), helper.make_node("Relu", ["s"], ["y"])]
+    model = _model([(dict(PADDED), "w1"), (dict(PADDED), "w2")], tail=tail)
+    plan = _plan_and_check(model, (1, C, 10, 10))
+    assert _ops(plan) == ["WinogradConv", "WinogradConv"]  # the second with Z and the Relu
+    assert len(calls) == 1
