@@ -7,7 +7,12 @@ import math
 
 import numpy as np
 
-from edgerun.runtime.kernels.conv import window_pads
+from edgerun.runtime.kernels.conv import (
+    _channels_first,
+    _channels_last,
+    _is_channels_last,
+    window_pads,
+)
 from edgerun.runtime.registry import kernel
 
 
@@ -101,12 +106,11 @@ def _separable_max(x, kernel_shape, strides, dilations, begin, out):
     # prod(k), and each tap is clipped to the outputs that read the input (no padded copy).
     # A channels-last input is pooled as such: its strided taps then step over whole pixels
     # instead of single values (4-7x faster), and its output keeps its layout.
-    if x.ndim > 2 and x.shape[1] > 1 and x.strides[1] == x.itemsize:
-        last = x.transpose(0, *range(2, x.ndim), 1)
+    if x.ndim > 2 and _is_channels_last(x):
         y = _separable_max_axes(
-            last, range(1, x.ndim - 1), kernel_shape, strides, dilations, begin, out
+            _channels_last(x), range(1, x.ndim - 1), kernel_shape, strides, dilations, begin, out
         )
-        return y.transpose(0, x.ndim - 1, *range(1, x.ndim - 1))
+        return _channels_first(y)
     return _separable_max_axes(x, range(2, x.ndim), kernel_shape, strides, dilations, begin, out)
 
 

@@ -19,7 +19,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgerun.runtime.kernels.conv import activation_clip, conv_geometry
+from edgerun.runtime.kernels.conv import (
+    _channels_first,
+    _channels_last,
+    activation_clip,
+    conv_geometry,
+)
 from edgerun.runtime.registry import kernel
 
 # F(2x2, 3x3) from Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks" (2015)
@@ -66,8 +71,7 @@ def conv3x3(x, u, b, begin, out_shape, clip=None):
             _output_tiles(
                 m.reshape(4, 4, -1, tw, k), lambda j, y=block: y[:, :, :, j].swapaxes(0, 1), clip
             )
-    y = y.reshape(n, 2 * th, 2 * tw, k)[:, : out_shape[0], : out_shape[1]]
-    return y.transpose(0, 3, 1, 2)
+    return _channels_first(y.reshape(n, 2 * th, 2 * tw, k)[:, : out_shape[0], : out_shape[1]])
 
 
 def _block_rows(tw, c, k):
@@ -117,7 +121,7 @@ def _parity_padded(x, begin, th, tw):
     is then a slice whose rows run whole tile rows long."""
     n, c = x.shape[:2]
     xq = np.zeros((n, 2, th + 1, 2, tw + 1, c), dtype=x.dtype)
-    xl = x.transpose(0, 2, 3, 1)  # (N, H, W, C)
+    xl = _channels_last(x)  # (N, H, W, C)
     for p in (0, 1):
         rows = _parity_span(begin[0], x.shape[2], th + 1, p)
         for s in (0, 1):
