@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 
@@ -71,7 +72,9 @@ def _max_pool(
         x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode
     )
     if not want_indices:
-        return _separable_max(x, kernel_shape, strides, dilations, begin, out)
+        return _separable(
+            x, np.maximum, _lowest(x.dtype), kernel_shape, strides, dilations, begin, out
+        )
     xp = _padded(x, kernel_shape, strides, dilations, begin, out, _lowest(x.dtype))
     taps = list(_taps(kernel_shape, strides, dilations, out))
     y = xp[taps[0][1]].copy()
@@ -101,20 +104,34 @@ def _max_pool(
     return y, tap_offset[best] + window_start + base
 
 
-def _separable_max(x, kernel_shape, strides, dilations, begin, out):
-    # the max over a box is the max over each axis in turn: k taps per axis instead of
-    # prod(k), and each tap is clipped to the outputs that read the input (no padded copy).
+def _separable(x, combine, empty, kernel_shape, strides, dilations, begin, out):
+    # the max (or sum) over a box is the max (sum) over each axis in turn: k taps per axis
+    # instead of prod(k), and each tap is clipped to the outputs that read the input (no
+    # padded copy: a tap off the input would add the padding, -inf to a max or 0 to a sum).
     # A channels-last input is pooled as such: its strided taps then step over whole pixels
     # instead of single values (4-7x faster), and its output keeps its layout.
     if x.ndim > 2 and _is_channels_last(x):
-        y = _separable_max_axes(
-            _channels_last(x), range(1, x.ndim - 1), kernel_shape, strides, dilations, begin, out
+        axes = range(1, x.ndim - 1)
+        y = _separable_axes(
+            _channels_last(x), axes, combine, empty, kernel_shape, strides, dilations, begin, out
         )
         return _channels_first(y)
-    return _separable_max_axes(x, range(2, x.ndim), kernel_shape, strides, dilations, begin, out)
+    axes = range(2, x.ndim)
+    return _separable_axes(x, axes, combine, empty, kernel_shape, strides, dilations, begin, out)
 
 
-def _separable_max_axes(x, axes, kernel_shape, strides, dilations, begin, out):
+def _separable_axes(x, axes, combine, empty, kernel_shape, strides, dilations, begin, out):
+    if all(o == 1 and d == 1 for o, d in zip(out, dilations, strict=True)):
+        # one window (a global pool, as classifiers end): one reduction over its span
+        spans = tuple(
+            slice(max(0, -b), max(0, min(x.shape[axis], k - b)))
+            for axis, k, b in zip(axes, kernel_shape, begin, strict=True)
+        )
+        pre = (slice(None),) * axes[0]
+        window = x[(*pre, *spans)]
+        if not window.size:
+            return np.full((*x.shape[: axes[0]], *out, *x.shape[axes[-1] + 1 :]), empty, x.dtype)
+        return combine.reduce(window, axis=tuple(axes), keepdims=True)
     y = x
     for axis, k, s, d, b, o in zip(axes, kernel_shape, strides, dilations, begin, out, strict=True):
         pre = (slice(None),) * axis
@@ -128,15 +145,15 @@ def _separable_max_axes(x, axes, kernel_shape, strides, dilations, begin, out):
         taps.sort(key=lambda t: t[0] != 0 or t[1] != o)  # taps that cover every output first
         res = np.empty((*y.shape[:axis], o, *y.shape[axis + 1 :]), dtype=y.dtype)
         whole = [t[2] for t in taps if (t[0], t[1]) == (0, o)]
-        if len(whole) >= 2:  # the first pass takes the max of two taps instead of a copy
-            np.maximum(whole[0], whole[1], out=res)
+        if len(whole) >= 2:  # the first pass combines two taps instead of a copy
+            combine(whole[0], whole[1], out=res)
         elif whole:
             res[...] = whole[0]
         else:
-            res.fill(_lowest(y.dtype))
+            res.fill(empty)
         for lo, hi, src in taps[min(len(whole), 2) :]:
             dst = res[(*pre, slice(lo, hi))]
-            np.maximum(dst, src, out=dst)
+            combine(dst, src, out=dst)
         y = res
     return y
 
@@ -194,13 +211,8 @@ def _sum_pool(x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode, fn
     strides, dilations, begin, end, out = _geometry(
         x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode
     )
-    xp = _padded(x if fn is None else fn(x), kernel_shape, strides, dilations, begin, out, 0)
-    y = None
-    for _, sl in _taps(kernel_shape, strides, dilations, out):
-        if y is None:
-            y = xp[sl].copy()
-        else:
-            np.add(y, xp[sl], out=y)
+    xf = x if fn is None else fn(x)
+    y = _separable(xf, np.add, 0, kernel_shape, strides, dilations, begin, out)
     return y, (strides, dilations, begin, end, out)
 
 
@@ -211,11 +223,24 @@ def _average_pool(
     y, (strides, dilations, begin, end, out) = _sum_pool(
         x.astype(dt, copy=False), kernel_shape, strides, dilations, pads, auto_pad, ceil_mode
     )
-    count = _window_count(
-        x.shape[2:], kernel_shape, strides, dilations, begin, end, out, count_include_pad
-    )
-    y /= np.maximum(count, 1).astype(dt)
+    geometry = (x.shape[2:], kernel_shape, strides, dilations, begin, end, out)
+    divisor = _window_divisor(*(tuple(g) for g in geometry), bool(count_include_pad), dt)
+    y /= divisor  # over the spatial axes, whatever y's layout
     return y.astype(x.dtype, copy=False)
+
+
+@functools.lru_cache(maxsize=256)
+def _window_divisor(in_sp, kernel_shape, strides, dilations, begin, end, out, include_pad, dt):
+    """max(1, window count) in ``dt``: one number where every window counts the same (none
+    meets the padding), else one per output; worked out once per geometry."""
+    count = np.maximum(
+        _window_count(in_sp, kernel_shape, strides, dilations, begin, end, out, include_pad), 1
+    )
+    if count.size and count.min() == count.max():
+        return dt.type(count.flat[0])
+    divisor = count.astype(dt)
+    divisor.flags.writeable = False
+    return divisor
 
 
 @kernel("AveragePool", since=1)

@@ -22,6 +22,7 @@ import numpy as np
 from edgerun.runtime.kernels.conv import (
     _channels_first,
     _channels_last,
+    _parity_span,
     activation_clip,
     conv_geometry,
 )
@@ -128,16 +129,6 @@ def _parity_padded(x, begin, th, tw):
             cols = _parity_span(begin[1], x.shape[3], tw + 1, s)
             xq[:, p, rows[1], s, cols[1]] = xl[:, rows[0]][:, :, cols[0]]
     return xq
-
-
-def _parity_span(before, size, half, parity):
-    """(input slice, slice of the half) of the input positions that land on ``parity``
-    when ``before`` zeros precede ``size`` positions and ``2 half`` positions are kept."""
-    first = (parity - before) % 2  # the first input position of that parity
-    at = (first + before) // 2
-    count = max(0, min((size - first + 1) // 2, half - at))
-    taken = slice(first, first + 2 * count - 1, 2) if count else slice(0, 0)
-    return taken, slice(at, at + count)
 
 
 def _output_tiles(m, place, clip):

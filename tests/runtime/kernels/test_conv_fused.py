@@ -19,6 +19,8 @@ DEPTHWISE = [
     ((1, 6, 8, 8), (6, 1, 5, 5), {"pads": [3, 1, 0, 2], "strides": [3, 2]}),
     ((1, 4, 2, 7), (4, 1, 3, 3), {"pads": [4, 1, 4, 1]}),  # rows that read only padding
     ((1, 5, 12), (5, 1, 3), {"pads": [1, 1], "strides": [2]}),
+    ((1, 16, 11, 13), (16, 1, 4, 4), {"pads": [1, 2, 2, 1], "strides": [1, 2]}),  # even kernel
+    ((1, 3, 4, 5, 9), (3, 1, 3, 2, 3), {"pads": [1, 0, 1, 1, 1, 1], "strides": [2, 1, 2]}),
 ]
 # activation, activation_params, the plain onnx activation node's inputs or attributes
 ACTIVATIONS = [("Relu", None), ("Clip", [0.0, 6.0]), ("Clip", [-0.5, 0.25])]
@@ -48,11 +50,13 @@ def _case(xs, ws, channels_last=False):
     return x, w, b
 
 
-@pytest.mark.parametrize("tile_below", [0, 1 << 10])  # C-long inner loops; W*C-long ones
+@pytest.mark.parametrize("below", [0, 1 << 10])  # C-long inner loops; W*C-long ones
 @pytest.mark.parametrize("channels_last", [True, False])
 @pytest.mark.parametrize(("xs", "ws", "attrs"), DEPTHWISE)
-def test_depthwise_matches_onnxruntime(monkeypatch, tile_below, channels_last, xs, ws, attrs):
-    monkeypatch.setattr(conv, "_TILE_BELOW", tile_below)
+def test_depthwise_matches_onnxruntime(monkeypatch, below, channels_last, xs, ws, attrs):
+    # W*C-long rows: weights tiled at stride 1, columns split by parity at stride 2
+    monkeypatch.setattr(conv, "_TILE_BELOW", below)
+    monkeypatch.setattr(conv, "_SPLIT_BELOW", below)
     x, w, b = _case(xs, ws, channels_last=channels_last)
     attrs = {**attrs, "group": ws[0]}
     got = resolve("", "Conv", 17).fn(x, w, b, **attrs)
@@ -104,11 +108,12 @@ def test_fused_conv_rejects_an_activation_it_does_not_clip():
 
 @pytest.mark.parametrize("group", [1, 8])  # the clip on x first; in the padded copy
 @pytest.mark.parametrize("pads", [[1, 1, 1, 1], [-1, 0, 1, 1]])  # cropping: x clipped first
-def test_clipped_input_conv_clips_its_input(group, pads):
+@pytest.mark.parametrize("strides", [[1, 1], [2, 2]])  # depthwise: padded; split by parity
+def test_clipped_input_conv_clips_its_input(group, pads, strides):
     x = (rng.standard_normal((1, 8, 7, 6)) * 3).astype(np.float32)
     w = rng.standard_normal((8, 8 // group, 3, 3)).astype(np.float32)
     b = rng.standard_normal(8).astype(np.float32)
-    attrs = {"group": group, "pads": pads}
+    attrs = {"group": group, "pads": pads, "strides": strides}
     got = resolve("com.microsoft", "ClippedInputConv", 1).fn(x, w, b, input_clip=[-1, 2], **attrs)
     want = resolve("", "Conv", 13).fn(np.clip(x, -1, 2), w, b, **attrs)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
