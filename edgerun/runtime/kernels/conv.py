@@ -176,11 +176,13 @@ def _pointwise(x, w, b, clip=None):
     xl = _channels_last(x)
     fold = b is not None and c * _FOLD_BIAS_FROM <= m
     if xl.flags.c_contiguous and not x.flags.c_contiguous:
+        # (C [+ 1], M) weights stored in that order: OpenBLAS multiplies by a transposed
+        # view up to 1.5x slower on the short products of small images (49 pixels)
         if fold:
-            y = np.matmul(_with_ones(xl.reshape(-1, c), axis=1), _with_bias(w, b).T)
+            y = np.matmul(_with_ones(xl.reshape(-1, c), axis=1), _columns_weights(w, b))
             _clip(y, clip)
         else:
-            y = np.matmul(xl.reshape(-1, c), w2.T)
+            y = np.matmul(xl.reshape(-1, c), _columns_weights(w, None))
             _add_clip(y, b, clip)
         return _channels_first(y.reshape(*xl.shape[:-1], m))
     if fold:
