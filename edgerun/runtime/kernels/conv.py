@@ -158,6 +158,16 @@ def _add_clip(y, b, clip):
     _clip(y, clip)
 
 
+def _add_clip_rows(y, b, clip, width):
+    """_add_clip for a contiguous channels-last ``y`` whose last spatial axis is ``width``
+    long: the bias is added tiled along that axis, so numpy's inner loop runs (width x C)
+    long instead of C (the add 1.4-2x faster on MobileNetV2's layers)."""
+    if b is not None:
+        rows = y.reshape(-1, width * b.shape[0])
+        rows += memo(b, ("tiled", width), lambda: np.tile(b, width))
+    _clip(y, clip)
+
+
 # Convolutions return channels-last results (the layout Winograd layers and depthwise
 # convolutions produce, so that the adds and pools between them run over one layout) from
 # an input in that layout or an image (whose product is then (out, C taps) @ ..., its long
@@ -183,7 +193,7 @@ def _pointwise(x, w, b, clip=None):
             _clip(y, clip)
         else:
             y = np.matmul(xl.reshape(-1, c), _columns_weights(w, None))
-            _add_clip(y, b, clip)
+            _add_clip_rows(y, b, clip, x.shape[-1])
         return _channels_first(y.reshape(*xl.shape[:-1], m))
     if fold:
         y = np.matmul(_with_bias(w, b), _with_ones(x.reshape(n, c, -1), axis=1))
@@ -346,15 +356,18 @@ def _depthwise_cl(
         y = _depthwise_split_columns(
             x, w, kernel_shape, strides, dilations, begin, out_shape, input_clip
         )
-        _add_clip(y, b, clip)
+        _add_clip_rows(y, b, clip, out_shape[-1])
         return _channels_first(y)
-    wl = np.ascontiguousarray(np.moveaxis(w.reshape(c, *kernel_shape), 0, -1))  # (*kernel, C)
+    tiled = c < _TILE_BELOW and strides[-1] == 1
+    width = out_shape[-1] if tiled else 1
+    wl = memo(
+        w, ("taps last", tuple(kernel_shape), width), lambda: _taps_last(w, kernel_shape, width)
+    )
     size = _padded_size(x.shape[2:], begin, kernel_shape, strides, dilations, out_shape)
     y = np.empty((x.shape[0], *out_shape, c), dtype=x.dtype)
-    tiled = c < _TILE_BELOW and strides[-1] == 1
     xp = _padded_channels_last(x, begin, size, input_clip)
-    _tap_einsum(xp, _tiled(wl, out_shape[-1]) if tiled else wl, y, strides, dilations, tiled)
-    _add_clip(y, b, clip)
+    _tap_einsum(xp, wl, y, strides, dilations, tiled)
+    _add_clip_rows(y, b, clip, out_shape[-1])
     return _channels_first(y)
 
 
@@ -435,6 +448,12 @@ def _parity_span(before, size, half, parity):
     count = max(0, min((size - first + 1) // 2, half - at))
     taken = slice(first, first + 2 * count - 1, 2) if count else slice(0, 0)
     return taken, slice(at, at + count)
+
+
+def _taps_last(w, kernel_shape, width):
+    """Depthwise weights (C, 1, *kernel) as (*kernel, width * C): channels last, tiled."""
+    wl = np.moveaxis(w.reshape(w.shape[0], *kernel_shape), 0, -1)
+    return np.ascontiguousarray(_tiled(wl, width))
 
 
 def _tiled(wl, width):
