@@ -1,11 +1,12 @@
-"""A 1x1 convolution's clip moved into the depthwise convolution that reads its output.
+"""A convolution's clip moved into the depthwise convolution that reads its output.
 
 MobileNet-style blocks expand with a 1x1 Conv -> Relu/ReLU6 and then run a depthwise Conv,
-whose kernel copies its input into a zero-padded channels-last buffer anyway. Clipping
-during that copy instead of after the 1x1 product saves one pass over the block's widest
-tensor. Only a 1x1 FusedConv (Relu or Clip) whose single reader is a depthwise Conv or
-FusedConv (one input channel per group, non-negative pads), and whose output is not a graph
-output, is rewritten: the FusedConv becomes a plain Conv, the depthwise one a
+whose kernel copies its input into a zero-padded channels-last buffer anyway (as their
+stems run a 3x3 Conv -> ReLU6 into one). Clipping during that copy instead of after the
+product saves one pass over the block's widest tensor. Only a FusedConv (Relu or Clip,
+no residual) whose single reader is a depthwise Conv or FusedConv (one input channel per
+group, non-negative pads), and whose output is not a graph output, is rewritten: the
+FusedConv becomes a plain Conv, the depthwise one a
 ClippedInputConv (edgerun's own op, kernels/conv.py) with ``input_clip`` set to the bounds.
 Runs on the plan's steps after constant and BatchNormalization folding, which want the
 depthwise Conv as it was.
@@ -34,13 +35,13 @@ _FUSED_ONLY = ("activation", "activation_params")
 def clip_into_depthwise(
     steps: list[Step], constants: dict[str, np.ndarray], keep: Collection[str]
 ) -> list[Step]:
-    """``steps`` with each 1x1 FusedConv -> depthwise Conv pair rewritten as above."""
+    """``steps`` with each FusedConv -> depthwise Conv pair rewritten as above."""
     clipped = registry.resolve(DOMAIN, "ClippedInputConv", 1)
     plain = registry.resolve("", "Conv", 1)
     if clipped is None or plain is None:
         return steps
     reads = Counter(name for s in steps for name in (*s.inputs, *s.scope) if name)
-    producer = {s.outputs[0]: i for i, s in enumerate(steps) if _pointwise_clip(s, constants)}
+    producer = {s.outputs[0]: i for i, s in enumerate(steps) if _clipped_conv(s, constants)}
     out = list(steps)
     for i, step in enumerate(steps):
         j = producer.get(step.inputs[0]) if _depthwise(step, constants) else None
@@ -59,18 +60,13 @@ def clip_into_depthwise(
     return out
 
 
-def _pointwise_clip(step: Step, constants: dict[str, np.ndarray]) -> bool:
-    """A 1x1 FusedConv with a clip for activation and constant weights."""
+def _clipped_conv(step: Step, constants: dict[str, np.ndarray]) -> bool:
+    """A FusedConv with a clip for activation, constant weights and no residual."""
     node = step.node
     if node.op_type != "FusedConv" or node.domain != DOMAIN or len(step.inputs) > 3:
         return False
     w = constants.get(step.inputs[1])
-    return (
-        w is not None
-        and w.ndim >= 3
-        and all(k == 1 for k in w.shape[2:])
-        and step.attributes.get("activation") in ("Relu", "Clip")
-    )
+    return w is not None and step.attributes.get("activation") in ("Relu", "Clip")
 
 
 def _depthwise(step: Step, constants: dict[str, np.ndarray]) -> bool:
