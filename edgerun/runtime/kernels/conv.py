@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
 from edgerun.runtime.kernels.derived import memo, memo_with
 from edgerun.runtime.registry import kernel
@@ -49,15 +49,27 @@ def window_pads(in_shape, kernel_shape, strides, dilations, pads, auto_pad, ceil
 
 def conv_geometry(x_shape, w_shape, auto_pad, dilations, kernel_shape, pads, strides):
     """A convolution's attributes with their defaults filled in, and its window geometry:
-    (kernel_shape, strides, dilations, pads_begin, pads_end, out_shape)."""
+    (kernel_shape, strides, dilations, pads_begin, pads_end, out_shape), as tuples."""
+    return _conv_geometry(
+        tuple(x_shape),
+        tuple(w_shape),
+        auto_pad,
+        *(None if v is None else tuple(v) for v in (dilations, kernel_shape, pads, strides)),
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def _conv_geometry(x_shape, w_shape, auto_pad, dilations, kernel_shape, pads, strides):
+    # worked out once per layer and input shape: a model's convolutions run the same shapes
+    # every time, and this was a tenth of a small depthwise layer's time
     n_sp = len(x_shape) - 2
-    kernel_shape = list(kernel_shape or w_shape[2:])
-    strides = list(strides or [1] * n_sp)
-    dilations = list(dilations or [1] * n_sp)
+    kernel_shape = tuple(kernel_shape or w_shape[2:])
+    strides = tuple(strides or (1,) * n_sp)
+    dilations = tuple(dilations or (1,) * n_sp)
     begin, end, out_shape = window_pads(
         x_shape[2:], kernel_shape, strides, dilations, pads, auto_pad
     )
-    return kernel_shape, strides, dilations, begin, end, out_shape
+    return kernel_shape, strides, dilations, tuple(begin), tuple(end), tuple(out_shape)
 
 
 def _compute_dtype(dtype):
@@ -93,6 +105,12 @@ def _tap_slices(kernel_shape, strides, dilations, out_shape):
             slice(i * d, i * d + (o - 1) * s + 1, s)
             for i, d, o, s in zip(tap, dilations, out_shape, strides, strict=True)
         )
+
+
+def _view(base, shape, strides):
+    """A strided view of C-contiguous ``base``; numpy's constructor checks that it stays
+    inside (a quarter of as_strided's cost, which a small layer feels)."""
+    return np.ndarray(shape, base.dtype, buffer=base, strides=strides)
 
 
 def _channels_last(x):
@@ -305,7 +323,7 @@ def _im2col_channels_last(x, w, b, kernel_shape, strides, dilations, begin, out_
     size = _padded_size(x.shape[2:], begin, kernel_shape, strides, dilations, out_shape)
     xp = _padded_channels_last(x, begin, size)
     space = xp.strides[1:-1]
-    taps = as_strided(
+    taps = _view(
         xp,
         (n, *out_shape, *kernel_shape, c),
         (
@@ -314,7 +332,6 @@ def _im2col_channels_last(x, w, b, kernel_shape, strides, dilations, begin, out_
             *(d * st for d, st in zip(dilations, space, strict=True)),
             xp.strides[-1],
         ),
-        writeable=False,
     )
     rows, width = n * math.prod(out_shape), math.prod(kernel_shape) * c
     cols = np.empty((rows, width + (b is not None)), dtype=x.dtype)
@@ -400,7 +417,7 @@ def _depthwise_split_columns(x, w, kernel_shape, strides, dilations, begin, out_
         *(s * st for s, st in zip(strides[:-1], space, strict=True)),
         xs.strides[-1],
     ]
-    taps = as_strided(xs, shape, step, writeable=False)
+    taps = _view(xs, shape, step)
     y = np.empty((n, *out_shape, c), dtype=x.dtype)
     axes = list(range(len(shape)))
     merged = y.reshape(n, *out_shape[:-1], out_shape[-1] * c)
@@ -516,9 +533,9 @@ def _tap_einsum(src, wl, out, strides, dilations, tiled):
     if tiled:  # merge the last spatial axis into C (whose stride it then is)
         width = out.shape[-2] * out.shape[-1]
         shape, step = [*shape[:-2], width], [*step[:-2], item]
-        out = as_strided(out, (*out.shape[:-2], width), (*out.strides[:-2], out.strides[-1]))
+        out = out.reshape(*out.shape[:-2], width)  # out is contiguous: a view
         weights = wl[..., :width]
-    taps = as_strided(src, shape, step, writeable=False)
+    taps = _view(src, shape, step)
     axes = list(range(len(shape)))
     np.einsum(taps, axes, weights, [*axes[:k], axes[-1]], axes[k:], out=out)
 
