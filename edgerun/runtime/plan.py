@@ -245,7 +245,11 @@ def _fold_within_cap(step: Step, constants: Mapping[str, Any]) -> tuple | None:
     """A step's results if folding them stays under the cap; None: leave it to run time."""
     args = [constants[n] if n else None for n in step.inputs]
     predicted = output_shapes(step.node, [a if isinstance(a, np.ndarray) else None for a in args])
-    itemsize = max((a.dtype.itemsize for a in args if isinstance(a, np.ndarray)), default=8)
+    if step.node.op_type == "ConstantOfShape":  # its input is a shape; its value sets the type
+        value = step.attributes.get("value")
+        itemsize = value.dtype.itemsize if isinstance(value, np.ndarray) else 4
+    else:
+        itemsize = max((a.dtype.itemsize for a in args if isinstance(a, np.ndarray)), default=8)
     for shape in predicted:
         if shape is None or not all(isinstance(d, int) for d in shape):
             continue
