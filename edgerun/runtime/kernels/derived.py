@@ -26,7 +26,9 @@ def memo(owner: object, tag: Hashable, make: Callable[[], T]) -> T:
         return hit[1]  # type: ignore[return-value]
     value = make()
     try:
-        ref = weakref.ref(owner, lambda _: _MEMO.pop(key, None))
+        # the callback holds the dict itself: at interpreter exit the module's globals are
+        # None by the time the last owners go
+        ref = weakref.ref(owner, lambda _, entries=_MEMO: entries.pop(key, None))
     except TypeError:
         return value
     _MEMO[key] = (ref, value)

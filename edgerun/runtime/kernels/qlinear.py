@@ -10,9 +10,7 @@ chunks are summed in float64. Weights stay int8 in memory and are widened per ca
 
 from __future__ import annotations
 
-import contextlib
 import math
-import weakref
 from collections.abc import Callable
 
 import numpy as np
@@ -29,6 +27,7 @@ from edgerun.runtime.kernels.conv import (
     im2col,
     zero_borders,
 )
+from edgerun.runtime.kernels.derived import memo, memo_with
 from edgerun.runtime.registry import kernel
 
 f32 = np.float32
@@ -56,9 +55,6 @@ def _centered_weights(w, w_zero):
     return np.subtract(w, shift, dtype=f32)
 
 
-# id(weights) -> (weak reference, x span, chunk starts, accumulator bound): derived once per
-# weight tensor (a pass over it), dropped when that array is freed
-_CHUNK_PLANS: dict[int, tuple[weakref.ref, tuple[int, int], tuple[int, ...], int]] = {}
 _PLAN_BLOCK = 64  # columns summed at once while looking for where a chunk must end
 
 
@@ -69,11 +65,12 @@ def _chunk_plan(
     accumulator. ``rows()`` gives the centered weights as (outputs, K); with x - zx in
     [-below, above], a partial sum over any part of a chunk is at most
     max(above * P + below * N, below * P + above * N), P and N the chunk's positive and
-    negative weight sums (so nonnegative activations, as after ReLU, need half the room)."""
-    hit = _CHUNK_PLANS.get(id(key))
-    if hit is not None and hit[0]() is key and hit[1] == x_span:
-        return hit[2], hit[3]
-    w = rows()
+    negative weight sums (so nonnegative activations, as after ReLU, need half the room).
+    Planned once per weight tensor (``key``) and span: it takes a pass over the weights."""
+    return memo(key, ("chunk plan", x_span), lambda: _plan_chunks(rows(), x_span))
+
+
+def _plan_chunks(w: np.ndarray, x_span: tuple[int, int]) -> tuple[tuple[int, ...], int]:
     k = w.shape[-1]
     below, above = x_span
     pos, neg = np.maximum(w, 0), np.maximum(-w, 0)  # integers: their sums below 2^24 exact
@@ -109,10 +106,6 @@ def _chunk_plan(
     starts = [0]
     while total >= int8.FLOAT32_EXACT and (end := first_over(starts[-1])) < k:
         starts.append(end)
-    ident = id(key)
-    with contextlib.suppress(TypeError):  # not weakly referenceable: planned every call
-        ref = weakref.ref(key, lambda _: _CHUNK_PLANS.pop(ident, None))
-        _CHUNK_PLANS[ident] = (ref, x_span, tuple(starts), total)
     return tuple(starts), total
 
 
@@ -172,32 +165,23 @@ def integer_conv(x, x_zero, w, w_zero, auto_pad, dilations, group, kernel_shape,
     return acc.reshape(n, m, *out_shape), bound
 
 
-# id(weights) -> (weak reference, (x zero point, x dtype, bias), extra column, bound): what
-# a folded product (pointwise convolution, matmul by a weight matrix) derives from its
-# weights, zero points and bias, once per weight tensor
-_FOLDED: dict[int, tuple[weakref.ref, tuple, np.ndarray, float]] = {}
-
-
 def _fold_terms(key, wc, x_zero, x_dtype, bias) -> tuple[np.ndarray, float]:
     """The extra weight column of a product on the uncentered input: bias - zx * (row sums
     of the centered weights ``wc``, one row per output), and a bound on every partial sum of
     a dot product with it (the largest |x| times the row's absolute sum, plus |column|).
-    ``key``, the weights as stored, keys the cache."""
-    hit = _FOLDED.get(id(key))
-    same = hit is not None and hit[0]() is key and hit[1][2] is bias
-    if same and hit is not None and hit[1][:2] == (x_zero, x_dtype):
-        return hit[2], hit[3]
+    Derived once per weight tensor (``key``, the weights as stored), bias and zero point."""
+    return memo_with(
+        key, bias, ("folded", x_zero, x_dtype), lambda: _folded_terms(wc, x_zero, x_dtype, bias)
+    )
+
+
+def _folded_terms(wc, x_zero, x_dtype, bias) -> tuple[np.ndarray, float]:
     column = -x_zero * wc.sum(axis=1, dtype=np.float64)
     if bias is not None:
         column += bias.reshape(-1).astype(np.float64)
     low, high = int8.int_range(x_dtype)
     reach = max(-low, high) * np.abs(wc).sum(axis=1, dtype=np.float64) + np.abs(column)
-    bound = float(reach.max(initial=0))
-    ident = id(key)
-    with contextlib.suppress(TypeError):
-        ref = weakref.ref(key, lambda _: _FOLDED.pop(ident, None))
-        _FOLDED[ident] = (ref, (x_zero, x_dtype, bias), column, bound)
-    return column, bound
+    return column, float(reach.max(initial=0))
 
 
 def _is_pointwise(x, w, auto_pad, dilations, group, pads, strides) -> bool:
