@@ -83,6 +83,8 @@ def _folded(conv: Step, bn: Step, constants: dict[str, np.ndarray]):
         return None
     scale, shift, mean, var = (np.asarray(p, dtype=np.float64) for p in params)
     factor = scale / np.sqrt(var + float(bn.attributes.get("epsilon", 1e-5)))
-    weight = w * factor.reshape(m, *(1,) * (w.ndim - 1))
+    # the product in float64, rounded once into the weights' type block by block as numpy's
+    # ufunc buffers go: no float64 copy of the weights
+    weight = np.multiply(w, factor.reshape(m, *(1,) * (w.ndim - 1)), out=np.empty_like(w))
     bias = ((0.0 if b is None else b.astype(np.float64)) - mean) * factor + shift
-    return weight.astype(w.dtype), bias.astype(w.dtype)
+    return weight, bias.astype(w.dtype)
