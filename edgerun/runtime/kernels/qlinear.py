@@ -56,6 +56,7 @@ def _centered_weights(w, w_zero):
 
 
 _PLAN_BLOCK = 64  # columns summed at once while looking for where a chunk must end
+_PLAN_ELEMENTS = 1 << 16  # weights taken at once while summing blocks
 
 
 def _chunk_plan(
@@ -73,33 +74,46 @@ def _chunk_plan(
 def _plan_chunks(w: np.ndarray, x_span: tuple[int, int]) -> tuple[tuple[int, ...], int]:
     k = w.shape[-1]
     below, above = x_span
-    pos, neg = np.maximum(w, 0), np.maximum(-w, 0)  # integers: their sums below 2^24 exact
-    # prefix sums at every _PLAN_BLOCK-th column, from block totals (a cumulative sum along
-    # rows runs an element at a time, so it is taken only inside the block that matters)
+    # prefix sums of the positive and negative parts at every _PLAN_BLOCK-th column, from
+    # block totals (a cumulative sum along rows runs an element at a time, so it is taken
+    # only inside the block that matters); the negative part is the positive part less w,
+    # and every sum is of integers below 2^24, exact
     edges = np.arange(0, k, _PLAN_BLOCK)
-    pos_at = _prefixes(pos, edges)
-    neg_at = _prefixes(neg, edges)
+    pos_at = np.zeros((w.shape[0], len(edges) + 1), np.float32)
+    neg_at = np.zeros_like(pos_at)
+    rows = max(1, _PLAN_ELEMENTS // k)  # a few rows at a time: no weight-sized temporaries
+    for r in range(0, w.shape[0], rows):
+        part = w[r : r + rows]
+        pos_at[r : r + rows, 1:] = np.add.reduceat(np.maximum(part, 0), edges, axis=1)
+        neg_at[r : r + rows, 1:] = np.add.reduceat(part, edges, axis=1)
+    np.subtract(pos_at, neg_at, out=neg_at)
+    np.cumsum(pos_at, axis=1, out=pos_at)
+    np.cumsum(neg_at, axis=1, out=neg_at)
 
     def reach(p: np.ndarray, n: np.ndarray) -> np.ndarray:
         return np.maximum(above * p + below * n, below * p + above * n)
 
+    def at(column: int) -> tuple[np.ndarray, np.ndarray]:
+        # the positive and negative sums before ``column``
+        block = column // _PLAN_BLOCK
+        part = w[:, block * _PLAN_BLOCK : column]
+        pos = np.maximum(part, 0).sum(axis=1)
+        return pos_at[:, block] + pos, neg_at[:, block] + pos - part.sum(axis=1)
+
     def first_over(s: int) -> int:
         # the first column whose sum from column s no longer fits (the sums grow along K)
         block = s // _PLAN_BLOCK
-        p0 = pos_at[:, block] + pos[:, block * _PLAN_BLOCK : s].sum(axis=1)
-        n0 = neg_at[:, block] + neg[:, block * _PLAN_BLOCK : s].sum(axis=1)
+        p0, n0 = at(s)
         ends = reach(pos_at[:, block + 1 :] - p0[:, None], neg_at[:, block + 1 :] - n0[:, None])
         over = np.flatnonzero(ends.max(axis=0) >= int8.FLOAT32_EXACT)
         if not over.size:
             return k
         lo = max(s, (block + int(over[0])) * _PLAN_BLOCK)  # the block where it is crossed
         hi = min(k, (block + int(over[0]) + 1) * _PLAN_BLOCK)
-        p1 = pos_at[:, lo // _PLAN_BLOCK] + pos[:, (lo // _PLAN_BLOCK) * _PLAN_BLOCK : lo].sum(1)
-        n1 = neg_at[:, lo // _PLAN_BLOCK] + neg[:, (lo // _PLAN_BLOCK) * _PLAN_BLOCK : lo].sum(1)
-        grown = reach(
-            (p1 - p0)[:, None] + np.cumsum(pos[:, lo:hi], axis=1),
-            (n1 - n0)[:, None] + np.cumsum(neg[:, lo:hi], axis=1),
-        ).max(axis=0)
+        p1, n1 = at(lo)
+        pos = np.cumsum(np.maximum(w[:, lo:hi], 0), axis=1)
+        neg = pos - np.cumsum(w[:, lo:hi], axis=1)
+        grown = reach((p1 - p0)[:, None] + pos, (n1 - n0)[:, None] + neg).max(axis=0)
         return max(s + 1, lo + int(np.flatnonzero(grown >= int8.FLOAT32_EXACT)[0]))
 
     total = int(reach(pos_at[:, -1], neg_at[:, -1]).max(initial=0))
@@ -107,14 +121,6 @@ def _plan_chunks(w: np.ndarray, x_span: tuple[int, int]) -> tuple[tuple[int, ...
     while total >= int8.FLOAT32_EXACT and (end := first_over(starts[-1])) < k:
         starts.append(end)
     return tuple(starts), total
-
-
-def _prefixes(a: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Row sums of ``a`` before each column in ``edges`` and over all of it: (rows, len + 1)."""
-    blocks = np.add.reduceat(a, edges, axis=1)
-    out = np.zeros((a.shape[0], len(edges) + 1), dtype=np.float32)
-    np.cumsum(blocks, axis=1, out=out[:, 1:])
-    return out
 
 
 def exact_matmul(

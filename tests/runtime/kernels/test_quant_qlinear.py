@@ -231,7 +231,7 @@ def _chunk_starts_by_scan(w, span):
 def test_chunk_plan_matches_a_column_scan(seed):
     # the plan sums blocks of columns and scans only the block where a bound is crossed
     gen = np.random.default_rng(seed)
-    rows, k = int(gen.integers(1, 40)), int(gen.integers(1, 3000))
+    rows, k = int(gen.integers(1, 300)), int(gen.integers(1, 3000))
     limit = int(gen.choice([8, 127, 255]))
     w = gen.integers(-limit, limit + 1, (rows, k)).astype(np.float32)
     if seed % 2:
