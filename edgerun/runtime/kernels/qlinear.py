@@ -28,6 +28,13 @@ from edgerun.runtime.kernels.conv import (
     zero_borders,
 )
 from edgerun.runtime.kernels.derived import memo, memo_with
+from edgerun.runtime.kernels.winograd import (
+    FEW_TILES,
+    integer_conv3x3,
+    integer_filter,
+    integer_spans,
+)
+from edgerun.runtime.passes.winograd import MIN_CHANNELS, MIN_OUTPUTS
 from edgerun.runtime.registry import kernel
 
 f32 = np.float32
@@ -57,6 +64,8 @@ def _centered_weights(w, w_zero):
 
 _PLAN_BLOCK = 64  # columns summed at once while looking for where a chunk must end
 _PLAN_ELEMENTS = 1 << 16  # weights taken at once while summing blocks
+# more chunks than this, and the float64 sums of Winograd's products cost more than it saves
+_WINOGRAD_CHUNKS = 5
 
 
 def _chunk_plan(
@@ -169,6 +178,50 @@ def integer_conv(x, x_zero, w, w_zero, auto_pad, dilations, group, kernel_shape,
     for lo, hi in zip(starts, (*starts[1:], k), strict=True):
         acc += np.matmul(wg[:, :, lo:hi], cols[:, :, lo:hi])
     return acc.reshape(n, m, *out_shape), bound
+
+
+def _winograd_conv(x, x_zero, w, w_zero, B, auto_pad, dilations, group, pads, strides):
+    """(x - zx) conv (w - zw) + B by Winograd F(2x2, 3x3) (kernels/winograd.py), in float32
+    rounded from the exact sum as onnxruntime converts its int32 accumulator, where the
+    float plan would take it (passes/winograd.py: 3x3, stride 1, ungrouped, enough channels
+    and outputs) and its products over channels need at most _WINOGRAD_CHUNKS exact float32
+    chunks; None elsewhere. Its filter is 4x the exact one, so every product is an integer."""
+    if w.ndim != 4 or w.shape[2:] != (3, 3) or group != 1 or min(w.shape[:2]) < MIN_CHANNELS:
+        return None
+    if x.ndim != 4 or x.shape[1] != w.shape[1]:
+        return None
+    if any(v != 1 for v in (*(strides or ()), *(dilations or ()))):
+        return None
+    *_, begin, end, out_shape = conv_geometry(
+        x.shape, w.shape, auto_pad, None, [3, 3], pads, strides
+    )
+    tiles = x.shape[0] * ((out_shape[0] + 1) // 2) * ((out_shape[1] + 1) // 2)
+    if min(begin + end) < 0 or out_shape[0] * out_shape[1] < MIN_OUTPUTS or tiles < FEW_TILES:
+        return None
+    xz = int8.scalar(x_zero)
+    x_span = _span(x.dtype, xz)
+    u4, starts = memo_with(
+        w, w_zero, ("winograd", x_span), lambda: _winograd_plan(w, w_zero, x_span)
+    )
+    if u4 is None:
+        return None
+    b = None if B is None else B.reshape(-1).astype(np.float64)
+    return integer_conv3x3(int8.centered(x, xz), u4, starts, b, begin, out_shape)
+
+
+def _winograd_plan(w, w_zero, x_span):
+    """(transformed filter, chunk starts over channels), or (None, ())
+    where more than _WINOGRAD_CHUNKS chunks would be needed: the transformed tiles reach
+    further than the input (integer_spans), so their products need chunks sooner."""
+    wc = _centered_weights(w, w_zero)
+    u4 = integer_filter(wc)
+    middle, others = integer_spans(*x_span)
+    c = u4.shape[1]
+    rest = np.delete(u4, 5, axis=0).transpose(0, 2, 1).reshape(-1, c)
+    starts = sorted(
+        {*_plan_chunks(rest, others)[0], *_plan_chunks(np.ascontiguousarray(u4[5].T), middle)[0]}
+    )
+    return (u4, tuple(starts)) if len(starts) <= _WINOGRAD_CHUNKS else (None, ())
 
 
 def _fold_terms(key, wc, x_zero, x_dtype, bias) -> tuple[np.ndarray, float]:
@@ -350,6 +403,9 @@ def _biased_conv(x, x_zero, w, w_zero, B, auto_pad, dilations, group, kernel_sha
         x, x_zero, w, w_zero, auto_pad, dilations, group, kernel_shape, pads, strides
     )
     if found is None:
+        y = _winograd_conv(x, x_zero, w, w_zero, B, auto_pad, dilations, group, pads, strides)
+        if y is not None:
+            return y
         found = integer_conv(
             x, x_zero, w, w_zero, auto_pad, dilations, group, kernel_shape, pads, strides
         )

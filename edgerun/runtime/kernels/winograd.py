@@ -38,7 +38,7 @@ _G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 _SMALL_GEMM = 100**3
 _BLOCK_VALUES = 1 << 15  # tiles x channels per block: 16 x 4 bytes x this = 2 MiB, an L2
 _MIN_SMALL = 112  # tiles; fewer per product and the calls cost more than the path gains
-_FEW_TILES = 32  # below this many tiles the channel-major product is the faster one
+FEW_TILES = 32  # below this many tiles the channel-major product is the faster one
 
 
 def winograd_filter(w: np.ndarray) -> np.ndarray:
@@ -58,21 +58,66 @@ def conv3x3(x, u, b, begin, out_shape, clip=None):
     n, k = x.shape[0], u.shape[2]
     th, tw = (out_shape[0] + 1) // 2, (out_shape[1] + 1) // 2
     xq = _parity_padded(x, begin, th, tw)
-    if n * th * tw < _FEW_TILES:
+    if n * th * tw < FEW_TILES:
         return _channel_major(xq, u, b, out_shape, clip)
     y = np.empty((n, th, 2, tw, 2, k), dtype=x.dtype)
-    rows = _block_rows(tw, *u.shape[1:])
+    for v, place in _tile_blocks(xq, u.shape[1:], y):
+        m = np.matmul(v, u)
+        if b is not None:  # A's row 1 is all ones: added to m[5] it reaches every output
+            m[5] += b
+        _output_tiles(m.reshape(4, 4, -1, tw, k), place, clip)
+    return _channels_first(y.reshape(n, 2 * th, 2 * tw, k)[:, : out_shape[0], : out_shape[1]])
+
+
+def integer_filter(w: np.ndarray) -> np.ndarray:
+    """winograd_filter times 4 for integer-valued weights: (2G) g (2G)^T has integer
+    coefficients, so the transformed filter is exact integers (|u| <= 9 * max |w|)."""
+    k, c = w.shape[:2]
+    taps = np.ascontiguousarray(w.transpose(2, 3, 1, 0), dtype=np.float64).reshape(9, c * k)
+    return (np.kron(2 * _G, 2 * _G) @ taps).astype(np.float32).reshape(16, c, k)
+
+
+def integer_spans(below: int, above: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """How far below and above zero the transformed tiles B^T d B reach for d in [-below,
+    above]: at (1, 1), the sum of the tile's middle four, and at the other 15 tap pairs,
+    differences (B^T's rows are d0 - d2, d1 + d2, d2 - d1 and d1 - d3)."""
+    return (4 * below, 4 * above), (2 * (below + above), 2 * (below + above))
+
+
+def integer_conv3x3(x, u4, starts, b, begin, out_shape):
+    """The convolution of integer-valued float32 ``x`` (N, C, H, W) with the weights whose
+    integer_filter is ``u4``, plus integer bias ``b`` (float64, or None), exact up to its
+    final rounding to float32 (as onnxruntime converts its int32 accumulator). The products
+    over channels run in float32 between the chunk ``starts`` (where every partial sum
+    stays below 2^24) and are summed in float64; the output transform runs in float64."""
+    n, (c, k) = x.shape[0], u4.shape[1:]
+    th, tw = (out_shape[0] + 1) // 2, (out_shape[1] + 1) // 2
+    xq = _parity_padded(x, begin, th, tw)
+    y = np.empty((n, th, 2, tw, 2, k), dtype=np.float32)
+    b4 = None if b is None else 4 * b  # joins the products, which are 4x the sums
+    chunks = tuple(zip(starts, (*starts[1:], c), strict=True))
+    for v, place in _tile_blocks(xq, (c, k), y):
+        m = np.matmul(v[:, :, : chunks[0][1]], u4[:, : chunks[0][1]])
+        for i, (lo, hi) in enumerate(chunks[1:]):
+            part = np.matmul(v[:, :, lo:hi], u4[:, lo:hi])
+            m = np.add(m, part, dtype=np.float64, out=None if i == 0 else m)
+        _exact_output_tiles(m.reshape(4, 4, -1, tw, k), place, b4)
+    return _channels_first(y.reshape(n, 2 * th, 2 * tw, k)[:, : out_shape[0], : out_shape[1]])
+
+
+def _tile_blocks(xq, ck, y):
+    """(transformed tiles (16, tiles, C), where the block's outputs go) for every block of
+    tile rows of the parity-split input ``xq``; ``y`` is (N, th, 2, tw, 2, K)."""
+    n, th, tw = y.shape[0], y.shape[1], y.shape[3]
+    rows = _block_rows(tw, *ck)
     for i in range(n):
         for top in range(0, th, rows):
             end = min(th, top + rows)
-            m = np.matmul(_input_tiles(xq[i, :, top : end + 1], tw), u)
-            if b is not None:  # A's row 1 is all ones: added to m[5] it reaches every output
-                m[5] += b
             block = y[i, top:end]  # (rows, 2, tw, 2, K)
-            _output_tiles(
-                m.reshape(4, 4, -1, tw, k), lambda j, y=block: y[:, :, :, j].swapaxes(0, 1), clip
+            yield (
+                _input_tiles(xq[i, :, top : end + 1], tw),
+                lambda j, block=block: block[:, :, :, j].swapaxes(0, 1),
             )
-    return _channels_first(y.reshape(n, 2 * th, 2 * tw, k)[:, : out_shape[0], : out_shape[1]])
 
 
 def _block_rows(tw, c, k):
@@ -146,6 +191,26 @@ def _output_tiles(m, place, clip):
     np.subtract(r[:, 1], r[:, 2], out=out)
     out -= r[:, 3]
     _place(out, place(1), clip)
+
+
+def _exact_output_tiles(m, place, b4):
+    """_output_tiles in float64 (exact for integer products), plus ``b4`` (4x the bias),
+    divided by 4 as it is written to ``place(j)``. A float32 ``m`` is widened as it is read."""
+    f64 = np.float64
+    r = np.empty((2, *m.shape[1:]), dtype=f64)
+    np.add(m[0], m[1], out=r[0], dtype=f64)
+    r[0] += m[2]
+    np.subtract(m[1], m[2], out=r[1], dtype=f64)
+    r[1] -= m[3]
+    if b4 is not None:  # column 1 of A^T m reaches every output, as m[5] does in conv3x3
+        r[:, 1] += b4
+    out = np.empty((2, *m.shape[2:]), dtype=f64)
+    np.add(r[:, 0], r[:, 1], out=out)
+    out += r[:, 2]
+    np.multiply(out, 0.25, out=place(0))
+    np.subtract(r[:, 1], r[:, 2], out=out)
+    out -= r[:, 3]
+    np.multiply(out, 0.25, out=place(1))
 
 
 def _place(src, dest, clip):

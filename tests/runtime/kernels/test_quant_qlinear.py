@@ -239,3 +239,43 @@ def test_chunk_plan_matches_a_column_scan(seed):
     span = (int(gen.choice([0, 128])), 255)
     starts, _ = qlinear._chunk_plan(np.empty(1), lambda: w, span)
     assert starts == _chunk_starts_by_scan(w, span)
+
+
+def _exact_conv3x3(x, x_zero, w, w_zero, pads):
+    """The convolution in int64, tap by tap: the definition, for the fast paths to meet."""
+    xs = x.astype(np.int64) - int(x_zero)
+    ws = w.astype(np.int64) - np.asarray(w_zero, np.int64).reshape(-1, 1, 1, 1)
+    xp = np.pad(xs, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
+    oh, ow = xp.shape[2] - 2, xp.shape[3] - 2
+    return sum(
+        np.einsum("nchw,kc->nkhw", xp[:, :, i : i + oh, j : j + ow], ws[:, :, i, j])
+        for i in range(3)
+        for j in range(3)
+    )
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8])
+@pytest.mark.parametrize("weights", ["random", "extreme"])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_winograd_qlinear_conv_is_exact(dtype, weights, channels_last):
+    # the transformed tiles reach 4x the input and the filter 9x the weights, so extreme
+    # weights need their products over channels split into chunks
+    info = np.iinfo(dtype)
+    x = rng.integers(info.min, info.max, (2, 48, 11, 12), endpoint=True).astype(dtype)
+    if channels_last:
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    if weights == "extreme":
+        w = np.full((40, 48, 3, 3), 127, np.int8)
+        w_zero = np.zeros(40, np.int8)
+    else:
+        w = rng.integers(-128, 127, (40, 48, 3, 3), endpoint=True).astype(np.int8)
+        w_zero = rng.integers(-3, 3, 40, endpoint=True).astype(np.int8)
+    x_zero = np.array(info.max // 2, dtype)
+    b = rng.integers(-(1 << 20), 1 << 20, 40).astype(np.int32)
+    pads = [1, 0, 1, 1]
+    u4, starts = qlinear._winograd_plan(w, w_zero, qlinear._span(x.dtype, int(x_zero)))
+    assert u4 is not None and (len(starts) > 1) == (weights == "extreme")
+    got = qlinear._winograd_conv(x, x_zero, w, w_zero, b, "NOTSET", None, 1, pads, None)
+    want = _exact_conv3x3(x, x_zero, w, w_zero, pads) + b.reshape(-1, 1, 1)
+    # exact up to the one rounding to float32 that onnxruntime's int32 accumulator takes
+    np.testing.assert_array_equal(got, want.astype(np.float32))
