@@ -304,7 +304,9 @@ def depthwise_conv(x, x_zero, w, w_zero, auto_pad, dilations, group, kernel_shap
     xp = int8.centered(_padded_channels_last(x, begin, size), xz)
     if xz:
         zero_borders(xp, begin, x.shape[2:])
-    ws = _centered_weights(w, w_zero)
+    # the same float32 weights every call, so _depthwise_cl's layout of them (taps last,
+    # tiled along a row) is made once: one filter per channel, a few KB
+    ws = memo_with(w, w_zero, "centered", lambda: _centered_weights(w, w_zero))
     # begin 0 on an input already padded to the windows' reach: conv.py copies nothing more
     no_pads = [0] * len(out_shape)
     acc = _depthwise_cl(
