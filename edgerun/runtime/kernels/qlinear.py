@@ -298,11 +298,15 @@ def pointwise_conv(x, x_zero, w, w_zero, bias):
     return np.matmul(wb, cols).reshape(n, m, h, width)
 
 
-def depthwise_conv(x, x_zero, w, w_zero, auto_pad, dilations, group, kernel_shape, pads, strides):
-    """integer_conv for a depthwise convolution (one filter per channel), and the bound on
-    its sums, or None for any other. The input is padded while still 8-bit (conv.py pads
-    with 0), centered from there, and its padding cells (then -zx) set back to 0, so the
-    float32 input is written once instead of centered and then copied padded."""
+def depthwise_conv(
+    x, x_zero, w, w_zero, auto_pad, dilations, group, kernel_shape, pads, strides, bias=None
+):
+    """integer_conv for a depthwise convolution (one filter per channel) plus the int32
+    ``bias``, and the bound on its sums, or None for any other or where the sum with the
+    bias could pass 2^24. The input is padded while still 8-bit (conv.py pads with 0),
+    centered from there, and its padding cells (then -zx) set back to 0, so the float32
+    input is written once instead of centered and then copied padded; the bias is added
+    as conv.py adds a float one, tiled along rows of the channels-last result."""
     c = x.shape[1]
     if not (group == c == w.shape[0] and group > 1 and w.shape[1] == 1):
         return None
@@ -312,6 +316,10 @@ def depthwise_conv(x, x_zero, w, w_zero, auto_pad, dilations, group, kernel_shap
     xz = int8.scalar(x_zero)
     w_bound = _bound(w.dtype, 0 if w_zero is None else w_zero)
     bound = math.prod(kernel_shape) * max(_span(x.dtype, xz)) * w_bound
+    b = None
+    if bias is not None:
+        b, b_bound = memo(bias, "float32", lambda: (bias.astype(f32), int(np.abs(bias).max())))
+        bound += b_bound
     if min(begin + end) < 0 or bound >= int8.FLOAT32_EXACT:
         return None
     size = _padded_size(x.shape[2:], begin, kernel_shape, strides, dilations, out_shape)
@@ -324,7 +332,7 @@ def depthwise_conv(x, x_zero, w, w_zero, auto_pad, dilations, group, kernel_shap
     # begin 0 on an input already padded to the windows' reach: conv.py copies nothing more
     no_pads = [0] * len(out_shape)
     acc = _depthwise_cl(
-        _channels_first(xp), ws, None, kernel_shape, strides, dilations, no_pads, out_shape
+        _channels_first(xp), ws, b, kernel_shape, strides, dilations, no_pads, out_shape
     )
     return acc, bound
 
@@ -388,7 +396,22 @@ def qlinear_conv_10(
     tail = (1,) * (acc.ndim - 2)
     multiplier = _conv_multiplier(x_scale, w_scale, y_scale, len(tail))
     out = np.dtype(y_zero_point.dtype) if y_zero_point is not None else np.dtype(np.uint8)
-    return int8.requantize(acc, multiplier, int(int8.scalar(y_zero_point)), out)
+    y = acc if acc.dtype == f32 else acc.astype(f32)  # in the accumulator's layout
+    _scale_channels(y, multiplier)
+    return int8.round_saturate(y, int(int8.scalar(y_zero_point)), out)
+
+
+def _scale_channels(y, multiplier):
+    """y *= multiplier (one per channel, or one), in place; on a channels-last ``y`` the
+    multipliers are tiled along its last spatial axis, so the inner loop runs (width x C)
+    long rows instead of C-long ones (about 1.6x faster on MobileNetV2's layers)."""
+    yl = y.transpose(0, *range(2, y.ndim), 1)
+    if np.ndim(multiplier) and y.ndim > 2 and y.shape[1] > 1 and yl.flags.c_contiguous:
+        width = y.shape[-1]
+        rows = yl.reshape(-1, width * y.shape[1])
+        rows *= memo(multiplier, ("tiled", width), lambda: np.tile(multiplier.reshape(-1), width))
+    else:
+        np.multiply(y, multiplier, out=y)
 
 
 # (ids of x_scale, w_scale, y_scale, spatial rank) -> (the three, multiplier): the scales are
@@ -414,18 +437,19 @@ def _conv_multiplier(x_scale, w_scale, y_scale, rank: int) -> np.ndarray | np.fl
 
 
 def _biased_conv(x, x_zero, w, w_zero, B, auto_pad, dilations, group, kernel_shape, pads, strides):
-    """integer_conv plus the int32 bias, exactly (float64 where float32 could not hold it)."""
+    """integer_conv plus the int32 bias, exactly (float64 where float32 could not hold it;
+    Winograd's float32 is rounded from the exact sum, as onnxruntime converts its int32)."""
     found = depthwise_conv(
+        x, x_zero, w, w_zero, auto_pad, dilations, group, kernel_shape, pads, strides, B
+    )
+    if found is not None:
+        return found[0]  # the bias is in
+    y = _winograd_conv(x, x_zero, w, w_zero, B, auto_pad, dilations, group, pads, strides)
+    if y is not None:
+        return y
+    acc, bound = integer_conv(
         x, x_zero, w, w_zero, auto_pad, dilations, group, kernel_shape, pads, strides
     )
-    if found is None:
-        y = _winograd_conv(x, x_zero, w, w_zero, B, auto_pad, dilations, group, pads, strides)
-        if y is not None:
-            return y
-        found = integer_conv(
-            x, x_zero, w, w_zero, auto_pad, dilations, group, kernel_shape, pads, strides
-        )
-    acc, bound = found
     tail = (1,) * (acc.ndim - 2)
     if B is not None:  # the int32 bias joins the exact accumulator before requantization
         b = B.reshape((-1, *tail))

@@ -209,6 +209,26 @@ def test_depthwise_pads_while_8_bit_and_matches_the_general_path(
         qlinear.depthwise_conv(x, x_zero, w[:3], w_zero[:3], "NOTSET", None, 3, None, pads, strides)
         is None
     )  # not one filter per channel
+    # the bias joins the sums (tiled along the channels-last rows), exactly
+    bias = rng.integers(-(1 << 20), 1 << 20, 6).astype(np.int32)
+    biased = qlinear.depthwise_conv(*args, bias)
+    assert biased is not None
+    np.testing.assert_array_equal(biased[0], want + bias.reshape(-1, 1, 1))
+    assert biased[1] >= np.abs(biased[0]).max()
+    # past float32's exact range with it, the depthwise path steps aside
+    assert qlinear.depthwise_conv(*args, np.full(6, 1 << 24, np.int32)) is None
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_scale_channels_is_the_broadcast_product(per_channel, channels_last):
+    y = rng.standard_normal((2, 5, 4, 3)).astype(np.float32)
+    if channels_last:
+        y = np.ascontiguousarray(y.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    m = rng.uniform(0.1, 2, (5, 1, 1)).astype(np.float32) if per_channel else np.float32(0.3)
+    want = y * m
+    qlinear._scale_channels(y, m)
+    np.testing.assert_array_equal(y, want)
 
 
 def _chunk_starts_by_scan(w, span):
