@@ -277,9 +277,11 @@ def _exact_conv3x3(x, x_zero, w, w_zero, pads):
 @pytest.mark.parametrize("dtype", [np.int8, np.uint8])
 @pytest.mark.parametrize("weights", ["random", "extreme"])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_winograd_qlinear_conv_is_exact(dtype, weights, channels_last):
+@pytest.mark.parametrize("bias_bits", [20, 30])
+def test_winograd_qlinear_conv_is_exact(dtype, weights, channels_last, bias_bits):
     # the transformed tiles reach 4x the input and the filter 9x the weights, so extreme
-    # weights need their products over channels split into chunks
+    # weights need their products over channels split into chunks; with a 2^30 bias the
+    # sums pass 2^24 and round once, as onnxruntime's int32 accumulator converts
     info = np.iinfo(dtype)
     x = rng.integers(info.min, info.max, (2, 48, 11, 12), endpoint=True).astype(dtype)
     if channels_last:
@@ -291,7 +293,7 @@ def test_winograd_qlinear_conv_is_exact(dtype, weights, channels_last):
         w = rng.integers(-128, 127, (40, 48, 3, 3), endpoint=True).astype(np.int8)
         w_zero = rng.integers(-3, 3, 40, endpoint=True).astype(np.int8)
     x_zero = np.array(info.max // 2, dtype)
-    b = rng.integers(-(1 << 20), 1 << 20, 40).astype(np.int32)
+    b = rng.integers(-(1 << bias_bits), 1 << bias_bits, 40).astype(np.int32)
     pads = [1, 0, 1, 1]
     u4, starts = qlinear._winograd_plan(w, w_zero, qlinear._span(x.dtype, int(x_zero)))
     assert u4 is not None and (len(starts) > 1) == (weights == "extreme")
