@@ -334,11 +334,32 @@ def _im2col_channels_last(x, w, b, kernel_shape, strides, dilations, begin, out_
         ),
     )
     rows, width = n * math.prod(out_shape), math.prod(kernel_shape) * c
-    cols = np.empty((rows, width + (b is not None)), dtype=x.dtype)
-    cols[:, :width].reshape(taps.shape)[...] = taps
+    wc = _columns_weights(w, b)
+    line = math.prod(out_shape[1:])  # rows per step of the first output axis
+    lines = max(1, _COLUMN_BYTES // ((width + 1) * x.itemsize * line))
+    if n * out_shape[0] <= lines:
+        cols = np.empty((rows, width + (b is not None)), dtype=x.dtype)
+        cols[:, :width].reshape(taps.shape)[...] = taps
+        if b is not None:
+            cols[:, width] = 1
+        return np.matmul(cols, wc).reshape(n, *out_shape, m)
+    # many rows: the columns go in blocks of output lines through one buffer, instead of
+    # a kernel-size copy of the input: no faster once warm, but a first run faults in a
+    # fraction of the memory (tiny_yolo's columns took 2.4 MB)
+    y = np.empty((n, *out_shape, m), dtype=x.dtype)
+    buf = np.empty((lines * line, width + (b is not None)), dtype=x.dtype)
     if b is not None:
-        cols[:, width] = 1
-    return np.matmul(cols, _columns_weights(w, b)).reshape(n, *out_shape, m)
+        buf[:, width] = 1
+    for i in range(n):
+        for top in range(0, out_shape[0], lines):
+            part = taps[i, top : top + lines]
+            cols = buf[: part.shape[0] * line]
+            cols[:, :width].reshape(part.shape)[...] = part
+            np.matmul(cols, wc, out=y[i, top : top + lines].reshape(len(cols), m))
+    return y
+
+
+_COLUMN_BYTES = 1 << 19  # a block of channels-last columns
 
 
 def _columns_weights(w, b):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from onnx import helper
 
+from edgerun.runtime.kernels import conv
 from edgerun.runtime.registry import resolve
 
 ort = pytest.importorskip("onnxruntime")
@@ -78,9 +79,12 @@ def test_image_conv_returns_channels_last():
 
 @pytest.mark.parametrize("group", [1, 64])
 @pytest.mark.parametrize("shape", [(1, 6, 7), (2, 11, 9)])  # few outputs; many, batch 2
-def test_conv_channels_last_input(group, shape):
+@pytest.mark.parametrize("column_bytes", [None, 4096])  # 4 KB: the columns line by line
+def test_conv_channels_last_input(monkeypatch, group, shape, column_bytes):
     # x stored channels-last in memory (as Winograd, depthwise and pointwise layers return
     # it): strided or wide convolutions take channels-last columns and return that layout
+    if column_bytes is not None:
+        monkeypatch.setattr(conv, "_COLUMN_BYTES", column_bytes)
     n, h, wd = shape
     x = rng.standard_normal((n, h, wd, 64)).astype(np.float32).transpose(0, 3, 1, 2)
     cases = [
