@@ -70,6 +70,8 @@ _PLAN_BLOCK = 64  # columns summed at once while looking for where a chunk must 
 _PLAN_ELEMENTS = 1 << 16  # weights taken at once while summing blocks
 # more chunks than this, and the float64 sums of Winograd's products cost more than it saves
 _WINOGRAD_CHUNKS = 5
+# a layer's float32 Winograd filter at most this (28x its int8 weights): a 384-channel layer
+_WINOGRAD_BYTES = 8 << 20
 
 
 def _chunk_plan(
@@ -214,9 +216,12 @@ def _winograd_conv(x, x_zero, w, w_zero, B, auto_pad, dilations, group, pads, st
 
 
 def _winograd_plan(w, w_zero, x_span):
-    """(transformed filter, chunk starts over channels), or (None, ())
-    where more than _WINOGRAD_CHUNKS chunks would be needed: the transformed tiles reach
-    further than the input (integer_spans), so their products need chunks sooner."""
+    """(transformed filter, chunk starts over channels), or (None, ()) where the filter
+    would pass _WINOGRAD_BYTES or more than _WINOGRAD_CHUNKS chunks would be needed: the
+    transformed tiles reach further than the input (integer_spans), so their products need
+    chunks sooner."""
+    if w.size * 16 // 9 * 4 > _WINOGRAD_BYTES:
+        return None, ()
     wc = _centered_weights(w, w_zero)
     u4 = integer_filter(wc)
     middle, others = integer_spans(*x_span)

@@ -301,3 +301,11 @@ def test_winograd_qlinear_conv_is_exact(dtype, weights, channels_last, bias_bits
     want = _exact_conv3x3(x, x_zero, w, w_zero, pads) + b.reshape(-1, 1, 1)
     # exact up to the one rounding to float32 that onnxruntime's int32 accumulator takes
     np.testing.assert_array_equal(got, want.astype(np.float32))
+
+
+def test_winograd_keeps_to_its_memory_cap(monkeypatch):
+    # the float32 filter is 28x the int8 weights: past the cap the layer stays im2col
+    w = rng.integers(-3, 3, (64, 64, 3, 3), endpoint=True).astype(np.int8)
+    assert qlinear._winograd_plan(w, None, (0, 255))[0] is not None
+    monkeypatch.setattr(qlinear, "_WINOGRAD_BYTES", w.size * 16 // 9 * 4 - 1)
+    assert qlinear._winograd_plan(w, None, (0, 255)) == (None, ())
