@@ -517,17 +517,35 @@ def _padded_channels_last(x, begin, size, clip=None):
     xl = _channels_last(x)
     spatial = x.shape[2:]
     if not any(begin) and list(size) == list(spatial):
-        if clip is not None:
-            return np.clip(xl, clip[0], clip[1], out=np.empty(xl.shape, dtype=x.dtype))
-        return np.ascontiguousarray(xl)
+        if clip is None and xl.flags.c_contiguous:
+            return xl
+        xp = np.empty(xl.shape, dtype=x.dtype)
+        copy_channels_last(xl, xp, clip)
+        return xp
     xp = np.empty((x.shape[0], *size, x.shape[1]), dtype=x.dtype)
     zero_borders(xp, begin, spatial)
     inside = xp[(slice(None), *(slice(bg, bg + n) for bg, n in zip(begin, spatial, strict=True)))]
-    if clip is None:
-        inside[...] = xl
-    else:
-        np.clip(xl, clip[0], clip[1], out=inside)
+    copy_channels_last(xl, inside, clip)
     return xp
+
+
+def copy_channels_last(src, dest, clip=None):
+    """dest[...] = src (clipped to ``clip`` where given) for a channels-last ``dest`` and a
+    ``src`` that may be a channels-last view of a channels-first array. There, where the
+    planes lie a multiple of 4 KB apart (power-of-two images: 32x32, 64x64...), a plain copy
+    reads C addresses of one cache set for every pixel and ran 3x slower (128 channels of
+    32x32: 399 -> 130 us), so it goes _CHANNEL_BLOCK channels at a time."""
+    c = src.shape[-1]
+    step = _CHANNEL_BLOCK if c > _CHANNEL_BLOCK and src.strides[-1] % 4096 == 0 else c
+    for c0 in range(0, c, step):
+        part, out = src[..., c0 : c0 + step], dest[..., c0 : c0 + step]
+        if clip is None:
+            out[...] = part
+        else:
+            np.clip(part, clip[0], clip[1], out=out)
+
+
+_CHANNEL_BLOCK = 8
 
 
 def zero_borders(xp, begin, spatial):

@@ -187,3 +187,14 @@ def test_qlinear_conv(xt, wt, yt, per_channel):
     got = ours("QLinearConv", inputs, attrs)
     assert got.dtype == yt
     np.testing.assert_array_equal(got, run_ort("QLinearConv", inputs, attrs, out_dtype=yt))
+
+
+@pytest.mark.parametrize("spatial", [(32, 32), (5, 7)])  # planes 4 KB apart, and not
+@pytest.mark.parametrize("clip", [None, (-0.5, 0.5)])
+def test_copy_channels_last_of_a_channels_first_array(spatial, clip):
+    # 20 channels: two blocks of 8 and a part-block, where the planes alias in the cache
+    x = rng.standard_normal((2, 20, *spatial)).astype(np.float32)
+    src = x.transpose(0, 2, 3, 1)
+    dest = np.empty(src.shape, np.float32)
+    conv.copy_channels_last(src, dest, clip)
+    np.testing.assert_array_equal(dest, src if clip is None else np.clip(src, *clip))
