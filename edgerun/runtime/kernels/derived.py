@@ -28,7 +28,8 @@ def memo(owner: object, tag: Hashable, make: Callable[[], T]) -> T:
     try:
         # the callback holds the dict itself: at interpreter exit the module's globals are
         # None by the time the last owners go
-        ref = weakref.ref(owner, lambda _, entries=_MEMO: entries.pop(key, None))
+        entries = _MEMO
+        ref = weakref.ref(owner, lambda _: entries.pop(key, None))
     except TypeError:
         return value
     _MEMO[key] = (ref, value)
