@@ -26,6 +26,7 @@ from edgerun.runtime.kernels.conv import (
     activation_clip,
     conv_geometry,
     copy_channels_last,
+    planes_alias,
 )
 from edgerun.runtime.registry import kernel
 
@@ -169,9 +170,7 @@ def _parity_padded(x, begin, th, tw):
     n, c = x.shape[:2]
     xq = np.zeros((n, 2, th + 1, 2, tw + 1, c), dtype=x.dtype)
     xl = _channels_last(x)  # (N, H, W, C)
-    if not xl.flags.c_contiguous and xl.strides[-1] % 4096 == 0:
-        # channels-first with planes 4 KB apart: one blocked copy to channels-last first
-        # (copy_channels_last), then the parity slices read it contiguously
+    if planes_alias(xl):  # one blocked copy channels-last first, then contiguous slices
         xl = np.empty(xl.shape, dtype=x.dtype)
         copy_channels_last(_channels_last(x), xl)
     for p in (0, 1):
