@@ -1,11 +1,13 @@
 """Resize, Upsample, GridSample, AffineGrid.
 
 Resize is separable: each resized axis becomes a few taps (index, weight) per output
-position, applied with np.take along that axis; nearest is a single gather.
+position, applied with np.take along that axis; nearest is a single gather, or, by whole
+factors (a detector's 2x upsample), a repeat of every element in the input's layout.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 
@@ -84,10 +86,20 @@ def _coefficients(mode, ratio, scale, cubic_coeff_a, antialias):
     return _cubic(np.arange(-1, 3) - r, cubic_coeff_a)
 
 
-def _axis_taps(
+@functools.lru_cache(maxsize=256)  # a model resizes the same shapes every run
+def _axis_taps(*args) -> tuple:
+    """(indices (out, n), weights (out, n) or None, extrapolated (out,) or None) of one
+    axis, read-only: they are shared by every call with the same arguments."""
+    taps = _taps(*args)
+    for a in taps:
+        if a is not None:
+            a.flags.writeable = False
+    return taps
+
+
+def _taps(
     mode, in_len, out_len, scale, ctm, roi, nearest_mode, cubic_coeff_a, exclude_outside, antialias
 ):
-    """(indices (out, n), weights (out, n) or None, extrapolated (out,) or None) of one axis."""
     x, outside = _source_coords(ctm, out_len, in_len, scale, roi)
     if mode == "nearest":
         idx = _nearest_index(x, nearest_mode, scale < 1).astype(np.intp)
@@ -185,6 +197,7 @@ def _resize(
         rois = list(zip(starts.tolist(), ends.tolist(), strict=True))
     dt = X.dtype if X.dtype in (np.float32, np.float64) else np.dtype(np.float32)
     y = X if mode == "nearest" else X.astype(dt, copy=False)
+    repeats = [1] * r  # nearest by whole factors: each input repeated, no gather
     for axis, i, o, s, roi_pair in zip(axes, in_shape, out_shape, ratios, rois, strict=True):
         if o == i and s == 1 and (not crop or roi_pair == (0.0, 1.0)):
             continue  # identity along this axis
@@ -200,8 +213,40 @@ def _resize(
             exclude_outside,
             antialias,
         )
-        y = _apply_axis(y, axis, *taps, extrapolation_value)
+        idx, weights, outside = taps
+        whole = o // i if i and o % i == 0 else 0
+        if weights is None and outside is None and whole and _repeats(idx, i, whole):
+            repeats[axis] = whole
+        else:
+            y = _apply_axis(y, axis, *taps, extrapolation_value)
+    if any(f > 1 for f in repeats):
+        y = _repeated(y, repeats)
     return _saturate(y, X.dtype)
+
+
+def _repeats(idx: np.ndarray, in_len: int, factor: int) -> bool:
+    """Whether nearest indices ``idx`` (out, 1) repeat each input ``factor`` times in order."""
+    return bool(np.array_equal(idx[:, 0], np.arange(in_len * factor) // factor))
+
+
+def _repeated(y: np.ndarray, repeats: list[int]) -> np.ndarray:
+    """``y`` with each element repeated ``repeats[a]`` times along axis a, as one copy in
+    ``y``'s own memory order (a channels-last input stays channels-last: its 2x upsample
+    then ran 6x faster than two gathers, 59 -> 10 us for 64 channels of 16x16). Where the
+    innermost axis in memory is itself repeated, that copy's inner loop would be ``repeats``
+    long, and np.repeat, axis by axis, is the faster (50 against 110 us)."""
+    order = sorted(range(y.ndim), key=lambda a: -abs(y.strides[a]) if y.shape[a] > 1 else 0)
+    inner = [a for a in order if y.shape[a] > 1]
+    if inner and repeats[inner[-1]] > 1:
+        for axis, factor in enumerate(repeats):
+            if factor > 1:
+                y = np.repeat(y, factor, axis=axis)
+        return y
+    ym = y.transpose(order)
+    wide = np.empty([n for a in order for n in (y.shape[a], repeats[a])], dtype=y.dtype)
+    wide[...] = ym[tuple(i for _ in order for i in (slice(None), None))]
+    out = wide.reshape([y.shape[a] * repeats[a] for a in order])
+    return out.transpose(np.argsort(order))
 
 
 @kernel("Resize", since=10)
