@@ -108,27 +108,30 @@ def _plan_chunks(w: np.ndarray, x_span: tuple[int, int]) -> tuple[tuple[int, ...
     def reach(p: np.ndarray, n: np.ndarray) -> np.ndarray:
         return np.maximum(above * p + below * n, below * p + above * n)
 
-    def at(column: int) -> tuple[np.ndarray, np.ndarray]:
-        # the positive and negative sums before ``column``
+    def at(column: int, rows: np.ndarray | slice) -> tuple[np.ndarray, np.ndarray]:
+        # the positive and negative sums of ``rows`` before ``column``
         block = column // _PLAN_BLOCK
-        part = w[:, block * _PLAN_BLOCK : column]
+        part = w[rows, block * _PLAN_BLOCK : column]
         pos = np.maximum(part, 0).sum(axis=1)
-        return pos_at[:, block] + pos, neg_at[:, block] + pos - part.sum(axis=1)
+        return pos_at[rows, block] + pos, neg_at[rows, block] + pos - part.sum(axis=1)
 
     def first_over(s: int) -> int:
         # the first column whose sum from column s no longer fits (the sums grow along K)
         block = s // _PLAN_BLOCK
-        p0, n0 = at(s)
+        p0, n0 = at(s, slice(None))
         ends = reach(pos_at[:, block + 1 :] - p0[:, None], neg_at[:, block + 1 :] - n0[:, None])
         over = np.flatnonzero(ends.max(axis=0) >= int8.FLOAT32_EXACT)
         if not over.size:
             return k
         lo = max(s, (block + int(over[0])) * _PLAN_BLOCK)  # the block where it is crossed
         hi = min(k, (block + int(over[0]) + 1) * _PLAN_BLOCK)
-        p1, n1 = at(lo)
-        pos = np.cumsum(np.maximum(w[:, lo:hi], 0), axis=1)
-        neg = pos - np.cumsum(w[:, lo:hi], axis=1)
-        grown = reach((p1 - p0)[:, None] + pos, (n1 - n0)[:, None] + neg).max(axis=0)
+        # only the rows past the bound by that block's end can cross inside it: the column
+        # by column sums run over those alone (a Winograd plan has 15 K rows)
+        rows = np.flatnonzero(ends[:, over[0]] >= int8.FLOAT32_EXACT)
+        p1, n1 = at(lo, rows)
+        pos = np.cumsum(np.maximum(w[rows, lo:hi], 0), axis=1)
+        neg = pos - np.cumsum(w[rows, lo:hi], axis=1)
+        grown = reach((p1 - p0[rows])[:, None] + pos, (n1 - n0[rows])[:, None] + neg).max(axis=0)
         return max(s + 1, lo + int(np.flatnonzero(grown >= int8.FLOAT32_EXACT)[0]))
 
     total = int(reach(pos_at[:, -1], neg_at[:, -1]).max(initial=0))
