@@ -67,7 +67,7 @@ def _centered_weights(w, w_zero):
 
 
 _PLAN_BLOCK = 64  # columns summed at once while looking for where a chunk must end
-_PLAN_ELEMENTS = 1 << 16  # weights taken at once while summing blocks
+_PLAN_ELEMENTS = 1 << 18  # weights taken at once while summing blocks (1 MB of float32)
 # more chunks than this, and the float64 sums of Winograd's products cost more than it saves
 _WINOGRAD_CHUNKS = 5
 # a layer's float32 Winograd filter at most this (28x its int8 weights): a 384-channel layer
