@@ -31,7 +31,7 @@ from edgerun.runtime.kernels.conv import (
     im2col,
     zero_borders,
 )
-from edgerun.runtime.kernels.derived import memo, memo_with
+from edgerun.runtime.kernels.derived import memo, memo_with, tiled
 from edgerun.runtime.kernels.winograd import (
     FEW_TILES,
     integer_conv3x3,
@@ -421,7 +421,7 @@ def _scale_channels(y, multiplier):
     if np.ndim(multiplier) and y.ndim > 2 and y.shape[1] > 1 and yl.flags.c_contiguous:
         width = y.shape[-1]
         rows = yl.reshape(-1, width * y.shape[1])
-        rows *= memo(multiplier, ("tiled", width), lambda: np.tile(multiplier.reshape(-1), width))
+        rows *= tiled(multiplier, width)
     else:
         np.multiply(y, multiplier, out=y)
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from edgerun.runtime.kernels.derived import memo
+from edgerun.runtime.kernels.derived import memo, tiled
 from edgerun.runtime.kernels.int8 import quantize_multiplier
 from edgerun.runtime.tflite_reader import QuantParams, TensorQuant
 
@@ -288,19 +288,14 @@ def _float_scaler(m, shift, bias, single: bool, bound: int):
     shape = np.broadcast_shapes(m.shape, shift.shape, b.shape)
     mm, ss, bb = (np.broadcast_to(v, shape).reshape(-1) for v in (m, shift, b))
 
-    tiled: dict[int, tuple[np.ndarray, ...]] = {}
-
     def approx(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """round(w) for a block, and the flat indices of its elements to redo. Rows longer
         than the per-channel constants take them tiled, so the inner loops run whole rows
         (W x C) long instead of C (1.6x faster on a MobileNetV2's layers)."""
         n = x.shape[-1]
-        if n not in tiled:
-            tiled[n] = tuple(
-                np.tile(v.reshape(-1), n // v.size) if 1 < v.size < n else v
-                for v in (s32, c32, limit)
-            )
-        scale, offset, bound = tiled[n]
+        scale, offset, bound = (
+            tiled(v, n // v.size) if 1 < v.size < n else v for v in (s32, c32, limit)
+        )
         w = np.multiply(x, scale)
         w += offset
         z = np.rint(w)
