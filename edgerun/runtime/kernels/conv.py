@@ -149,8 +149,10 @@ def _conv(
         )
     if input_clip is not None:
         x = np.clip(x, input_clip[0], input_clip[1])
-    if group == 1 and no_pads and all(v == 1 for v in (*kernel_shape, *strides)):
-        return _pointwise(x, w, b, clip)
+    if no_pads and all(v == 1 for v in (*kernel_shape, *strides)):
+        if group == 1:
+            return _pointwise(x, w, b, clip)
+        return _grouped_pointwise(x, w, b, group, clip)
     wide = math.prod(out_shape) >= _CL_FROM
     cl_columns = wide or max(strides) > 1  # strided channels-first columns copy slowly
     if group == 1 and _is_channels_last(x) and cl_columns and min(begin + end) >= 0:
@@ -219,6 +221,34 @@ def _pointwise(x, w, b, clip=None):
     else:
         y = np.matmul(w2, x.reshape(n, c, -1))
         _add_clip(y, None if b is None else b.reshape(m, 1), clip)
+    return y.reshape(n, m, *x.shape[2:])
+
+
+def _grouped_pointwise(x, w, b, group, clip=None):
+    """A grouped 1x1 convolution (ShuffleNet's) as one batched matmul over the groups,
+    reading ``x`` where it lies: channels-last, each group's rows are a strided matrix
+    BLAS takes as it is, and the result is written channels-last the same way (one 272 to
+    272 channel layer of 28x28, group 4: 0.44-0.87 ms through channels-first columns,
+    0.20 ms so); channels-first, the groups are slices of the planes. No columns copied."""
+    n, c = x.shape[:2]
+    m = w.shape[0]
+    cg, mg = c // group, m // group
+    pixels = math.prod(x.shape[2:])
+    xl = _channels_last(x)
+    if xl.flags.c_contiguous and not x.flags.c_contiguous:
+        wt = memo(
+            w,
+            "grouped columns",
+            lambda: np.ascontiguousarray(w.reshape(group, mg, cg).transpose(0, 2, 1)),
+        )
+        y = np.empty((*xl.shape[:-1], m), dtype=x.dtype)
+        rows = xl.reshape(n, pixels, group, cg).transpose(0, 2, 1, 3)
+        np.matmul(rows, wt, out=y.reshape(n, pixels, group, mg).transpose(0, 2, 1, 3))
+        _add_clip_rows(y, b, clip, x.shape[-1])
+        return _channels_first(y)
+    planes = np.ascontiguousarray(x).reshape(n, group, cg, pixels)
+    y = np.matmul(w.reshape(group, mg, cg), planes)
+    _add_clip(y, None if b is None else b.reshape(group, mg, 1), clip)
     return y.reshape(n, m, *x.shape[2:])
 
 

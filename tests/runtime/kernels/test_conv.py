@@ -56,14 +56,18 @@ CONV_CASES = [
 
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("m", [8, 48])  # as many outputs as inputs; 6x (bias in the product)
-def test_pointwise_bias(channels_last, m):
+@pytest.mark.parametrize("group", [1, 4])  # grouped: ShuffleNet's 1x1 layers
+def test_pointwise_bias(channels_last, m, group):
     x = rng.standard_normal((1, 8, 7, 9)).astype(np.float32)
     stored = np.moveaxis(np.ascontiguousarray(np.moveaxis(x, 1, -1)), -1, 1) if channels_last else x
-    w = rng.standard_normal((m, 8, 1, 1)).astype(np.float32)
+    w = rng.standard_normal((m, 8 // group, 1, 1)).astype(np.float32)
     b = rng.standard_normal(m).astype(np.float32)
+    attrs = {"group": group}
     for _ in range(2):  # the second run takes the weights-with-bias the first one made
-        got = ours("Conv", [stored, w, b], {})
-        np.testing.assert_allclose(got, run_ort("Conv", [x, w, b], {}), rtol=1e-4, atol=1e-4)
+        got = ours("Conv", [stored, w, b], attrs)
+        want = run_ort("Conv", [x, w, b], attrs)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+        assert (got.strides[1] == got.itemsize) == channels_last  # in the input's layout
 
 
 def test_image_conv_returns_channels_last():
