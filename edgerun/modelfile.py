@@ -1,7 +1,7 @@
 """Opens whatever a user points edgerun at: an ``.onnx`` file or an ``.edgerun`` bundle.
 
-Weights stay in the file: the model is read through a memory map, its aligned tensors are
-views (see onnx_reader for the misaligned ones).
+Weights stay in the file: the model is read through a memory map and its tensors are
+views of it (the plan copies the misaligned ones it runs with: see plan._aligned).
 """
 
 from __future__ import annotations

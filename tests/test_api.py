@@ -170,7 +170,8 @@ def test_bundle_weights_are_mapped_not_copied(cnn_bundle: Path) -> None:
 
     initializers = open_model(cnn_bundle).model.graph.initializers.values()
     views = [w for w in initializers if not w.flags.owndata]
-    assert views and all(not w.flags.writeable and w.flags.aligned for w in views)
+    # misaligned ones too (raw_data at any offset): the plan copies those it runs with
+    assert views and all(not w.flags.writeable for w in views)
 
 
 def test_run_and_inspect_a_bundle_from_the_command_line(cnn_bundle: Path, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 The file is memory-mapped and initializers become numpy views over the map (or over the
 memory-mapped external-data files), so loading a model costs its structure, not its weights.
+A view may be misaligned (raw_data sits at any offset); the plan copies those it runs with.
 External data resolves only inside the model's folder or bundle (see ``external.py``).
 """
 
@@ -506,12 +507,10 @@ class _Parser:
             array = self.from_bytes(r.array(raw[0], raw[1], "u1"), etype, count, where)
         else:
             array = self.from_typed(etype, fields, strings, count, where)
-        array = dtypes.to_runtime(array.reshape(dims), code)
-        if not array.flags.aligned:
-            # numpy sends unaligned arrays down slow element loops instead of BLAS/SIMD;
-            # protobuf puts raw_data at any offset, so such tensors are copied once here.
-            array = array.copy()
-        return name, array, code
+        # protobuf puts raw_data at any offset, so a view may be misaligned: the plan copies
+        # those it runs with (Plan, _aligned); passes replace many before that (Winograd's
+        # filters, folded BatchNorm), so copying here was a copy of weights no step reads
+        return name, dtypes.to_runtime(array.reshape(dims), code), code
 
     def from_bytes(
         self, data: np.ndarray, etype: dtypes.ElementType, count: int, where: str

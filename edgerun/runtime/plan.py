@@ -121,6 +121,7 @@ class Plan:
         steps = clip_into_depthwise(steps, self.constants, set(self.output_names))
         steps = winograd_convs(steps, self.constants, set(self.output_names), shapes)
         self.free_names = sorted(_free_names(self.graph))  # outer values it reads
+        _aligned(self.constants, {n for s in steps for n in (*s.inputs, *s.scope)})
         self.steps = _with_last_use(steps, set(self.output_names), set(self.constants))
 
     # -- building -------------------------------------------------------------------------
@@ -358,6 +359,37 @@ def _free_names(graph: Graph) -> set[str]:
             read |= _free_names(sub)
     read |= {v.name for v in graph.outputs}
     return read - defined
+
+
+def _aligned(constants: dict[str, Any], used: set[str]) -> None:
+    """Replace the misaligned arrays among the ``used`` constants by aligned read-only
+    copies, all in one block. numpy runs misaligned arrays through slow element loops (and
+    numpy 1.24 matmul without BLAS); protobuf puts raw_data at any offset. One block: its
+    pages fault in a few times faster than those of one array per tensor (transparent huge
+    pages), and they live as long as the plan's constants anyway."""
+    names = sorted(
+        n
+        for n in used
+        if isinstance(constants.get(n), np.ndarray)
+        and not constants[n].flags.aligned
+        and constants[n].dtype != object
+    )
+    if not names:
+        return
+    offsets = np.cumsum([0] + [-(-constants[n].nbytes // _ALIGN) * _ALIGN for n in names])
+    block = np.empty(int(offsets[-1]), np.uint8)
+    for name, start in zip(names, offsets.tolist(), strict=False):
+        array = constants[name]
+        # in the array's own axis order (a folded Transpose of a weight stays transposed)
+        order = sorted(range(array.ndim), key=lambda axis: -abs(array.strides[axis]))
+        stored = block[start : start + array.nbytes].view(array.dtype)
+        copy = stored.reshape([array.shape[a] for a in order]).transpose(np.argsort(order))
+        copy[...] = array
+        copy.flags.writeable = False  # as the mapped constants are
+        constants[name] = copy
+
+
+_ALIGN = 64  # bytes between the copies in _aligned's block: every dtype's alignment
 
 
 def _with_last_use(steps: list[Step], keep: set[str], constants: set[str]) -> list[Step]:

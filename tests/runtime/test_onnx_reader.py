@@ -169,13 +169,12 @@ def test_matches_onnx_on_examples(example_paths: dict[str, Path]) -> None:
         assert_model(read_onnx(path), onnx.load(path))
 
 
-def test_initializers_are_aligned_views_over_the_file(tiny_cnn_path: Path) -> None:
-    """Aligned tensors are read-only views of the map; misaligned ones (raw_data sits at any
-    offset) are copied once, because numpy would run them through slow unaligned loops."""
+def test_initializers_are_read_only_views_over_the_file(tiny_cnn_path: Path) -> None:
+    """Every raw_data tensor is a view of the map, aligned or not (raw_data sits at any
+    offset): the plan copies the misaligned ones it runs with (tests/runtime/test_plan.py)."""
     initializers = read_onnx(tiny_cnn_path).graph.initializers.values()
-    assert all(w.flags.aligned for w in initializers)
-    views = [w for w in initializers if not w.flags.owndata]
-    assert views and all(not w.flags.writeable for w in views)
+    floats = [w for w in initializers if w.dtype == np.float32]
+    assert floats and all(not w.flags.owndata and not w.flags.writeable for w in floats)
 
 
 def test_matches_onnx_on_the_node_suite() -> None:

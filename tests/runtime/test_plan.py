@@ -46,3 +46,41 @@ def test_constant_of_shape_is_folded_by_its_result_size(dtype, folded, monkeypat
     assert ("w" in plan.constants) == folded
     x = np.array([1], dtype)
     np.testing.assert_array_equal(plan.run({"x": x})[0], np.full(count, 1.5, dtype))
+
+
+def _misaligned_matmuls():
+    """y = x @ w + x @ Transpose(v), its file laid out so that w's and v's raw_data are
+    misaligned (a name one byte longer moves them along)."""
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((6, 5)).astype(np.float32)
+    v = rng.standard_normal((5, 6)).astype(np.float32)
+    for pad in range(4):
+        graph = helper.make_graph(
+            [
+                helper.make_node("MatMul", ["x", "w"], ["a"]),
+                helper.make_node("Transpose", ["v"], ["vt"], perm=[1, 0]),
+                helper.make_node("MatMul", ["x", "vt"], ["b"]),
+                helper.make_node("Add", ["a", "b"], ["y"]),
+            ],
+            "g" + "_" * pad,
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 6])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5])],
+            [numpy_helper.from_array(w, "w"), numpy_helper.from_array(v, "v")],
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        parsed = parse_model(memoryview(model.SerializeToString()), None)
+        stored = parsed.graph.initializers
+        if not stored["w"].flags.aligned and not stored["v"].flags.aligned:
+            return parsed, w, v
+    raise AssertionError("no layout put both weights off alignment")
+
+
+def test_misaligned_weights_are_copied_aligned_in_their_own_layout():
+    parsed, w, v = _misaligned_matmuls()
+    plan = Plan(parsed.graph, parsed.opset_imports)
+    for name in ("w", "vt"):  # vt: the folded Transpose, a transposed view of v
+        copy = plan.constants[name]
+        assert copy.flags.aligned and not copy.flags.writeable
+    assert plan.constants["vt"].flags.f_contiguous  # still v's memory order, as transposed
+    x = np.random.default_rng(1).standard_normal((2, 6)).astype(np.float32)
+    np.testing.assert_allclose(plan.run({"x": x})[0], x @ w + x @ v.T, rtol=1e-5, atol=1e-5)
