@@ -404,7 +404,7 @@ def _columns_weights(w, b):
 
 
 _TILE_BELOW = 256  # channels; from there the C-long inner loops are long enough
-_SPLIT_BELOW = 64  # channels; the same for stride 2 along the last axis (see below)
+_SPLIT_UP_TO = 64  # channels; the same for stride 2 along the last axis (see below)
 
 
 def _depthwise_cl(
@@ -417,10 +417,10 @@ def _depthwise_cl(
     # was 3-11 % slower over MobileNets (five einsums per layer). Below _TILE_BELOW
     # channels, with stride 1 along the last axis, that axis merges with C and the weights
     # are tiled along it, so the inner loop runs W*C long instead of C. With stride 2 there
-    # and fewer than _SPLIT_BELOW channels, the padded copy stores even and odd columns
+    # and at most _SPLIT_UP_TO channels, the padded copy stores even and odd columns
     # apart (see _depthwise_split_columns) to the same end.
     c = x.shape[1]
-    if strides[-1] == 2 and dilations[-1] == 1 and c < _SPLIT_BELOW:
+    if strides[-1] == 2 and dilations[-1] == 1 and c <= _SPLIT_UP_TO:
         y = _depthwise_split_columns(
             x, w, kernel_shape, strides, dilations, begin, out_shape, input_clip
         )
@@ -445,8 +445,10 @@ def _depthwise_split_columns(x, w, kernel_shape, strides, dilations, begin, out_
     # parities stored apart, each tap is a slice whose rows run (out columns) x C long, as
     # at stride 1, and the weights are tiled to match. The taps become (*kernel[:-1], parity,
     # half tap), the odd parity's last half tap weighing 0 for odd kernels: 12 products per
-    # output where 9 are needed, still 1.2-2.4x faster than C-long rows below _SPLIT_BELOW
-    # channels (MobileNetV3-Small's 16-channel layer: 0.50 -> 0.21 ms).
+    # output where 9 are needed, still faster than C-long rows up to _SPLIT_UP_TO channels
+    # (MobileNetV3-Small's 16-channel layer: 0.50 -> 0.21 ms; 64 channels of 112x112, as
+    # in the TFLite tests' MobileNetV2-style model, 1.33-1.37 -> 0.88-0.92 ms, of 56x56
+    # 0.28-0.37 -> 0.26 ms); not at 96 channels of 112x112 (1.3-1.9 ms -> 1.8-2.3 ms).
     n, c = x.shape[:2]
     taps_per_parity = (kernel_shape[-1] + 1) // 2
     half = out_shape[-1] + taps_per_parity - 1
