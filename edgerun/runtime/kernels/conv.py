@@ -227,9 +227,9 @@ def _pointwise(x, w, b, clip=None):
 def _grouped_pointwise(x, w, b, group, clip=None):
     """A grouped 1x1 convolution (ShuffleNet's) as one batched matmul over the groups,
     reading ``x`` where it lies: channels-last, each group's rows are a strided matrix
-    BLAS takes as it is, and the result is written channels-last the same way (one 272 to
-    272 channel layer of 28x28, group 4: 0.44-0.87 ms through channels-first columns,
-    0.20 ms so); channels-first, the groups are slices of the planes. No columns copied."""
+    BLAS takes as it is, and the result is written channels-last the same way (136
+    channels of 28x28, group 4: 214 us through channels-first columns, 134 us so; 272 of
+    14x14: 133 -> 100 us); channels-first, the groups are slices of the planes."""
     n, c = x.shape[:2]
     m = w.shape[0]
     cg, mg = c // group, m // group
