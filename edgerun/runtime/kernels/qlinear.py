@@ -255,14 +255,15 @@ def _folded_terms(wc, x_zero, x_dtype, bias) -> tuple[np.ndarray, float]:
     return column, float(reach.max(initial=0))
 
 
-def _is_pointwise(x, w, auto_pad, dilations, group, pads, strides) -> bool:
+def _is_pointwise(x, w, auto_pad, group, pads) -> bool:
+    """A 1x1, unpadded, ungrouped convolution: any strides (and dilations, which a 1x1
+    kernel never uses) take every stride-th pixel, a view of the input."""
     return (
         x.ndim == 4
         and group == 1
         and w.shape[2:] == (1, 1)
         and auto_pad in ("NOTSET", "", "VALID")
         and not any(pads or [])
-        and all(v == 1 for v in (*(strides or []), *(dilations or [])))
     )
 
 
@@ -271,11 +272,12 @@ def pointwise_conv(x, x_zero, w, w_zero, bias):
     as one float32 matmul: x enters uncentered (a cast instead of a subtraction) next to a
     row of ones, and the weights' extra column carries the bias less zx times their row
     sums, so neither the bias nor the zero point costs a pass over the output. None where
-    some partial sum could pass 2^24 (then integer_conv's chunks are needed)."""
+    some partial sum could pass 2^24 (then integer_conv's chunks are needed). ``x`` may be
+    a strided view (a strided 1x1 convolution's pixels): it is read once, as it is cast."""
     n, c, h, width = x.shape
     m = w.shape[0]
     xl = x.transpose(0, 2, 3, 1)
-    channels_last = xl.flags.c_contiguous and not x.flags.c_contiguous
+    channels_last = c > 1 and x.strides[1] == x.itemsize
     # channels-last rows multiply (C + 1, M) weights laid out in that order: OpenBLAS ran
     # the transposed view of (M, C + 1) ones up to 1.5x slower on small images (conv.py).
     # Widening a transposed view costs 4x a contiguous one, so the int8 weights are kept
@@ -300,12 +302,12 @@ def pointwise_conv(x, x_zero, w, w_zero, bias):
     if channels_last:
         wb[c] = column
         rows = np.empty((n * h * width, c + 1), f32)
-        np.copyto(rows[:, :c], xl.reshape(-1, c), casting="unsafe")
+        np.copyto(rows.reshape(n, h, width, c + 1)[..., :c], xl, casting="unsafe")
         rows[:, c] = 1
         return np.matmul(rows, wb).reshape(n, h, width, m).transpose(0, 3, 1, 2)
     wb[:, c] = column
     cols = np.empty((n, c + 1, h * width), f32)
-    np.copyto(cols[:, :c], x.reshape(n, c, h * width), casting="unsafe")
+    np.copyto(cols.reshape(n, c + 1, h, width)[:, :c], x, casting="unsafe")
     cols[:, c] = 1
     return np.matmul(wb, cols).reshape(n, m, h, width)
 
@@ -389,8 +391,9 @@ def qlinear_conv_10(
     strides=None,
 ):
     acc = None
-    if _is_pointwise(x, w, auto_pad, dilations, group, pads, strides):
-        acc = pointwise_conv(x, x_zero_point, w, w_zero_point, B)
+    if _is_pointwise(x, w, auto_pad, group, pads):
+        step = (slice(None), slice(None), *(slice(None, None, s) for s in strides or (1, 1)))
+        acc = pointwise_conv(x[step], x_zero_point, w, w_zero_point, B)
     if acc is None:
         acc = _biased_conv(
             x,

@@ -123,7 +123,10 @@ def test_round_saturate_keeps_the_layout_of_a_transposed_view():
 @pytest.mark.parametrize("dtype", [np.int8, np.uint8])
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("big", [False, True])
-def test_pointwise_qlinear_conv_folds_bias_and_zero_point_exactly(dtype, channels_last, big):
+@pytest.mark.parametrize("strides", [[1, 1], [2, 2], [2, 1]])  # strided: every other pixel
+def test_pointwise_qlinear_conv_folds_bias_and_zero_point_exactly(
+    dtype, channels_last, big, strides
+):
     # a 1x1 convolution is one matmul on the uncentered input with the bias (less zx times
     # the weight row sums) in an extra column; a bias or weights too big for float32 take
     # the general path. Both must equal the general path bit for bit, in either layout.
@@ -134,9 +137,10 @@ def test_pointwise_qlinear_conv_folds_bias_and_zero_point_exactly(dtype, channel
     w = rng.integers(-127, 127, (10, 24, 1, 1), endpoint=True).astype(np.int8)
     b = rng.integers(-(1 << 25) if big else -5000, 1 << 25 if big else 5000, 10)
     x_zero, w_zero = np.array(info.max // 3, dtype), np.arange(10, dtype=np.int8) - 4
-    acc = qlinear.pointwise_conv(x, x_zero, w, w_zero, b.astype(np.int32))
+    picked = x[:, :, :: strides[0], :: strides[1]]
+    acc = qlinear.pointwise_conv(picked, x_zero, w, w_zero, b.astype(np.int32))
     want = qlinear._biased_conv(
-        x, x_zero, w, w_zero, b.astype(np.int32), "NOTSET", None, 1, None, None, None
+        x, x_zero, w, w_zero, b.astype(np.int32), "NOTSET", None, 1, None, None, strides
     )
     assert (acc is None) == big  # past 2^24: the general path
     if not big:
@@ -145,7 +149,7 @@ def test_pointwise_qlinear_conv_folds_bias_and_zero_point_exactly(dtype, channel
         assert acc.transpose(0, 2, 3, 1).flags.c_contiguous == channels_last
     inputs = [x, np.array(0.02, np.float32), x_zero, w, np.full(10, 0.01, np.float32), w_zero]
     inputs += [np.array(0.5, np.float32), np.array(info.max // 2, dtype), b.astype(np.int32)]
-    got = resolve("", "QLinearConv", 13).fn(*inputs)
+    got = resolve("", "QLinearConv", 13).fn(*inputs, strides=strides)
     scale = (np.float32(0.02) * np.full(10, 0.01, np.float32) / np.float32(0.5)).astype(np.float32)
     expected = int8.requantize(want, scale.reshape(-1, 1, 1), info.max // 2, np.dtype(dtype))
     np.testing.assert_array_equal(got, expected)
