@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgerun.runtime.kernels import contrib_quant, int8, qlinear
+from edgerun.runtime.kernels import contrib_quant, int8, qlinear, winograd
 from edgerun.runtime.registry import resolve
 
 ort = pytest.importorskip("onnxruntime")
@@ -305,6 +305,31 @@ def test_winograd_qlinear_conv_is_exact(dtype, weights, channels_last, bias_bits
     want = _exact_conv3x3(x, x_zero, w, w_zero, pads) + b.reshape(-1, 1, 1)
     # exact up to the one rounding to float32 that onnxruntime's int32 accumulator takes
     np.testing.assert_array_equal(got, want.astype(np.float32))
+
+
+@pytest.mark.parametrize("bias_bits", [20, 23])
+def test_winograd_output_transform_in_float32_only_where_exact(monkeypatch, bias_bits):
+    # activations near their zero point (as after a ReLU): the products' actual extremes
+    # let the output transform run in float32; a bias of 2^23 (4x: 2^25) sends it back to
+    # float64. Exact either way.
+    x = rng.integers(-8, 8, (1, 48, 11, 12), endpoint=True).astype(np.int8)
+    w = rng.integers(-128, 127, (40, 48, 3, 3), endpoint=True).astype(np.int8)
+    w_zero = np.zeros(40, np.int8)
+    x_zero = np.array(0, np.int8)
+    b = rng.integers(-(1 << bias_bits), 1 << bias_bits, 40).astype(np.int32)
+    b[0] = (1 << bias_bits) - 1
+    chosen = []
+    pick = winograd._transform_dtype
+
+    def spy(*args):
+        chosen.append(pick(*args))
+        return chosen[-1]
+
+    monkeypatch.setattr(winograd, "_transform_dtype", spy)
+    got = qlinear._winograd_conv(x, x_zero, w, w_zero, b, "NOTSET", None, 1, [1, 1, 1, 1], None)
+    want = _exact_conv3x3(x, x_zero, w, w_zero, [1, 1, 1, 1]) + b.reshape(-1, 1, 1)
+    np.testing.assert_array_equal(got, want.astype(np.float32))
+    assert set(chosen) == {np.float32 if bias_bits == 20 else np.float64}
 
 
 def test_winograd_keeps_to_its_memory_cap(monkeypatch):
