@@ -365,8 +365,9 @@ PASSES: dict[str, int] = {
     "Gelu": 22,
     # activation.py _softmax: max, subtract, exp, sum, divide
     "Softmax": 5,
-    # norm.py _standardize (mean, subtract, square, mean, scale by 1/std) then *= Scale, += B
-    "LayerNormalization": 7,
+    # norm.py _standardize (row sums by BLAS, subtract, sums of squares, scale by 1/std)
+    # then *= Scale, += B
+    "LayerNormalization": 6,
 }  # fmt: skip
 GATHERS = {"Gather", "GatherElements", "GatherND"}
 

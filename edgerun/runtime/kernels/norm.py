@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import math
+
 import numpy as np
 
 from edgerun.runtime.registry import kernel
@@ -86,23 +89,41 @@ def batch_normalization_14(
     return y, running_mean.astype(input_mean.dtype), running_var.astype(input_var.dtype)
 
 
-def _standardize(x, axes, epsilon):
-    """(x - mean) / sqrt(var + eps) over ``axes``, with the mean and 1/std it used."""
-    mean = x.mean(axis=axes, keepdims=True)
-    diff = np.subtract(x, mean)
-    square = np.square(diff)
-    var = square.mean(axis=axes, keepdims=True)
-    var += x.dtype.type(epsilon)
+def _standardize(x, start, epsilon):
+    """(x - mean) / sqrt(var + eps) over the axes from ``start`` on, with the mean and 1/std
+    it used (keepdims shapes). Those axes are taken as rows: a row's sum is its product with
+    a vector of ones (BLAS) and its sum of squares its dot product with itself (einsum, no
+    temporary), where numpy's reductions over short rows cost twice the rest (MiniLM's
+    LayerNormalization of 128x384: 111 -> 53 us). The variance is still taken about the
+    mean, two passes, as onnxruntime's reference does."""
+    shape = x.shape
+    n = math.prod(shape[start:])
+    rows = x.reshape(math.prod(shape[:start]), n)
+    dtype = x.dtype.type
+    mean = np.matmul(rows, _ones(n, x.dtype))
+    mean /= dtype(n)
+    diff = np.subtract(rows, mean[:, None])
+    var = np.einsum("ij,ij->i", diff, diff)
+    var /= dtype(n)
+    var += dtype(epsilon)
     inv_std = np.sqrt(var, out=var)
-    np.divide(x.dtype.type(1), inv_std, out=inv_std)
-    diff *= inv_std
-    return diff, mean, inv_std
+    np.divide(dtype(1), inv_std, out=inv_std)
+    diff *= inv_std[:, None]
+    kept = shape[:start] + (1,) * (len(shape) - start)
+    return diff.reshape(shape), mean.reshape(kept), inv_std.reshape(kept)
+
+
+@functools.lru_cache(maxsize=64)
+def _ones(n: int, dtype: np.dtype) -> np.ndarray:
+    ones = np.ones(n, dtype)
+    ones.flags.writeable = False  # shared by every call
+    return ones
 
 
 def _instance_norm(X, scale, B, epsilon):
     dt = _compute_dtype(X.dtype)
     x = X.astype(dt, copy=False)
-    y, _, _ = _standardize(x, tuple(range(2, x.ndim)), epsilon)
+    y, _, _ = _standardize(x, 2, epsilon)
     y = y * _per_channel(scale, x, dt) + _per_channel(B, x, dt)
     return y.astype(X.dtype, copy=False)
 
@@ -121,7 +142,7 @@ def instance_normalization_6(input, scale, B, *, epsilon=1e-5):
 def layer_normalization_17(X, Scale, B=None, *, axis=-1, epsilon=1e-5, stash_type=1):
     dt = _stash_dtype(stash_type, X.dtype)
     axis = axis + X.ndim if axis < 0 else axis
-    y, mean, inv_std = _standardize(X.astype(dt, copy=False), tuple(range(axis, X.ndim)), epsilon)
+    y, mean, inv_std = _standardize(X.astype(dt, copy=False), axis, epsilon)
     y = y.astype(X.dtype, copy=False)
     y *= Scale
     if B is not None:
@@ -134,7 +155,7 @@ def _group_norm(X, scale, bias, epsilon, num_groups, dt):
     if num_groups <= 0 or c % num_groups:
         raise ValueError(f"{c} channels do not split into num_groups={num_groups}")
     x = X.astype(dt, copy=False).reshape(n, num_groups, -1)
-    y, _, _ = _standardize(x, (2,), epsilon)
+    y, _, _ = _standardize(x, 2, epsilon)
     y = y.reshape(X.shape).astype(X.dtype, copy=False)
     return (y * _per_channel(scale, X, X.dtype) + _per_channel(bias, X, X.dtype)).astype(
         X.dtype, copy=False
