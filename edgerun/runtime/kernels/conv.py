@@ -485,7 +485,7 @@ def _split_columns(x, begin, size, clip=None):
     n, c = x.shape[:2]
     lead = x.shape[2:-1]
     xs = np.empty((n, *size[:-1], 2, size[-1], c), dtype=x.dtype)
-    zero_borders(xs, begin[:-1], lead)
+    fill_borders(xs, begin[:-1], lead)
     inside = tuple(slice(bg, bg + k) for bg, k in zip(begin[:-1], lead, strict=True))
     xl = _channels_last(x)
     for parity in (0, 1):
@@ -543,19 +543,21 @@ def _padded_size(spatial, begin, kernel_shape, strides, dilations, out_shape):
     ]
 
 
-def _padded_channels_last(x, begin, size, clip=None):
-    """x (N, C, *S) zero-padded to the spatial ``size`` (see _padded_size), channels-last;
-    clipped to ``clip`` (low, high) on the way, where given (the zeros are not)."""
+def _padded_channels_last(x, begin, size, clip=None, dtype=None, fill=0):
+    """x (N, C, *S) padded with ``fill`` (zeros) to the spatial ``size`` (see _padded_size),
+    channels-last, in ``dtype`` (x's); clipped to ``clip`` (low, high) on the way, where
+    given (the padding is not)."""
     xl = _channels_last(x)
     spatial = x.shape[2:]
+    dtype = x.dtype if dtype is None else np.dtype(dtype)
     if not any(begin) and list(size) == list(spatial):
-        if clip is None and xl.flags.c_contiguous:
+        if clip is None and xl.flags.c_contiguous and dtype == x.dtype:
             return xl
-        xp = np.empty(xl.shape, dtype=x.dtype)
+        xp = np.empty(xl.shape, dtype=dtype)
         copy_channels_last(xl, xp, clip)
         return xp
-    xp = np.empty((x.shape[0], *size, x.shape[1]), dtype=x.dtype)
-    zero_borders(xp, begin, spatial)
+    xp = np.empty((x.shape[0], *size, x.shape[1]), dtype=dtype)
+    fill_borders(xp, begin, spatial, fill)
     inside = xp[(slice(None), *(slice(bg, bg + n) for bg, n in zip(begin, spatial, strict=True)))]
     copy_channels_last(xl, inside, clip)
     return xp
@@ -587,12 +589,13 @@ def planes_alias(src) -> bool:
     return not src.flags.c_contiguous and src.strides[-1] % 4096 == 0
 
 
-def zero_borders(xp, begin, spatial):
-    """Zero the cells of channels-last ``xp`` outside [begin, begin + spatial) on each axis."""
+def fill_borders(xp, begin, spatial, value=0):
+    """Set the cells of channels-last ``xp`` outside [begin, begin + spatial) on each axis
+    to ``value`` (zeros: a convolution's padding)."""
     for axis, (bg, n) in enumerate(zip(begin, spatial, strict=True), 1):
         lead = (slice(None),) * axis
-        xp[(*lead, slice(0, bg))] = 0
-        xp[(*lead, slice(bg + n, None))] = 0
+        xp[(*lead, slice(0, bg))] = value
+        xp[(*lead, slice(bg + n, None))] = value
 
 
 def _tap_einsum(src, wl, out, strides, dilations, tiled):

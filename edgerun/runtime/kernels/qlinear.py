@@ -29,7 +29,6 @@ from edgerun.runtime.kernels.conv import (
     _padded_size,
     conv_geometry,
     im2col,
-    zero_borders,
 )
 from edgerun.runtime.kernels.derived import memo, memo_with, tiled
 from edgerun.runtime.kernels.winograd import (
@@ -316,11 +315,12 @@ def depthwise_conv(
     x, x_zero, w, w_zero, auto_pad, dilations, group, kernel_shape, pads, strides, bias=None
 ):
     """integer_conv for a depthwise convolution (one filter per channel) plus the int32
-    ``bias``, and the bound on its sums, or None for any other or where the sum with the
-    bias could pass 2^24. The input is padded while still 8-bit (conv.py pads with 0),
-    centered from there, and its padding cells (then -zx) set back to 0, so the float32
-    input is written once instead of centered and then copied padded; the bias is added
-    as conv.py adds a float one, tiled along rows of the channels-last result."""
+    ``bias``, and the bound on its sums, or None for any other or where a sum could pass
+    2^24. The input is not centered: it is cast to float32 as it is copied padded, with its
+    zero point as the padding, and zx times each filter's sum leaves through the bias
+    (sum (x - zx) w + b = sum x w + (b - zx sum w)), one pass over the input where
+    centering took three. The bias is added as conv.py adds a float one, tiled along rows
+    of the channels-last result."""
     c = x.shape[1]
     if not (group == c == w.shape[0] and group > 1 and w.shape[1] == 1):
         return None
@@ -328,27 +328,33 @@ def depthwise_conv(
         x.shape, w.shape, auto_pad, dilations, kernel_shape, pads, strides
     )
     xz = int8.scalar(x_zero)
-    w_bound = _bound(w.dtype, 0 if w_zero is None else w_zero)
-    bound = math.prod(kernel_shape) * max(_span(x.dtype, xz)) * w_bound
-    b = None
-    if bias is not None:
-        b, b_bound = memo(bias, "float32", lambda: (bias.astype(f32), int(np.abs(bias).max())))
-        bound += b_bound
-    if min(begin + end) < 0 or bound >= int8.FLOAT32_EXACT:
-        return None
-    size = _padded_size(x.shape[2:], begin, kernel_shape, strides, dilations, out_shape)
-    xp = int8.centered(_padded_channels_last(x, begin, size), xz)
-    if xz:
-        zero_borders(xp, begin, x.shape[2:])
     # the same float32 weights every call, so _depthwise_cl's layout of them (taps last,
     # tiled along a row) is made once: one filter per channel, a few KB
     ws = memo_with(w, w_zero, "centered", lambda: _centered_weights(w, w_zero))
+    b, b_bound = memo_with(ws, bias, ("less zero point", xz), lambda: _shifted_bias(ws, bias, xz))
+    w_bound = _bound(w.dtype, 0 if w_zero is None else w_zero)
+    low, high = int8.int_range(x.dtype)
+    bound = math.prod(kernel_shape) * max(-low, high) * w_bound + b_bound
+    if min(begin + end) < 0 or bound >= int8.FLOAT32_EXACT:
+        return None
+    size = _padded_size(x.shape[2:], begin, kernel_shape, strides, dilations, out_shape)
+    xp = _padded_channels_last(x, begin, size, dtype=f32, fill=xz)
     # begin 0 on an input already padded to the windows' reach: conv.py copies nothing more
     no_pads = [0] * len(out_shape)
     acc = _depthwise_cl(
         _channels_first(xp), ws, b, kernel_shape, strides, dilations, no_pads, out_shape
     )
     return acc, bound
+
+
+def _shifted_bias(ws, bias, xz):
+    """(bias - xz * each filter's sum, in float32, or None; a bound on its magnitude)."""
+    if bias is None and not xz:
+        return None, 0
+    total = -xz * ws.reshape(ws.shape[0], -1).sum(axis=1, dtype=np.float64)
+    if bias is not None:
+        total += bias.reshape(-1)
+    return total.astype(f32), int(np.abs(total).max(initial=0))
 
 
 @kernel("ConvInteger", since=10)

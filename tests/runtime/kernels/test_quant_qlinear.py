@@ -193,10 +193,11 @@ def test_qgemm_with_bias_matches_the_general_path():
 @pytest.mark.parametrize("dtype", [np.int8, np.uint8])
 @pytest.mark.parametrize(("strides", "pads"), [([1, 1], [1, 1, 1, 1]), ([2, 2], [0, 1, 2, 1])])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_depthwise_pads_while_8_bit_and_matches_the_general_path(
+def test_depthwise_pads_with_the_zero_point_and_matches_the_general_path(
     dtype, strides, pads, channels_last
 ):
-    # padded as 8-bit with 0, centered, padding reset to 0: the same sums as centering first
+    # uncentered, padded with the zero point, zx times each filter's sum taken off through
+    # the bias: the same sums as centering first
     info = np.iinfo(dtype)
     x = rng.integers(info.min, info.max, (2, 6, 7, 9), endpoint=True).astype(dtype)
     if channels_last:
