@@ -76,9 +76,12 @@ def _compute_dtype(dtype):
     return dtype if dtype in (np.float32, np.float64) else np.dtype(np.float32)
 
 
-def _pad(x, begin, end, value=0):
+def _pad(x, begin, end, value=0, dtype=None):
+    """x (N, C, *S) padded with ``value`` (cropped by negative pads), channels-first, in
+    ``dtype`` (x's): one copy, or x itself where nothing changes."""
+    dtype = x.dtype if dtype is None else np.dtype(dtype)
     if not any(begin) and not any(end):
-        return x
+        return x if dtype == x.dtype else x.astype(dtype)
     if min(min(begin), min(end)) < 0:  # negative pads crop
         crop = tuple(
             slice(None) if i < 2 else slice(max(0, -begin[i - 2]), x.shape[i] - max(0, -end[i - 2]))
@@ -87,7 +90,7 @@ def _pad(x, begin, end, value=0):
         x = x[crop]
         begin, end = [max(0, v) for v in begin], [max(0, v) for v in end]
     shape = (*x.shape[:2], *(s + b + e for s, b, e in zip(x.shape[2:], begin, end, strict=True)))
-    xp = np.full(shape, value, dtype=x.dtype)
+    xp = np.full(shape, value, dtype=dtype)
     xp[
         (
             slice(None),

@@ -24,6 +24,7 @@ from edgerun.runtime.kernels.conv import (
     _channels_first,
     _conv,
     _depthwise_cl,
+    _is_channels_last,
     _pad,
     _padded_channels_last,
     _padded_size,
@@ -468,6 +469,11 @@ def _biased_conv(x, x_zero, w, w_zero, B, auto_pad, dilations, group, kernel_sha
     y = _winograd_conv(x, x_zero, w, w_zero, B, auto_pad, dilations, group, pads, strides)
     if y is not None:
         return y
+    y = _uncentered_conv(
+        x, x_zero, w, w_zero, B, auto_pad, dilations, group, kernel_shape, pads, strides
+    )
+    if y is not None:
+        return y
     acc, bound = integer_conv(
         x, x_zero, w, w_zero, auto_pad, dilations, group, kernel_shape, pads, strides
     )
@@ -479,6 +485,40 @@ def _biased_conv(x, x_zero, w, w_zero, B, auto_pad, dilations, group, kernel_sha
         else:
             acc = acc + b.astype(np.float64)
     return acc
+
+
+def _uncentered_conv(
+    x, x_zero, w, w_zero, B, auto_pad, dilations, group, kernel_shape, pads, strides
+):
+    """integer_conv plus the int32 bias ``B`` as depthwise_conv does it: the input cast to
+    float32 as it is copied padded with its zero point, uncentered, and zx times each
+    filter's sum taken off through the bias, which conv.py then takes into its product (a
+    row of ones under the columns); one pass over the input and none over the result, where
+    centering, padding and the bias took four. None where some partial sum could pass 2^24
+    in one float32 product (uncentered 8-bit values reach further: integer_conv chunks)."""
+    if x.ndim < 3:
+        return None
+    xz = int8.scalar(x_zero)
+    m = w.shape[0]
+    ws = memo_with(w, w_zero, "centered", lambda: _centered_weights(w, w_zero))
+    low, high = int8.int_range(x.dtype)
+    starts, reach = _chunk_plan(w, lambda: ws.reshape(m, -1), (max(0, -low), max(0, high)))
+    b, b_bound = memo_with(ws, B, ("less zero point", xz), lambda: _shifted_bias(ws, B, xz))
+    if len(starts) > 1 or reach + b_bound >= int8.FLOAT32_EXACT:
+        return None
+    kernel_shape, strides, dilations, begin, end, out_shape = conv_geometry(
+        x.shape, w.shape, auto_pad, dilations, kernel_shape, pads, strides
+    )
+    if min(begin + end) < 0:
+        return None
+    if _is_channels_last(x):  # padded in the input's own layout: conv.py reads it so
+        size = _padded_size(x.shape[2:], begin, kernel_shape, strides, dilations, out_shape)
+        xp = _channels_first(_padded_channels_last(x, begin, size, dtype=f32, fill=xz))
+    else:  # an image, channels-first: its few channels are copied plane by plane
+        xp = _pad(x, begin, end, value=xz, dtype=f32)
+    no_pads = [0] * (2 * len(out_shape))
+    y = _conv(xp, ws, b, "NOTSET", dilations, group, kernel_shape, no_pads, strides)
+    return y[(slice(None), slice(None), *(slice(0, o) for o in out_shape))]
 
 
 def _row_param(v, a):

@@ -339,3 +339,43 @@ def test_winograd_keeps_to_its_memory_cap(monkeypatch):
     assert qlinear._winograd_plan(w, None, (0, 255))[0] is not None
     monkeypatch.setattr(qlinear, "_WINOGRAD_BYTES", w.size * 16 // 9 * 4 - 1)
     assert qlinear._winograd_plan(w, None, (0, 255)) == (None, ())
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize(
+    ("ws", "attrs"),
+    [
+        ((8, 6, 3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 2]}),  # ResNet's strided 3x3
+        ((8, 3, 7, 7), {"pads": [3, 3, 3, 3], "strides": [2, 2]}),  # a stem (image columns)
+        ((8, 3, 3, 2), {"pads": [0, 1, 2, 0], "group": 2, "dilations": [2, 1]}),
+    ],
+)
+def test_uncentered_conv_matches_the_centered_sums(dtype, channels_last, ws, attrs):
+    # padded with the zero point and uncentered, zx times each filter's sum taken off
+    # through the bias: the general path's exact sums plus the bias, bit for bit
+    info = np.iinfo(dtype)
+    c = ws[1] * attrs.get("group", 1)
+    x = rng.integers(info.min, info.max, (2, c, 9, 10), endpoint=True).astype(dtype)
+    if channels_last:
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    w = rng.integers(-128, 127, ws, endpoint=True).astype(np.int8)
+    x_zero, w_zero = np.array(info.max // 3, dtype), (np.arange(ws[0]) - 3).astype(np.int8)
+    bias = rng.integers(-(1 << 20), 1 << 20, ws[0]).astype(np.int32)
+    args = (x, x_zero, w, w_zero)
+    geometry = ("NOTSET", attrs.get("dilations"), attrs.get("group", 1), None)
+    geometry += (attrs["pads"], attrs.get("strides"))
+    for b in (None, bias):
+        got = qlinear._uncentered_conv(*args, b, *geometry)
+        assert got is not None
+        want, _ = qlinear.integer_conv(*args, *geometry)
+        if b is not None:
+            want = want + b.reshape(-1, 1, 1)
+        np.testing.assert_array_equal(got, want)
+    # sums that uncentered 8-bit values could carry past 2^24 need integer_conv's chunks
+    wide = np.full((4, 64, 5, 5), 127, np.int8)
+    x_wide = rng.integers(info.min, info.max, (1, 64, 6, 6), endpoint=True).astype(dtype)
+    none = qlinear._uncentered_conv(
+        x_wide, x_zero, wide, None, None, "NOTSET", None, 1, None, [2, 2, 2, 2], None
+    )
+    assert none is None
