@@ -469,11 +469,11 @@ def _biased_conv(x, x_zero, w, w_zero, B, auto_pad, dilations, group, kernel_sha
     y = _winograd_conv(x, x_zero, w, w_zero, B, auto_pad, dilations, group, pads, strides)
     if y is not None:
         return y
-    y = _uncentered_conv(
+    found = uncentered_conv(
         x, x_zero, w, w_zero, B, auto_pad, dilations, group, kernel_shape, pads, strides
     )
-    if y is not None:
-        return y
+    if found is not None:
+        return found[0]  # the bias is in
     acc, bound = integer_conv(
         x, x_zero, w, w_zero, auto_pad, dilations, group, kernel_shape, pads, strides
     )
@@ -487,10 +487,11 @@ def _biased_conv(x, x_zero, w, w_zero, B, auto_pad, dilations, group, kernel_sha
     return acc
 
 
-def _uncentered_conv(
+def uncentered_conv(
     x, x_zero, w, w_zero, B, auto_pad, dilations, group, kernel_shape, pads, strides
 ):
-    """integer_conv plus the int32 bias ``B`` as depthwise_conv does it: the input cast to
+    """integer_conv plus the int32 bias ``B`` (or none: the exact centered sums), and a
+    bound on them, computed as depthwise_conv does it: the input cast to
     float32 as it is copied padded with its zero point, uncentered, and zx times each
     filter's sum taken off through the bias, which conv.py then takes into its product (a
     row of ones under the columns); one pass over the input and none over the result, where
@@ -518,7 +519,7 @@ def _uncentered_conv(
         xp = _pad(x, begin, end, value=xz, dtype=f32)
     no_pads = [0] * (2 * len(out_shape))
     y = _conv(xp, ws, b, "NOTSET", dilations, group, kernel_shape, no_pads, strides)
-    return y[(slice(None), slice(None), *(slice(0, o) for o in out_shape))]
+    return y[(slice(None), slice(None), *(slice(0, o) for o in out_shape))], reach + b_bound
 
 
 def _row_param(v, a):

@@ -16,7 +16,7 @@ from edgerun.runtime.kernels.conv import _conv, _integer_conv
 from edgerun.runtime.kernels.derived import memo, memo_with
 from edgerun.runtime.kernels.linalg import _integer_matmul
 from edgerun.runtime.kernels.pool import _average_pool, _max_pool, _sum_pool, _window_count
-from edgerun.runtime.kernels.qlinear import integer_conv
+from edgerun.runtime.kernels.qlinear import integer_conv, uncentered_conv
 from edgerun.runtime.kernels.resize import _resize
 from edgerun.runtime.kernels.tflite_common import (
     activation_range,
@@ -101,7 +101,9 @@ def _conv_nhwc(x, w, bias, padding, strides, dilations, group, act, quant):
     kernel_shape = list(w.shape[2:])
     _check_window(x.shape[1:3], kernel_shape, dilations)
     if is_quantized(x, qx) and qw is not None and qy is not None:
-        acc, bound = integer_conv(  # exact integers in float: requantize converts them once
+        # exact integers in float (requantize converts them once): uncentered where one
+        # float32 product holds them (qlinear.uncentered_conv), else integer_conv's chunks
+        conv_args = (
             nchw(x),
             qx.zero_point[0],
             w,
@@ -113,6 +115,8 @@ def _conv_nhwc(x, w, bias, padding, strides, dilations, group, act, quant):
             None,
             strides,
         )
+        found = uncentered_conv(*conv_args[:4], None, *conv_args[4:])
+        acc, bound = found if found is not None else integer_conv(*conv_args)
         m, shift = _multipliers(qx, qw, qy, quant)
         return requantize(nhwc(acc), m, shift, qy, act, bias=bias, owner=quant, bound=bound)
     if qw is not None and _hybrid(x, w, quant):

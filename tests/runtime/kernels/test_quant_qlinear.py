@@ -366,16 +366,17 @@ def test_uncentered_conv_matches_the_centered_sums(dtype, channels_last, ws, att
     geometry = ("NOTSET", attrs.get("dilations"), attrs.get("group", 1), None)
     geometry += (attrs["pads"], attrs.get("strides"))
     for b in (None, bias):
-        got = qlinear._uncentered_conv(*args, b, *geometry)
-        assert got is not None
+        found = qlinear.uncentered_conv(*args, b, *geometry)
+        assert found is not None
         want, _ = qlinear.integer_conv(*args, *geometry)
         if b is not None:
             want = want + b.reshape(-1, 1, 1)
-        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(found[0], want)
+        assert found[1] >= np.abs(want).max()
     # sums that uncentered 8-bit values could carry past 2^24 need integer_conv's chunks
     wide = np.full((4, 64, 5, 5), 127, np.int8)
     x_wide = rng.integers(info.min, info.max, (1, 64, 6, 6), endpoint=True).astype(dtype)
-    none = qlinear._uncentered_conv(
+    none = qlinear.uncentered_conv(
         x_wide, x_zero, wide, None, None, "NOTSET", None, 1, None, [2, 2, 2, 2], None
     )
     assert none is None
