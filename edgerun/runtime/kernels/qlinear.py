@@ -487,25 +487,38 @@ def _biased_conv(x, x_zero, w, w_zero, B, auto_pad, dilations, group, kernel_sha
     return acc
 
 
+# int8 weights a general convolution keeps float32 copies of (two: centered, and conv.py's
+# columns layout): 8 MB a layer at most, as _WINOGRAD_BYTES caps Winograd's filters
+_KEPT_WEIGHTS = 1 << 20
+
+
 def uncentered_conv(
     x, x_zero, w, w_zero, B, auto_pad, dilations, group, kernel_shape, pads, strides
 ):
     """integer_conv plus the int32 bias ``B`` (or none: the exact centered sums), and a
-    bound on them, computed as depthwise_conv does it: the input cast to
-    float32 as it is copied padded with its zero point, uncentered, and zx times each
-    filter's sum taken off through the bias, which conv.py then takes into its product (a
-    row of ones under the columns); one pass over the input and none over the result, where
-    centering, padding and the bias took four. None where some partial sum could pass 2^24
-    in one float32 product (uncentered 8-bit values reach further: integer_conv chunks)."""
+    bound on them, computed as depthwise_conv does it: the input cast to float32 as it is
+    copied padded with its zero point, uncentered, and zx times each filter's sum taken off
+    through the bias, which conv.py then takes into its product (a row of ones under the
+    columns); one pass over the input and none over the result, where centering, padding
+    and the bias took four. None where some partial sum could pass 2^24 in one float32
+    product (uncentered 8-bit values reach further: integer_conv chunks). The float32
+    weights (and conv.py's layout of them) are kept up to _KEPT_WEIGHTS weights a layer,
+    as Winograd's filters are capped; larger layers widen theirs per call, as before."""
     if x.ndim < 3:
         return None
     xz = int8.scalar(x_zero)
     m = w.shape[0]
-    ws = memo_with(w, w_zero, "centered", lambda: _centered_weights(w, w_zero))
     low, high = int8.int_range(x.dtype)
-    starts, reach = _chunk_plan(w, lambda: ws.reshape(m, -1), (max(0, -low), max(0, high)))
+    span = (max(0, -low), max(0, high))
+    starts, reach = _chunk_plan(w, lambda: _centered_weights(w, w_zero).reshape(m, -1), span)
+    if len(starts) > 1:
+        return None
+    if w.size <= _KEPT_WEIGHTS:
+        ws = memo_with(w, w_zero, "centered", lambda: _centered_weights(w, w_zero))
+    else:
+        ws = _centered_weights(w, w_zero)
     b, b_bound = memo_with(ws, B, ("less zero point", xz), lambda: _shifted_bias(ws, B, xz))
-    if len(starts) > 1 or reach + b_bound >= int8.FLOAT32_EXACT:
+    if reach + b_bound >= int8.FLOAT32_EXACT:
         return None
     kernel_shape, strides, dilations, begin, end, out_shape = conv_geometry(
         x.shape, w.shape, auto_pad, dilations, kernel_shape, pads, strides

@@ -351,9 +351,14 @@ def test_winograd_keeps_to_its_memory_cap(monkeypatch):
         ((8, 3, 3, 2), {"pads": [0, 1, 2, 0], "group": 2, "dilations": [2, 1]}),
     ],
 )
-def test_uncentered_conv_matches_the_centered_sums(dtype, channels_last, ws, attrs):
+@pytest.mark.parametrize("kept", [True, False])  # float32 weights kept, or widened per call
+def test_uncentered_conv_matches_the_centered_sums(
+    monkeypatch, dtype, channels_last, ws, attrs, kept
+):
     # padded with the zero point and uncentered, zx times each filter's sum taken off
     # through the bias: the general path's exact sums plus the bias, bit for bit
+    if not kept:
+        monkeypatch.setattr(qlinear, "_KEPT_WEIGHTS", 0)
     info = np.iinfo(dtype)
     c = ws[1] * attrs.get("group", 1)
     x = rng.integers(info.min, info.max, (2, c, 9, 10), endpoint=True).astype(dtype)
