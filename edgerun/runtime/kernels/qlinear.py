@@ -8,8 +8,9 @@ it, K is split into chunks that each stay below (planned once per weight tensor)
 chunks are summed in float64. Weights stay int8 in memory and are widened per call, but
 for what is derived from them once: the float32 Winograd filters of 3x3 stride-1 layers
 (16/9 of their weights, four bytes each: ResNet-18's 2.4 MB of such weights take 16.8 MB,
-and the model runs 13 % faster), a depthwise layer's float32 taps, and a 1x1 layer's int8
-weights transposed for channels-last input.
+and the model runs 13 % faster), other layers' float32 weights up to _KEPT_WEIGHTS a layer
+(a depthwise layer's taps, a strided 3x3's columns), and a 1x1 layer's int8 weights
+transposed for channels-last input.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from edgerun.runtime.kernels import int8
 from edgerun.runtime.kernels.conv import (
     _channels_first,
     _conv,
-    _depthwise_cl,
     _is_channels_last,
     _pad,
     _padded_channels_last,
@@ -312,42 +312,6 @@ def pointwise_conv(x, x_zero, w, w_zero, bias):
     return np.matmul(wb, cols).reshape(n, m, h, width)
 
 
-def depthwise_conv(
-    x, x_zero, w, w_zero, auto_pad, dilations, group, kernel_shape, pads, strides, bias=None
-):
-    """integer_conv for a depthwise convolution (one filter per channel) plus the int32
-    ``bias``, and the bound on its sums, or None for any other or where a sum could pass
-    2^24. The input is not centered: it is cast to float32 as it is copied padded, with its
-    zero point as the padding, and zx times each filter's sum leaves through the bias
-    (sum (x - zx) w + b = sum x w + (b - zx sum w)), one pass over the input where
-    centering took three. The bias is added as conv.py adds a float one, tiled along rows
-    of the channels-last result."""
-    c = x.shape[1]
-    if not (group == c == w.shape[0] and group > 1 and w.shape[1] == 1):
-        return None
-    kernel_shape, strides, dilations, begin, end, out_shape = conv_geometry(
-        x.shape, w.shape, auto_pad, dilations, kernel_shape, pads, strides
-    )
-    xz = int8.scalar(x_zero)
-    # the same float32 weights every call, so _depthwise_cl's layout of them (taps last,
-    # tiled along a row) is made once: one filter per channel, a few KB
-    ws = memo_with(w, w_zero, "centered", lambda: _centered_weights(w, w_zero))
-    b, b_bound = memo_with(ws, bias, ("less zero point", xz), lambda: _shifted_bias(ws, bias, xz))
-    w_bound = _bound(w.dtype, 0 if w_zero is None else w_zero)
-    low, high = int8.int_range(x.dtype)
-    bound = math.prod(kernel_shape) * max(-low, high) * w_bound + b_bound
-    if min(begin + end) < 0 or bound >= int8.FLOAT32_EXACT:
-        return None
-    size = _padded_size(x.shape[2:], begin, kernel_shape, strides, dilations, out_shape)
-    xp = _padded_channels_last(x, begin, size, dtype=f32, fill=xz)
-    # begin 0 on an input already padded to the windows' reach: conv.py copies nothing more
-    no_pads = [0] * len(out_shape)
-    acc = _depthwise_cl(
-        _channels_first(xp), ws, b, kernel_shape, strides, dilations, no_pads, out_shape
-    )
-    return acc, bound
-
-
 def _shifted_bias(ws, bias, xz):
     """(bias - xz * each filter's sum, in float32, or None; a bound on its magnitude)."""
     if bias is None and not xz:
@@ -461,11 +425,6 @@ def _conv_multiplier(x_scale, w_scale, y_scale, rank: int) -> np.ndarray | np.fl
 def _biased_conv(x, x_zero, w, w_zero, B, auto_pad, dilations, group, kernel_shape, pads, strides):
     """integer_conv plus the int32 bias, exactly (float64 where float32 could not hold it;
     Winograd's float32 is rounded from the exact sum, as onnxruntime converts its int32)."""
-    found = depthwise_conv(
-        x, x_zero, w, w_zero, auto_pad, dilations, group, kernel_shape, pads, strides, B
-    )
-    if found is not None:
-        return found[0]  # the bias is in
     y = _winograd_conv(x, x_zero, w, w_zero, B, auto_pad, dilations, group, pads, strides)
     if y is not None:
         return y
@@ -496,11 +455,12 @@ def uncentered_conv(
     x, x_zero, w, w_zero, B, auto_pad, dilations, group, kernel_shape, pads, strides
 ):
     """integer_conv plus the int32 bias ``B`` (or none: the exact centered sums), and a
-    bound on them, computed as depthwise_conv does it: the input cast to float32 as it is
-    copied padded with its zero point, uncentered, and zx times each filter's sum taken off
-    through the bias, which conv.py then takes into its product (a row of ones under the
-    columns); one pass over the input and none over the result, where centering, padding
-    and the bias took four. None where some partial sum could pass 2^24 in one float32
+    bound on them: the input cast to float32 as it is copied padded with its zero point,
+    uncentered, and zx times each filter's sum taken off through the bias (sum (x - zx) w
+    + b = sum x w + (b - zx sum w)), which conv.py then takes into its product (a row of
+    ones under the columns) or, for a depthwise layer, adds tiled along its channels-last
+    rows; one pass over the input and none over the result, where centering, padding and
+    the bias took four. None where some partial sum could pass 2^24 in one float32
     product (uncentered 8-bit values reach further: integer_conv chunks). The float32
     weights (and conv.py's layout of them) are kept up to _KEPT_WEIGHTS weights a layer,
     as Winograd's filters are capped; larger layers widen theirs per call, as before."""
@@ -525,7 +485,8 @@ def uncentered_conv(
     )
     if min(begin + end) < 0:
         return None
-    if _is_channels_last(x):  # padded in the input's own layout: conv.py reads it so
+    depthwise = group == x.shape[1] == m and group > 1
+    if _is_channels_last(x) or depthwise:  # padded in the layout conv.py reads it in
         size = _padded_size(x.shape[2:], begin, kernel_shape, strides, dilations, out_shape)
         xp = _channels_first(_padded_channels_last(x, begin, size, dtype=f32, fill=xz))
     else:  # an image, channels-first: its few channels are copied plane by plane

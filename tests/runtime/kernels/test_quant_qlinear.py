@@ -197,31 +197,36 @@ def test_depthwise_pads_with_the_zero_point_and_matches_the_general_path(
     dtype, strides, pads, channels_last
 ):
     # uncentered, padded with the zero point, zx times each filter's sum taken off through
-    # the bias: the same sums as centering first
+    # the bias: the same sums as centering first, in the depthwise layout (channels-last)
     info = np.iinfo(dtype)
     x = rng.integers(info.min, info.max, (2, 6, 7, 9), endpoint=True).astype(dtype)
     if channels_last:
         x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
     w = rng.integers(-128, 127, (6, 1, 3, 3), endpoint=True).astype(np.int8)
     x_zero, w_zero = np.array(info.max // 3, dtype), (np.arange(6) - 2).astype(np.int8)
-    args = (x, x_zero, w, w_zero, "NOTSET", None, 6, None, pads, strides)
-    found = qlinear.depthwise_conv(*args)
+    geometry = ("NOTSET", None, 6, None, pads, strides)
+    found = qlinear.uncentered_conv(x, x_zero, w, w_zero, None, *geometry)
     assert found is not None
-    want, _ = qlinear.integer_conv(*args)
+    want, _ = qlinear.integer_conv(x, x_zero, w, w_zero, *geometry)
     np.testing.assert_array_equal(found[0], want)
     assert found[1] >= np.abs(want).max()
-    assert (
-        qlinear.depthwise_conv(x, x_zero, w[:3], w_zero[:3], "NOTSET", None, 3, None, pads, strides)
-        is None
-    )  # not one filter per channel
+    assert found[0].strides[1] == found[0].itemsize  # channels-last: the depthwise kernel's
+    # two channels per filter (not depthwise): the general product, the same sums
+    grouped = ("NOTSET", None, 3, None, pads, strides)
+    w2 = rng.integers(-128, 127, (3, 2, 3, 3), endpoint=True).astype(np.int8)
+    two = qlinear.uncentered_conv(x, x_zero, w2, w_zero[:3], None, *grouped)
+    assert two is not None
+    want_two, _ = qlinear.integer_conv(x, x_zero, w2, w_zero[:3], *grouped)
+    np.testing.assert_array_equal(two[0], want_two)
     # the bias joins the sums (tiled along the channels-last rows), exactly
     bias = rng.integers(-(1 << 20), 1 << 20, 6).astype(np.int32)
-    biased = qlinear.depthwise_conv(*args, bias)
+    biased = qlinear.uncentered_conv(x, x_zero, w, w_zero, bias, *geometry)
     assert biased is not None
     np.testing.assert_array_equal(biased[0], want + bias.reshape(-1, 1, 1))
     assert biased[1] >= np.abs(biased[0]).max()
-    # past float32's exact range with it, the depthwise path steps aside
-    assert qlinear.depthwise_conv(*args, np.full(6, 1 << 24, np.int32)) is None
+    # past float32's exact range with it, the uncentered path steps aside
+    past = np.full(6, 1 << 24, np.int32)
+    assert qlinear.uncentered_conv(x, x_zero, w, w_zero, past, *geometry) is None
 
 
 @pytest.mark.parametrize("per_channel", [False, True])
