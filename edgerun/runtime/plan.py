@@ -12,7 +12,7 @@ import functools
 import heapq
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -101,13 +101,10 @@ class Plan:
         if fused is not self.graph:
             self.graph = fused
             self.opsets.setdefault(QDQ_DOMAIN, 1)
-        # inferred once, and only if a pass asks: the fusions below keep every name a later
-        # pass looks up (a FusedConv's output is its activation's)
+        # inferred once, and only if a pass asks: the passes below keep every name a later
+        # pass looks up (a folded Conv's output is its BatchNormalization's, a FusedConv's
+        # its activation's)
         shapes = functools.cache(functools.partial(infer_shapes, self.graph))
-        fused = fuse_activation(self.graph, shapes)  # Conv -> Relu/Clip as one FusedConv
-        if fused is not self.graph:
-            self.graph = fused
-            self.opsets.setdefault(ACTIVATION_DOMAIN, 1)
         self.input_names = [v.name for v in self.graph.real_inputs]
         self.output_names = [v.name for v in self.graph.outputs]
         self.constants: dict[str, np.ndarray] = dict(self.graph.initializers)
@@ -118,6 +115,7 @@ class Plan:
         steps = [self._step(node, visible) for node in ordered]
         steps = self._fold(steps)
         steps = fold_batch_norm(steps, self.constants, set(self.output_names))
+        steps = self._fused_activations(steps, shapes, visible)
         steps = clip_into_depthwise(steps, self.constants, set(self.output_names))
         steps = winograd_convs(steps, self.constants, set(self.output_names), shapes)
         self.free_names = sorted(_free_names(self.graph))  # outer values it reads
@@ -150,6 +148,20 @@ class Plan:
             {name for a in attrs.values() for p in _plans_in(a) for name in p.free_names}
         )
         return Step(node, info, tuple(node.inputs), tuple(node.outputs), attrs, tuple(scope), ())
+
+    def _fused_activations(
+        self, steps: list[Step], shapes: Callable[[], Mapping], visible: set[str]
+    ) -> list[Step]:
+        """``steps`` with Conv -> Relu/Clip (and Conv -> Add -> Relu/Clip) as FusedConv.
+        After BatchNormalization folding, so that Conv -> BatchNormalization -> Relu, as
+        models that keep their BatchNormalization nodes have it, fuses too."""
+        graph = replace(self.graph, nodes=[s.node for s in steps], initializers=self.constants)
+        fused = fuse_activation(graph, shapes)
+        if fused is graph:
+            return steps
+        self.opsets.setdefault(ACTIVATION_DOMAIN, 1)
+        kept = {id(s.node): s for s in steps}
+        return [kept.get(id(n)) or self._step(n, visible) for n in fused.nodes]
 
     def _attribute(self, a: Attribute, visible: set[str]) -> Any:
         if a.type == ATTR_STRING:

@@ -7,7 +7,10 @@ whose output is not a graph output, is fused; Clip bounds must be constants (inp
 are initializers, or the attributes of opset < 11). A residual block's end, Conv -> Add ->
 Relu/Clip, becomes FusedConv with the Add's other operand as its Z, as onnxruntime's own
 optimiser does, where shape inference shows that operand has the Conv output's shape (so
-the Add does not broadcast) and nothing else reads the Conv or the Add.
+the Add does not broadcast) and nothing else reads the Conv or the Add. The plan runs it
+after constant and BatchNormalization folding, so Conv -> BatchNormalization -> Relu fuses
+as well (models that keep their BatchNormalization nodes), and a two-input Sum counts as an
+Add.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from edgerun.runtime.passes.shape_inference import Shape, infer_shapes
 
 DOMAIN = "com.microsoft"  # the domain of FusedConv
 _DEFAULT = ("", "ai.onnx")
+_ADDS = ("Add", "Sum")  # a two-input Sum is an Add (older exports write residuals so)
 _FLOAT_MAX = float(np.finfo(np.float32).max)  # Clip-6's default bounds
 
 
@@ -48,7 +52,7 @@ def fuse_activation(
     for act in graph.nodes:
         src = producer.get(act.inputs[0]) if act.inputs and act.domain in _DEFAULT else None
         conv, residual = _conv_of(src), ""
-        if src is not None and src.op_type == "Add" and conv is None:
+        if src is not None and src.op_type in _ADDS and conv is None:
             conv, residual = _residual(src, producer)
             if conv is not None:
                 if shapes is None:
@@ -57,7 +61,7 @@ def fuse_activation(
                     shapes, conv.outputs[0], residual
                 ):
                     conv = None
-        if conv is None or not only_reader(conv.outputs[0]) or id(conv) in replaced:
+        if conv is None or not only_reader(conv.outputs[0]) or id(conv) in dropped:
             continue
         params = _activation_params(graph, act)
         if params is None:
@@ -71,8 +75,9 @@ def fuse_activation(
             inputs = [*inputs, *[""] * (3 - len(inputs)), residual]
             dropped.add(id(src))
         fused = Node("FusedConv", inputs, [act.outputs[0]], conv.name, DOMAIN, attributes)
-        replaced[id(conv)] = fused
-        dropped.add(id(act))
+        # in the activation's place, after the residual whatever order the nodes are in
+        replaced[id(act)] = fused
+        dropped.add(id(conv))
     if not replaced:
         return graph
     nodes = [replaced.get(id(n), n) for n in graph.nodes if id(n) not in dropped]

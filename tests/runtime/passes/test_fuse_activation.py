@@ -59,22 +59,60 @@ NOT_FUSED = {
 }
 
 
-def _residual(z_shape=(1, 4, 6, 6), conv_first=True, act="Relu", outputs=("y",), tail=()):
+def _residual(
+    z_shape=(1, 4, 6, 6), conv_first=True, act="Relu", outputs=("y",), tail=(), add_op="Add"
+):
     """x -> Conv (c) -> Add with input z -> ``act`` -> y: a residual block's end."""
     add = ["c", "z"] if conv_first else ["z", "c"]
-    nodes = [helper.make_node("Add", add, ["s"]), helper.make_node(act, ["s"], ["y"]), *tail]
+    nodes = [helper.make_node(add_op, add, ["s"]), helper.make_node(act, ["s"], ["y"]), *tail]
     model = _model(nodes, outputs=outputs)
     z = helper.make_tensor_value_info("z", onnx.TensorProto.FLOAT, list(z_shape))
     model.graph.input.append(z)
     return model
 
 
-RESIDUAL_FUSED = {"conv first": _residual(), "conv second": _residual(conv_first=False)}
+RESIDUAL_FUSED = {
+    "conv first": _residual(),
+    "conv second": _residual(conv_first=False),
+    "two-input sum": _residual(add_op="Sum"),
+}
 RESIDUAL_NOT_FUSED = {
     "z broadcasts": _residual(z_shape=(1, 4, 1, 1)),
     "sum is a graph output": _residual(outputs=("y", "s")),
     "sum read twice": _residual(outputs=("t",), tail=[helper.make_node("Add", ["y", "s"], ["t"])]),
     "not an activation": _residual(act="Sigmoid"),
+}
+
+
+def _batch_norm(model, after="c"):
+    """``model`` with a BatchNormalization of constant parameters between its Conv and what
+    read the Conv, as models exported with their BatchNormalization nodes have it."""
+    params = [rng.standard_normal(4), rng.standard_normal(4), rng.standard_normal(4)]
+    params.append(rng.uniform(0.5, 2.0, 4))
+    names = [f"bn_{k}" for k in ("scale", "shift", "mean", "var")]
+    for name, value in zip(names, params, strict=True):
+        model.graph.initializer.append(numpy_helper.from_array(value.astype(np.float32), name))
+    for node in model.graph.node:
+        node.input[:] = ["bn" if n == after else n for n in node.input]
+    model.graph.node.insert(1, helper.make_node("BatchNormalization", [after, *names], ["bn"]))
+    return model
+
+
+def _z_computed_after_the_conv(model):
+    """``model`` whose residual operand z is computed by a node after the Conv."""
+    model.graph.input[1].name = "z_in"
+    model.graph.node.insert(1, helper.make_node("Sigmoid", ["z_in"], ["z"]))
+    return model
+
+
+# the plan fuses after folding BatchNormalization, on its steps in their running order
+PLAN_FUSED = {
+    "conv, batch norm, relu": _batch_norm(_model([helper.make_node("Relu", ["c"], ["y"])])),
+    "conv, batch norm, clip": _batch_norm(
+        _model([helper.make_node("Clip", ["c", "lo", "hi"], ["y"])], [("lo", 0.0), ("hi", 6.0)])
+    ),
+    "conv, batch norm, sum, relu": _batch_norm(_residual(add_op="Sum")),
+    "residual computed after the conv": _z_computed_after_the_conv(_residual()),
 }
 
 
@@ -135,3 +173,12 @@ def test_residual_ends_that_cannot_fuse_keep_their_add(name):
     graph = fuse_activation(_parse(RESIDUAL_NOT_FUSED[name]).graph)
     assert "Add" in [n.op_type for n in graph.nodes]
     _check_against_onnxruntime(RESIDUAL_NOT_FUSED[name])
+
+
+@pytest.mark.parametrize("name", PLAN_FUSED)
+def test_the_plan_fuses_after_folding_batch_norm(name):
+    parsed = _parse(PLAN_FUSED[name])
+    ops = [s.node.op_type for s in Plan(parsed.graph, parsed.opset_imports).steps]
+    assert ops.count("FusedConv") == 1
+    assert not {"Conv", "BatchNormalization", "Relu", "Clip", "Add", "Sum"} & set(ops)
+    _check_against_onnxruntime(PLAN_FUSED[name])
