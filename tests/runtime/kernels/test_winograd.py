@@ -1,5 +1,6 @@
-"""Winograd F(2x2, 3x3) against onnxruntime's Conv: pads, odd sizes, batches, both product
-orientations, several row blocks, channels-last inputs, fused clip and residual."""
+"""Winograd F(2x2, 3x3) and F(4x4, 3x3) against onnxruntime's Conv: pads, odd sizes,
+batches, both product orientations, several row blocks, channels-last inputs, fused clip and
+residual."""
 
 from __future__ import annotations
 
@@ -56,38 +57,46 @@ def _case(xs, k, channels_last=False):
     return x, w, b
 
 
+# F(4x4)'s transforms (coefficients up to 5 and 8) round about ten times more than F(2x2)'s
+ATOL = {2: 1e-5, 4: 5e-5}
+
+
+@pytest.mark.parametrize("tile", [2, 4])
 @pytest.mark.parametrize("block_values", [1, winograd._BLOCK_VALUES])  # a block per tile row
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize(("xs", "k", "pads"), CASES)
-def test_conv3x3_matches_onnxruntime(monkeypatch, block_values, channels_last, xs, k, pads):
+def test_conv3x3_matches_onnxruntime(monkeypatch, block_values, channels_last, xs, k, pads, tile):
     monkeypatch.setattr(winograd, "_BLOCK_VALUES", block_values)
     x, w, b = _case(xs, k, channels_last)
     got = resolve("com.microsoft", "WinogradConv", 1).fn(
-        x, winograd.winograd_filter(w), b, pads=pads
+        x, winograd.winograd_filter(w, tile), b, pads=pads
     )
     want = _ort_conv(x, w, b, pads=pads)
     assert got.shape == want.shape
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=ATOL[tile])
 
 
+@pytest.mark.parametrize("tile", [2, 4])
 @pytest.mark.parametrize("auto_pad", ["SAME_UPPER", "SAME_LOWER", "VALID"])
-def test_auto_pad(auto_pad):
+def test_auto_pad(auto_pad, tile):
     x, w, b = _case((1, 6, 9, 8), 5)
     got = resolve("com.microsoft", "WinogradConv", 1).fn(
-        x, winograd.winograd_filter(w), b, auto_pad=auto_pad
+        x, winograd.winograd_filter(w, tile), b, auto_pad=auto_pad
     )
-    np.testing.assert_allclose(got, _ort_conv(x, w, b, auto_pad=auto_pad), rtol=1e-4, atol=1e-5)
+    want = _ort_conv(x, w, b, auto_pad=auto_pad)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=ATOL[tile])
 
 
+@pytest.mark.parametrize("tile", [2, 4])
 @pytest.mark.parametrize("residual", [False, True])
 @pytest.mark.parametrize(("activation", "params"), [("Relu", None), ("Clip", [-0.5, 0.25])])
 @pytest.mark.parametrize("xs", [(1, 8, 12, 10), (1, 64, 7, 7)])
-def test_fused_activation_and_residual(xs, activation, params, residual):
+def test_fused_activation_and_residual(xs, activation, params, residual, tile):
     x, w, b = _case(xs, 8 if xs[1] == 8 else 64)
     z = rng.standard_normal((1, w.shape[0], *xs[2:])).astype(np.float32) if residual else None
     got = resolve("com.microsoft", "WinogradConv", 1).fn(
         x,
-        winograd.winograd_filter(w),
+        winograd.winograd_filter(w, tile),
         b,
         z,
         activation=activation,
@@ -96,12 +105,13 @@ def test_fused_activation_and_residual(xs, activation, params, residual):
     )
     want = _ort_conv(x, w, b, z, pads=[1, 1, 1, 1])
     low, high = (0.0, np.inf) if activation == "Relu" else params
-    np.testing.assert_allclose(got, np.clip(want, low, high), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got, np.clip(want, low, high), rtol=1e-4, atol=ATOL[tile])
 
 
-def test_float64_is_exact_to_its_precision():
+@pytest.mark.parametrize("tile", [2, 4])
+def test_float64_is_exact_to_its_precision(tile):
     x, w, b = (a.astype(np.float64) for a in _case((2, 6, 9, 7), 5))
-    got = winograd.conv3x3(x, winograd.winograd_filter(w), b, (1, 1), (9, 7))
+    got = winograd.conv3x3(x, winograd.winograd_filter(w, tile), b, (1, 1), (9, 7))
     assert got.dtype == np.float64
     xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
     want = sum(

@@ -94,6 +94,27 @@ def test_small_outputs_stay_direct(x_shape, taken):
     assert (_ops(plan) == ["WinogradConv"]) == taken
 
 
+@pytest.mark.parametrize(
+    ("x_shape", "transformed"),
+    [
+        ((1, C, 16, 16), 36),  # F(4x4) from 16x16 outputs
+        ((1, C, 15, 15), 16),  # F(2x2) below
+        ((1, C, "h", "w"), 36),  # size unknown: up to 128 channels, F(4x4)
+    ],
+)
+def test_large_outputs_take_f4x4(x_shape, transformed):
+    run_shape = (1, C, 17, 19) if "h" in x_shape else x_shape
+    plan = _plan_and_check(_model([(dict(PADDED), "w")], x_shape), run_shape)
+    assert _ops(plan) == ["WinogradConv"]
+    assert plan.constants["w::winograd"].shape == (transformed, C, C)
+
+
+def test_f4x4_filters_past_their_cap_take_f2x2(monkeypatch):
+    monkeypatch.setattr(winograd, "F4_BYTES", 4 * C * C * 9 * 4 - 1)
+    plan = _plan_and_check(_model([(dict(PADDED), "w")], (1, C, 16, 16)), (1, C, 16, 16))
+    assert plan.constants["w::winograd"].shape == (16, C, C)
+
+
 def test_few_channels_stay_direct():
     plan = _plan_and_check(_model([(dict(PADDED), "w")], (1, C - 1, 10, 10)), (1, C - 1, 10, 10))
     assert _ops(plan) == ["Conv"]
