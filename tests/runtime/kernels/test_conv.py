@@ -81,6 +81,31 @@ def test_image_conv_returns_channels_last():
     np.testing.assert_allclose(got, run_ort("Conv", [x, w, b], attrs), rtol=1e-4, atol=1e-4)
 
 
+IMAGE_CASES = {  # (x shape, w shape, attributes): images, which take their stride phases
+    "7x7/2 stem": ((1, 3, 33, 30), (16, 3, 7, 7), {"pads": [3, 3, 3, 3], "strides": [2, 2]}),
+    "3x3/2 stem": ((1, 3, 32, 32), (8, 3, 3, 3), {"pads": [0, 0, 1, 1], "strides": [2, 2]}),
+    "stride 1": ((1, 2, 12, 11), (5, 2, 3, 3), {"pads": [1, 1, 1, 1]}),
+    "stride past the kernel": ((1, 4, 40, 37), (6, 4, 2, 3), {"strides": [3, 4]}),
+    "uneven strides, no bias": ((1, 1, 30, 25), (4, 1, 5, 4), {"strides": [2, 1]}),
+}
+
+
+@pytest.mark.parametrize("block", [1, conv._IMAGE_BLOCK])  # one output row a block; many
+@pytest.mark.parametrize("case", IMAGE_CASES)
+def test_image_conv_by_phases_matches_onnxruntime(monkeypatch, case, block):
+    monkeypatch.setattr(conv, "_IMAGE_BLOCK", block)
+    xs, ws, attrs = IMAGE_CASES[case]
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    inputs = [x, w] if "no bias" in case else [x, w, rng.standard_normal(ws[0]).astype(np.float32)]
+    want = run_ort("Conv", inputs, attrs)
+    assert np.prod(want.shape[2:]) >= conv._CL_FROM  # wide enough to be taken as an image
+    got = ours("Conv", inputs, attrs)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    clipped = resolve("com.microsoft", "FusedConv", 1).fn(*inputs, **attrs, activation="Relu")
+    np.testing.assert_allclose(clipped, np.maximum(want, 0), rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("group", [1, 64])
 @pytest.mark.parametrize("shape", [(1, 6, 7), (2, 11, 9)])  # few outputs; many, batch 2
 @pytest.mark.parametrize("column_bytes", [None, 4096])  # 4 KB: the columns line by line
