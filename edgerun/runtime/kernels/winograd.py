@@ -79,12 +79,12 @@ def winograd_filter(w: np.ndarray, tile: int = 2) -> np.ndarray:
     (16, C, K) for tile 2, (36, C, K) for tile 4; conv3x3 tells them apart by that."""
     k, c = w.shape[:2]
     # G g G^T for every (K, C) filter at once: vec(G g G^T) = (G kron G) vec(g), one product
-    # (F(2x2): in the weights' own precision, each entry a sum of at most 9 exact products,
-    # an ulp; F(4x4)'s sixths and twenty-fourths in float64, rounded once)
+    # in the weights' own precision (F(2x2): each entry a sum of at most 9 exact products, an
+    # ulp; F(4x4)'s sixths and twenty-fourths round in the coefficients too, a few ulps,
+    # far below its transforms' rounding)
     taps = np.ascontiguousarray(w.transpose(2, 3, 1, 0)).reshape(9, c * k)
     if tile == 4:
-        u = np.kron(_G4, _G4) @ taps.astype(np.float64)
-        return u.astype(w.dtype).reshape(36, c, k)
+        return (np.kron(_G4, _G4).astype(w.dtype) @ taps).reshape(36, c, k)
     return (np.kron(_G, _G).astype(w.dtype) @ taps).reshape(16, c, k)
 
 
