@@ -158,13 +158,22 @@ def _conv(
         return _grouped_pointwise(x, w, b, group, clip)
     wide = math.prod(out_shape) >= _CL_FROM
     cl_columns = wide or max(strides) > 1  # strided channels-first columns copy slowly
-    if group == 1 and _is_channels_last(x) and cl_columns and min(begin + end) >= 0:
+    image = group == 1 and x.shape[0] == 1 and c <= _IMAGE_CHANNELS and wide
+    # an image in either layout (TFLite's are NHWC) takes its phases, not C-long column runs
+    by_phases = image and x.ndim == 4 and all(d == 1 for d in dilations)
+    if (
+        group == 1
+        and _is_channels_last(x)
+        and cl_columns
+        and min(begin + end) >= 0
+        and not by_phases
+    ):
         y = _im2col_channels_last(x, w, b, kernel_shape, strides, dilations, begin, out_shape)
         _clip(y, clip)
         return _channels_first(y)
     xp = _pad(x, begin, end)
-    if group == 1 and x.shape[0] == 1 and c <= _IMAGE_CHANNELS and wide:
-        if xp.ndim == 4 and all(d == 1 for d in dilations):
+    if image:
+        if by_phases:
             return _channels_first(
                 _image_conv_rows(xp, w, b, kernel_shape, strides, out_shape, clip)
             )

@@ -81,6 +81,7 @@ def test_image_conv_returns_channels_last():
     np.testing.assert_allclose(got, run_ort("Conv", [x, w, b], attrs), rtol=1e-4, atol=1e-4)
 
 
+_image_conv_rows = conv._image_conv_rows
 IMAGE_CASES = {  # (x shape, w shape, attributes): images, which take their stride phases
     "7x7/2 stem": ((1, 3, 33, 30), (16, 3, 7, 7), {"pads": [3, 3, 3, 3], "strides": [2, 2]}),
     "3x3/2 stem": ((1, 3, 32, 32), (8, 3, 3, 3), {"pads": [0, 0, 1, 1], "strides": [2, 2]}),
@@ -90,20 +91,28 @@ IMAGE_CASES = {  # (x shape, w shape, attributes): images, which take their stri
 }
 
 
+@pytest.mark.parametrize("channels_last", [False, True])  # TFLite's images are NHWC
 @pytest.mark.parametrize("block", [1, conv._IMAGE_BLOCK])  # one output row a block; many
 @pytest.mark.parametrize("case", IMAGE_CASES)
-def test_image_conv_by_phases_matches_onnxruntime(monkeypatch, case, block):
+def test_image_conv_by_phases_matches_onnxruntime(monkeypatch, case, block, channels_last):
     monkeypatch.setattr(conv, "_IMAGE_BLOCK", block)
+    taken = []
+    monkeypatch.setattr(
+        conv, "_image_conv_rows", lambda *a, **k: taken.append(1) or _image_conv_rows(*a, **k)
+    )
     xs, ws, attrs = IMAGE_CASES[case]
     x = rng.standard_normal(xs).astype(np.float32)
     w = rng.standard_normal(ws).astype(np.float32)
     inputs = [x, w] if "no bias" in case else [x, w, rng.standard_normal(ws[0]).astype(np.float32)]
     want = run_ort("Conv", inputs, attrs)
+    if channels_last:
+        inputs[0] = np.moveaxis(np.ascontiguousarray(np.moveaxis(x, 1, -1)), -1, 1)
     assert np.prod(want.shape[2:]) >= conv._CL_FROM  # wide enough to be taken as an image
     got = ours("Conv", inputs, attrs)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
     clipped = resolve("com.microsoft", "FusedConv", 1).fn(*inputs, **attrs, activation="Relu")
     np.testing.assert_allclose(clipped, np.maximum(want, 0), rtol=1e-4, atol=1e-4)
+    assert len(taken) == 2  # both by the stride phases
 
 
 @pytest.mark.parametrize("group", [1, 64])
