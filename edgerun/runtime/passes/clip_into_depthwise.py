@@ -8,8 +8,11 @@ no residual) whose single reader is a depthwise Conv or FusedConv (one input cha
 group, non-negative pads), and whose output is not a graph output, is rewritten: the
 FusedConv becomes a plain Conv, the depthwise one a
 ClippedInputConv (edgerun's own op, kernels/conv.py) with ``input_clip`` set to the bounds.
-Runs on the plan's steps after constant and BatchNormalization folding, which want the
-depthwise Conv as it was.
+Where the FusedConv is a 1x1 expansion (stride 1, unpadded, ungrouped), the pair becomes one
+ExpandDepthwiseConv (edgerun's own op too) instead, whose kernel writes the expansion
+straight into the depthwise product's padded buffer (``expand_clip`` the bounds). Runs on
+the plan's steps after constant and BatchNormalization folding, which want the depthwise
+Conv as it was.
 """
 
 from __future__ import annotations
@@ -38,26 +41,58 @@ def clip_into_depthwise(
     """``steps`` with each FusedConv -> depthwise Conv pair rewritten as above."""
     clipped = registry.resolve(DOMAIN, "ClippedInputConv", 1)
     plain = registry.resolve("", "Conv", 1)
-    if clipped is None or plain is None:
+    expand = registry.resolve(DOMAIN, "ExpandDepthwiseConv", 1)
+    if clipped is None or plain is None or expand is None:
         return steps
     reads = Counter(name for s in steps for name in (*s.inputs, *s.scope) if name)
     producer = {s.outputs[0]: i for i, s in enumerate(steps) if _clipped_conv(s, constants)}
     out = list(steps)
+    dropped: set[int] = set()
     for i, step in enumerate(steps):
         j = producer.get(step.inputs[0]) if _depthwise(step, constants) else None
         if j is None or reads[step.inputs[0]] != 1 or step.inputs[0] in keep:
             continue
-        expand = out[j]
+        first = out[j]
         bounds = activation_clip(
-            expand.attributes["activation"], expand.attributes.get("activation_params")
+            first.attributes["activation"], first.attributes.get("activation_params")
         )
-        attributes = {k: v for k, v in expand.attributes.items() if k not in _FUSED_ONLY}
-        node = replace(expand.node, op_type="Conv", domain="")
-        out[j] = replace(expand, node=node, kernel=plain, attributes=attributes)
+        if _pointwise(first, constants) and step.attributes.get("auto_pad", "NOTSET") in (
+            "NOTSET",
+            "VALID",
+        ):
+            inputs = (*_padded(first.inputs, 3), *_padded(step.inputs, 3)[1:])
+            node = replace(
+                step.node, op_type="ExpandDepthwiseConv", domain=DOMAIN, inputs=list(inputs)
+            )
+            attributes = {**step.attributes, "expand_clip": [float(v) for v in bounds]}
+            out[i] = replace(step, node=node, kernel=expand, inputs=inputs, attributes=attributes)
+            dropped.add(j)
+            continue
+        attributes = {k: v for k, v in first.attributes.items() if k not in _FUSED_ONLY}
+        node = replace(first.node, op_type="Conv", domain="")
+        out[j] = replace(first, node=node, kernel=plain, attributes=attributes)
         node = replace(step.node, op_type="ClippedInputConv", domain=DOMAIN)
         attributes = {**step.attributes, "input_clip": [float(v) for v in bounds]}
         out[i] = replace(step, node=node, kernel=clipped, attributes=attributes)
-    return out
+    return [s for k, s in enumerate(out) if k not in dropped]
+
+
+def _padded(inputs: tuple[str, ...], length: int) -> tuple[str, ...]:
+    """``inputs`` with "" for the absent optional ones, ``length`` long."""
+    return (*inputs, *[""] * (length - len(inputs)))
+
+
+def _pointwise(step: Step, constants: dict[str, np.ndarray]) -> bool:
+    """A 1x1, stride-1, unpadded, ungrouped 2-D convolution (a MobileNet expansion)."""
+    w = constants[step.inputs[1]]
+    a = step.attributes
+    return (
+        w.ndim == 4
+        and w.shape[2:] == (1, 1)
+        and int(a.get("group", 1)) == 1
+        and all(v == 1 for v in (*(a.get("strides") or ()), *(a.get("dilations") or ())))
+        and not any(a.get("pads") or ())
+    )
 
 
 def _clipped_conv(step: Step, constants: dict[str, np.ndarray]) -> bool:

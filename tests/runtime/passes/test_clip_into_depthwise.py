@@ -59,7 +59,9 @@ def _plan_and_check(model):
 @pytest.mark.parametrize("expand_kernel", [1, 3])
 def test_taken(act, dw_attrs, expand_kernel):
     model = _model(act, dw_attrs, expand_kernel=expand_kernel)
-    assert _plan_and_check(model) == ["Conv", "ClippedInputConv"]
+    # a 1x1 expansion and its depthwise Conv become one step
+    want = ["ExpandDepthwiseConv"] if expand_kernel == 1 else ["Conv", "ClippedInputConv"]
+    assert _plan_and_check(model) == want
 
 
 NOT_TAKEN = {
@@ -73,4 +75,5 @@ NOT_TAKEN = {
 
 @pytest.mark.parametrize("case", NOT_TAKEN)
 def test_not_taken(case):
-    assert "ClippedInputConv" not in _plan_and_check(NOT_TAKEN[case])
+    ops = _plan_and_check(NOT_TAKEN[case])
+    assert "ClippedInputConv" not in ops and "ExpandDepthwiseConv" not in ops
