@@ -365,14 +365,16 @@ def _image_conv(xp, w, b, kernel_shape, strides, dilations, out_shape):
 _IMAGE_BLOCK = 1 << 18
 
 
-def _image_conv_rows(xp, w, b, kernel_shape, strides, out_shape, clip=None):
+def _image_conv_rows(xp, w, b, kernel_shape, strides, out_shape, clip=None, out=None):
     """_image_conv of a 2-D image (undilated), clipped: its columns made a block of output
     rows at a time, each block's product and clip run while the block is in cache. The
     padded image is split once into its stride phases (rows and columns by residue modulo
     the stride), where the taps of one phase are a strided view (C, taps down, taps across,
     rows, columns) copied in one go, so a block takes one copy per phase instead of one per
     tap; the weights are laid out in that (phase, C, tap) order once. ResNet-18's 7x7/2
-    stem: 3.55 -> 3.0 ms, and with the caches cold, as in a model, 4.4 -> 3.1 ms."""
+    stem: 3.55 -> 3.0 ms, and with the caches cold, as in a model, 4.4 -> 3.1 ms. The
+    result (1, *out_shape, M) is written into ``out`` where given, whose rows may lie apart
+    (the inside of a padded buffer)."""
     (sh, sw), (kh, kw), (oh, ow) = strides, kernel_shape, out_shape
     c, m = xp.shape[1], w.shape[0]
     phases = [
@@ -386,7 +388,7 @@ def _image_conv_rows(xp, w, b, kernel_shape, strides, out_shape, clip=None):
     if b is not None:
         cols[-1] = 1
     phases = [(p, q, np.ascontiguousarray(ph)) for p, q, ph in phases]
-    y = np.empty((1, oh, ow, m), dtype=xp.dtype)
+    y = np.empty((1, oh, ow, m), dtype=xp.dtype) if out is None else out
     for top in range(0, oh, rows):
         n = min(rows, oh - top)
         at = 0
@@ -396,9 +398,10 @@ def _image_conv_rows(xp, w, b, kernel_shape, strides, out_shape, clip=None):
             taps = np.ndarray((c, ka, kb, n, ow), ph.dtype, ph, top * s1, (s0, s1, s2, s1, s2))
             cols[at : at + c * ka * kb, : n * ow].reshape(c, ka, kb, n, ow)[...] = taps
             at += c * ka * kb
-        block = y[0, top : top + n].reshape(n * ow, m)
-        np.matmul(cols[:, : n * ow].T, wp, out=block)
-        _clip(block, clip)
+        block = y[0, top : top + n]  # (n, ow, M): rows of ow x M values
+        np.matmul(cols[:, : n * ow].T.reshape(n, ow, -1), wp, out=block)
+        if clip is not None:
+            np.clip(block, clip[0], clip[1], out=block)
     return y
 
 
@@ -816,6 +819,9 @@ def expand_depthwise_conv_1(
     B_depthwise=None,
     *,
     expand_clip=None,
+    expand_kernel_shape=None,
+    expand_pads=None,
+    expand_strides=None,
     activation="",
     activation_params=None,
     auto_pad="NOTSET",
@@ -826,46 +832,53 @@ def expand_depthwise_conv_1(
     strides=None,
 ):
     """edgerun's own op (onnxruntime has none by this name), made by
-    passes/clip_into_depthwise.py from a MobileNet block's 1x1 expansion (W, B, its output
-    clipped to ``expand_clip``) and the depthwise Conv that reads it (W_depthwise and the
-    rest, ``activation`` its own). The expansion's product is written straight into the
-    zero-padded channels-last buffer the depthwise product reads, and clipped there: one
-    write and read of the widest tensor of the block less than the two steps (the block
-    of 16 -> 96 channels at 112x112, stride 2: 2.17 -> 1.72 ms with cold caches). Images
-    under _EXPAND_FROM pixels, batches, and what the depthwise kernel reads in another
-    layout run as the two steps did."""
-    if W.shape[2:] != (1,) * (W.ndim - 2):
-        raise ValueError(f"the expansion's weights {W.shape} are not 1x1")
+    passes/clip_into_depthwise.py from the convolution that feeds a depthwise one in a
+    MobileNet (W, B and the expand_ attributes; its output clipped to ``expand_clip``): a
+    block's 1x1 expansion, or the stem, an image convolution; and the depthwise Conv
+    (W_depthwise and the rest, ``activation`` its own). The first product is written
+    straight into the zero-padded channels-last buffer the depthwise product reads, and
+    clipped there: one write and read of the widest tensor of the block less than the two
+    steps (the block of 16 -> 96 channels at 112x112, stride 2: 2.17 -> 1.72 ms with cold
+    caches). Images under _EXPAND_FROM pixels, batches, and what either kernel would read
+    in another layout run as the two steps did."""
     clip = activation_clip(activation, activation_params) if activation else None
     bounds = (float(expand_clip[0]), float(expand_clip[1]))
+    first = ("NOTSET", None, 1, expand_kernel_shape, expand_pads, expand_strides)
     n, c, m = X.shape[0], X.shape[1], W.shape[0]
+    first_kernel, first_strides, _, first_begin, first_end, spatial = conv_geometry(
+        X.shape, W.shape, first[0], None, *first[3:]
+    )
     kernel_shape, strides, dilations, begin, _, out_shape = conv_geometry(
-        (n, m, *X.shape[2:]), W_depthwise.shape, auto_pad, dilations, kernel_shape, pads, strides
+        (n, m, *spatial), W_depthwise.shape, auto_pad, dilations, kernel_shape, pads, strides
     )
     xl = _channels_last(X)
+    pointwise = max(first_kernel + first_strides) == 1 and not any(first_begin + first_end)
+    image = X.ndim == 4 and c <= _IMAGE_CHANNELS and min(first_begin + first_end) >= 0
     if (
         X.ndim != 4
         or n != 1
         or X.dtype != _compute_dtype(X.dtype)
         or W.dtype != X.dtype
-        or not xl.flags.c_contiguous
-        or math.prod(X.shape[2:]) < _EXPAND_FROM
-        or m < 2 * c
+        or not ((pointwise and xl.flags.c_contiguous and m >= 2 * c) or image)
+        or math.prod(spatial) < _EXPAND_FROM
         or min(begin) < 0
         or (strides[-1] == 2 and dilations[-1] == 1 and m <= _SPLIT_UP_TO)  # split columns
         or group != m
     ):
-        y = _conv_as(X, W, B, "NOTSET", None, 1, None, None, None)
+        y = _conv_as(X, W, B, *first)
         depthwise = (auto_pad, dilations, group, kernel_shape, pads, strides)
         return _conv_as(y, W_depthwise, B_depthwise, *depthwise, clip=clip, input_clip=bounds)
-    spatial = X.shape[2:]
     size = _padded_size(spatial, begin, kernel_shape, strides, dilations, out_shape)
     xp = np.empty((1, *size, m), dtype=X.dtype)
     fill_borders(xp, begin, spatial)
-    inside = xp[0, begin[0] : begin[0] + spatial[0], begin[1] : begin[1] + spatial[1]]
-    rows = xl[0] if B is None else _with_ones(xl.reshape(-1, c), axis=1).reshape(*spatial, c + 1)
-    np.matmul(rows, _columns_weights(W, B), out=inside)
-    np.clip(inside, bounds[0], bounds[1], out=inside)
+    inside = xp[:, begin[0] : begin[0] + spatial[0], begin[1] : begin[1] + spatial[1]]
+    if pointwise:
+        rows = xl if B is None else _with_ones(xl.reshape(-1, c), axis=1).reshape(1, *spatial, -1)
+        np.matmul(rows[0], _columns_weights(W, B), out=inside[0])
+        np.clip(inside, bounds[0], bounds[1], out=inside)
+    else:
+        image = _pad(X, first_begin, first_end)
+        _image_conv_rows(image, W, B, first_kernel, first_strides, spatial, bounds, inside)
     y = _depthwise_padded(
         xp, W_depthwise, B_depthwise, kernel_shape, strides, dilations, out_shape, clip
     )

@@ -8,9 +8,10 @@ no residual) whose single reader is a depthwise Conv or FusedConv (one input cha
 group, non-negative pads), and whose output is not a graph output, is rewritten: the
 FusedConv becomes a plain Conv, the depthwise one a
 ClippedInputConv (edgerun's own op, kernels/conv.py) with ``input_clip`` set to the bounds.
-Where the FusedConv is a 1x1 expansion (stride 1, unpadded, ungrouped), the pair becomes one
-ExpandDepthwiseConv (edgerun's own op too) instead, whose kernel writes the expansion
-straight into the depthwise product's padded buffer (``expand_clip`` the bounds). Runs on
+Where the FusedConv is a 2-D, ungrouped, undilated convolution with explicit pads (a 1x1
+expansion, or a stem), the pair becomes one ExpandDepthwiseConv (edgerun's own op too)
+instead, whose kernel writes the first product straight into the depthwise product's
+padded buffer (``expand_clip`` the bounds, ``expand_*`` the first convolution's shape). Runs on
 the plan's steps after constant and BatchNormalization folding, which want the depthwise
 Conv as it was.
 """
@@ -56,15 +57,16 @@ def clip_into_depthwise(
         bounds = activation_clip(
             first.attributes["activation"], first.attributes.get("activation_params")
         )
-        if _pointwise(first, constants) and step.attributes.get("auto_pad", "NOTSET") in (
-            "NOTSET",
-            "VALID",
-        ):
+        if _feeds_depthwise(first, constants):
             inputs = (*_padded(first.inputs, 3), *_padded(step.inputs, 3)[1:])
             node = replace(
                 step.node, op_type="ExpandDepthwiseConv", domain=DOMAIN, inputs=list(inputs)
             )
-            attributes = {**step.attributes, "expand_clip": [float(v) for v in bounds]}
+            attributes = {
+                **step.attributes,
+                "expand_clip": [float(v) for v in bounds],
+                **{f"expand_{k}": first.attributes[k] for k in _FIRST if k in first.attributes},
+            }
             out[i] = replace(step, node=node, kernel=expand, inputs=inputs, attributes=attributes)
             dropped.add(j)
             continue
@@ -82,16 +84,20 @@ def _padded(inputs: tuple[str, ...], length: int) -> tuple[str, ...]:
     return (*inputs, *[""] * (length - len(inputs)))
 
 
-def _pointwise(step: Step, constants: dict[str, np.ndarray]) -> bool:
-    """A 1x1, stride-1, unpadded, ungrouped 2-D convolution (a MobileNet expansion)."""
+_FIRST = ("kernel_shape", "pads", "strides")  # the first convolution's, as expand_*
+
+
+def _feeds_depthwise(step: Step, constants: dict[str, np.ndarray]) -> bool:
+    """An ungrouped, undilated 2-D convolution with explicit pads: a MobileNet block's 1x1
+    expansion or its stem (ExpandDepthwiseConv's kernel decides at run time which it can
+    write into the depthwise product's buffer)."""
     w = constants[step.inputs[1]]
     a = step.attributes
     return (
         w.ndim == 4
-        and w.shape[2:] == (1, 1)
         and int(a.get("group", 1)) == 1
-        and all(v == 1 for v in (*(a.get("strides") or ()), *(a.get("dilations") or ())))
-        and not any(a.get("pads") or ())
+        and all(v == 1 for v in a.get("dilations") or ())
+        and a.get("auto_pad", "NOTSET") == "NOTSET"
     )
 
 

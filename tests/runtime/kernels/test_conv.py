@@ -238,10 +238,11 @@ def test_copy_channels_last_of_a_channels_first_array(spatial, clip):
     np.testing.assert_array_equal(dest, src if clip is None else np.clip(src, *clip))
 
 
-def _expand_depthwise_model(m, dw_attrs, activation):
-    """x -> 1x1 Conv (C -> m) -> Clip(0, 6) -> depthwise 3x3 Conv -> ``activation``."""
+def _expand_depthwise_model(first_attrs, dw_attrs, activation):
+    """x -> Conv (the first: 1x1 expansion or a stem) -> Clip(0, 6) -> depthwise 3x3 Conv ->
+    ``activation``."""
     nodes = [
-        helper.make_node("Conv", ["x", "we", "be"], ["e"]),
+        helper.make_node("Conv", ["x", "we", "be"], ["e"], **first_attrs),
         helper.make_node("Clip", ["e", "lo", "hi"], ["a"]),
         helper.make_node("Conv", ["a", "wd", "bd"], ["d" if activation else "y"], **dw_attrs),
     ]
@@ -250,30 +251,37 @@ def _expand_depthwise_model(m, dw_attrs, activation):
     return nodes
 
 
+STEM = {"kernel_shape": [3, 3], "pads": [0, 0, 1, 1], "strides": [2, 2]}  # MobileNetV2's
+
+
 @pytest.mark.parametrize("activation", ["", "Relu"])
-@pytest.mark.parametrize("channels_last", [True, False])  # channels-first: the two steps
+@pytest.mark.parametrize("channels_last", [True, False])  # channels-first: 1x1 as two steps
 @pytest.mark.parametrize(
-    ("xs", "m", "dw_attrs", "fused"),
+    ("xs", "m", "first", "dw_attrs", "fused"),
     [
-        ((1, 8, 16, 15), 48, {"pads": [1, 1, 1, 1]}, True),
-        ((1, 8, 17, 16), 72, {"pads": [1, 1, 1, 1], "strides": [2, 2]}, True),
-        ((1, 8, 16, 16), 48, {"pads": [0, 1, 2, 0], "strides": [2, 1]}, True),
-        ((1, 8, 16, 16), 48, {"pads": [1, 1, 1, 1], "strides": [2, 2]}, False),  # split columns
-        ((1, 8, 13, 15), 48, {"pads": [1, 1, 1, 1]}, False),  # under _EXPAND_FROM pixels
-        ((2, 8, 16, 15), 48, {"pads": [1, 1, 1, 1]}, False),  # a batch
-        ((1, 32, 16, 15), 48, {"pads": [1, 1, 1, 1]}, False),  # not an expansion
+        ((1, 8, 16, 15), 48, {}, {"pads": [1, 1, 1, 1]}, True),
+        ((1, 8, 17, 16), 72, {}, {"pads": [1, 1, 1, 1], "strides": [2, 2]}, True),
+        ((1, 8, 16, 16), 48, {}, {"pads": [0, 1, 2, 0], "strides": [2, 1]}, True),
+        ((1, 3, 32, 30), 16, STEM, {"pads": [1, 1, 1, 1]}, True),  # a stem, either layout
+        ((1, 3, 33, 33), 72, {**STEM, "pads": [1, 1, 1, 1]}, {"pads": [1, 1, 1, 1]}, True),
+        ((1, 8, 16, 16), 48, {}, {"pads": [1, 1, 1, 1], "strides": [2, 2]}, False),  # split
+        ((1, 8, 13, 15), 48, {}, {"pads": [1, 1, 1, 1]}, False),  # under _EXPAND_FROM pixels
+        ((2, 8, 16, 15), 48, {}, {"pads": [1, 1, 1, 1]}, False),  # a batch
+        ((1, 32, 16, 15), 48, {}, {"pads": [1, 1, 1, 1]}, False),  # not an expansion
+        ((1, 8, 32, 30), 16, STEM, {"pads": [1, 1, 1, 1]}, False),  # a 3x3 on 8 channels
     ],
 )
 def test_expand_depthwise_matches_onnxruntime(
-    monkeypatch, xs, m, dw_attrs, fused, channels_last, activation
+    monkeypatch, xs, m, first, dw_attrs, fused, channels_last, activation
 ):
     calls = []
     real = conv._conv_as
     monkeypatch.setattr(conv, "_conv_as", lambda *a, **k: calls.append(1) or real(*a, **k))
     c = xs[1]
+    kernel = first.get("kernel_shape", [1, 1])
     x = rng.standard_normal(xs).astype(np.float32) * 3  # values the clip cuts
     consts = {
-        "we": (rng.standard_normal((m, c, 1, 1)) / np.sqrt(c)).astype(np.float32),
+        "we": (rng.standard_normal((m, c, *kernel)) / np.sqrt(c)).astype(np.float32),
         "be": rng.standard_normal(m).astype(np.float32),
         "wd": rng.standard_normal((m, 1, 3, 3)).astype(np.float32),
         "bd": rng.standard_normal(m).astype(np.float32),
@@ -282,7 +290,7 @@ def test_expand_depthwise_matches_onnxruntime(
     }
     attrs = {"group": m, "kernel_shape": [3, 3], **dw_attrs}
     graph = helper.make_graph(
-        _expand_depthwise_model(m, attrs, activation),
+        _expand_depthwise_model(first, attrs, activation),
         "g",
         [helper.make_tensor_value_info("x", 1, xs)],
         [helper.make_tensor_value_info("y", 1, None)],
@@ -299,17 +307,10 @@ def test_expand_depthwise_matches_onnxruntime(
         consts["wd"],
         consts["bd"],
         expand_clip=[0.0, 6.0],
+        **{f"expand_{k}": v for k, v in first.items()},
         activation=activation,
         **attrs,
     )
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
-    assert (not calls) == (fused and channels_last)  # the two steps call _conv_as twice
-
-
-def test_expand_depthwise_refuses_a_wider_expansion():
-    w = np.ones((8, 4, 3, 3), np.float32)
-    with pytest.raises(ValueError, match="not 1x1"):
-        resolve("com.microsoft", "ExpandDepthwiseConv", 1).fn(
-            np.ones((1, 4, 16, 16), np.float32), w, None, np.ones((8, 1, 3, 3), np.float32),
-            expand_clip=[0, 6], group=8,
-        )  # fmt: skip
+    stem = "strides" in first  # an image: fused in either layout
+    assert (not calls) == (fused and (channels_last or stem))  # two steps: _conv_as twice

@@ -16,17 +16,29 @@ rng = np.random.default_rng(0)
 C, M = 4, 12  # input channels, expanded channels
 
 
-def _model(act="clip", dw_attrs=None, expand_kernel=1, multiplier=1, outputs=("y",), tail=()):
+def _model(
+    act="clip",
+    dw_attrs=None,
+    expand_kernel=1,
+    multiplier=1,
+    outputs=("y",),
+    tail=(),
+    expand_group=1,
+    expand_dilations=None,
+):
     """x -> Conv kxk (C -> M) -> ``act`` -> depthwise Conv 3x3 (M) -> Relu -> y."""
+    k = expand_kernel
     inits = {
-        "we": rng.standard_normal((M, C, expand_kernel, expand_kernel)).astype(np.float32),
+        "we": rng.standard_normal((M, C // expand_group, k, k)).astype(np.float32),
         "be": rng.standard_normal(M).astype(np.float32),
         "wd": rng.standard_normal((M * multiplier, 1, 3, 3)).astype(np.float32),
         "lo": np.array(0.0, np.float32),
         "hi": np.array(6.0, np.float32),
     }
-    pad = (expand_kernel - 1) // 2
-    nodes = [helper.make_node("Conv", ["x", "we", "be"], ["e"], pads=[pad] * 4)]
+    d = (expand_dilations or [1])[0]
+    pad = d * (expand_kernel - 1) // 2
+    first = {"group": expand_group, **({"dilations": expand_dilations} if expand_dilations else {})}
+    nodes = [helper.make_node("Conv", ["x", "we", "be"], ["e"], pads=[pad] * 4, **first)]
     if act == "clip":
         nodes.append(helper.make_node("Clip", ["e", "lo", "hi"], ["a"]))
     else:
@@ -59,9 +71,8 @@ def _plan_and_check(model):
 @pytest.mark.parametrize("expand_kernel", [1, 3])
 def test_taken(act, dw_attrs, expand_kernel):
     model = _model(act, dw_attrs, expand_kernel=expand_kernel)
-    # a 1x1 expansion and its depthwise Conv become one step
-    want = ["ExpandDepthwiseConv"] if expand_kernel == 1 else ["Conv", "ClippedInputConv"]
-    assert _plan_and_check(model) == want
+    # the expansion (1x1, or 3x3 as a stem) and its depthwise Conv become one step
+    assert _plan_and_check(model) == ["ExpandDepthwiseConv"]
 
 
 NOT_TAKEN = {
@@ -71,6 +82,15 @@ NOT_TAKEN = {
     ),
     "channel multiplier": _model(multiplier=2),
 }
+CLIPPED_ONLY = {  # the clip moves, the two convolutions stay apart
+    "grouped expansion": _model(expand_group=2),
+    "dilated expansion": _model(expand_kernel=3, expand_dilations=[2, 2]),
+}
+
+
+@pytest.mark.parametrize("case", CLIPPED_ONLY)
+def test_clip_moves_without_fusing(case):
+    assert _plan_and_check(CLIPPED_ONLY[case]) == ["Conv", "ClippedInputConv"]
 
 
 @pytest.mark.parametrize("case", NOT_TAKEN)
