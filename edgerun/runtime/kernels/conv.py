@@ -877,8 +877,8 @@ def expand_depthwise_conv_1(
         np.matmul(rows[0], _columns_weights(W, B), out=inside[0])
         np.clip(inside, bounds[0], bounds[1], out=inside)
     else:
-        image = _pad(X, first_begin, first_end)
-        _image_conv_rows(image, W, B, first_kernel, first_strides, spatial, bounds, inside)
+        padded = _pad(X, first_begin, first_end)
+        _image_conv_rows(padded, W, B, first_kernel, first_strides, spatial, bounds, inside)
     y = _depthwise_padded(
         xp, W_depthwise, B_depthwise, kernel_shape, strides, dilations, out_shape, clip
     )
