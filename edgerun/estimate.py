@@ -7,8 +7,10 @@ it moves (its inputs, weights included, and its outputs, each once) over the mem
 bandwidth (``perf.memory_bandwidth_gbs``); the model takes the sum. FLOPs are 2 x the MACs
 that ``edgerun inspect`` counts (Conv, ConvTranspose, Gemm, MatMul and their integer
 forms), at batch 1 with symbolic dimensions taken as 1; a 3x3 Conv that the plan runs as
-Winograd's F(2x2, 3x3) (``WinogradConv``) counts the multiplies it makes (16 per 2x2 block
-of outputs, 4/9 of a direct Conv's) and its transforms' numpy passes (``WINOGRAD_PASSES``).
+Winograd's F(2x2, 3x3) or F(4x4, 3x3) (``WinogradConv``) counts the multiplies it makes (16
+per 2x2 block of outputs, 4/9 of a direct Conv's; 36 per 4x4 block and its transform
+products) and its transforms' numpy passes (``WINOGRAD_PASSES``); a convolution fused with
+the depthwise one it feeds (``ExpandDepthwiseConv``) counts both products, each at its rate.
 Every other op is memory-bound by construction, but for the elementwise passes below. A
 Gather reads only the rows it gathers. To that ideal the numpy runtime's own extra passes
 are added where they are large (``SCRATCH``: a Conv's im2col columns, written and read
@@ -71,6 +73,7 @@ from edgerun.profiles import DeviceProfile, Perf, load_profile, profile_from_dic
 from edgerun.runtime import dtypes
 from edgerun.runtime.allocator import keep_freed_memory
 from edgerun.runtime.graph import Node
+from edgerun.runtime.kernels.conv import conv_geometry
 from edgerun.runtime.passes.shape_inference import ALIASES
 from edgerun.runtime.plan import Plan
 
@@ -233,7 +236,11 @@ def _op(
     perf: Perf,
 ) -> OpEstimate:
     winograd = _winograd(node, shapes) if (node.domain, node.op_type) == WINOGRAD else None
+    fused = (node.domain, node.op_type) == EXPAND_DEPTHWISE
+    parts = _expand_depthwise(node, shapes) if fused else None
     macs = node_macs(node, shapes) if winograd is None else winograd[0]
+    if fused:
+        macs = None if parts is None else sum(parts)
     names = [n for n in (*node.inputs, *node.outputs) if n]
     moved = [nbytes.get(n) for n in names]
     if node.op_type in GATHERS and len(moved) > 1:  # reads only the rows it gathers
@@ -249,13 +256,17 @@ def _op(
         rate = perf.peak_gops_int8
     elif known and kind == "Conv" and _depthwise(node, shapes):
         rate = depthwise_gflops(perf)
-    elif winograd is not None:  # 16 products per block of tiles
-        rate = blas_gflops(perf, flops / 16)
+    elif winograd is not None:  # 16 or 36 products per block of tiles
+        rate = blas_gflops(perf, flops / shapes[node.inputs[1]][0])
     elif known and flops:
         rate = blas_gflops(perf, flops / _blas_calls(node, kind, shapes))
     else:
         rate = perf.peak_gflops_fp32
     compute_ms = flops / (rate * 1e6)
+    if parts is not None:  # the first product at the BLAS rate, the depthwise one at its own
+        first, depthwise = (2 * n for n in parts)
+        compute_ms = first / (blas_gflops(perf, first) * 1e6)
+        compute_ms += depthwise / (depthwise_gflops(perf) * 1e6)
     if known and kind in PASSES:  # numpy's passes, not FLOPs, are what these ops cost
         elements = max(_elements(shapes.get(n)) for n in names)
         compute_ms = PASSES[kind] * elements / (elementwise_gelems(perf) * 1e6)
@@ -293,13 +304,16 @@ def _blas_calls(node: Node, kind: str, shapes: Mapping[str, Any]) -> int:
     return 1
 
 
-# edgerun's own op for a 3x3 stride-1 Conv (runtime/passes/winograd.py): its multiplies are
-# 16 (C, K) products per 2x2 block of outputs, and its transforms (kernels/winograd.py) are
-# numpy passes: about 8 input-sized arrays written on the way in (the zeroed parity copy,
-# the input into it, row then column transforms of 2 and 4 inputs' size) and 7 output-sized
-# ones on the way out (column then row transforms of 4 and 2 outputs' size, the placing)
+# edgerun's own op for a 3x3 stride-1 Conv (runtime/passes/winograd.py). F(2x2, 3x3), a
+# filter of 16 matrices: 16 (C, K) products per 2x2 block of outputs, and its transforms
+# (kernels/winograd.py) are numpy passes: about 8 input-sized arrays written on the way in
+# (the zeroed parity copy, the input into it, row then column transforms of 2 and 4 inputs'
+# size) and 7 output-sized ones on the way out (column then row transforms of 4 and 2
+# outputs' size, the placing). F(4x4, 3x3), a filter of 36: 36 products per 4x4 block, its
+# transforms two more BLAS products (36 x 36 and 16 x 36 over the tiles) and its passes the
+# padded input copy, the gathered tiles (36 values a block and channel) and the placing.
 WINOGRAD = ("com.microsoft", "WinogradConv")
-WINOGRAD_PASSES = (8, 7)  # per input element, per output element
+WINOGRAD_PASSES = (8, 7)  # F(2x2): per input element, per output element
 
 
 def _winograd(node: Node, shapes: Mapping[str, Any]) -> tuple[int, int] | None:
@@ -310,9 +324,34 @@ def _winograd(node: Node, shapes: Mapping[str, Any]) -> tuple[int, int] | None:
         return None
     if not all(isinstance(d, int) for s in (x, u, y) for d in s):
         return None
+    c, k = u[1], u[2]
+    if u[0] == 36:  # F(4x4, 3x3)
+        tiles = y[0] * -(-y[2] // 4) * -(-y[3] // 4)
+        macs = 36 * tiles * c * k + 36 * 36 * tiles * c + 16 * 36 * tiles * k
+        return macs, math.prod(x) + 36 * tiles * c + math.prod(y)
     tiles = y[0] * -(-y[2] // 2) * -(-y[3] // 2)
     passes = WINOGRAD_PASSES[0] * math.prod(x) + WINOGRAD_PASSES[1] * math.prod(y)
-    return 16 * tiles * u[1] * u[2], passes
+    return 16 * tiles * c * k, passes
+
+
+# edgerun's own op for a convolution feeding a depthwise one (runtime/passes/
+# clip_into_depthwise.py): the first product at the BLAS rate, the depthwise one at the
+# depthwise rate; the tensor between them is never stored apart
+EXPAND_DEPTHWISE = ("com.microsoft", "ExpandDepthwiseConv")
+
+
+def _expand_depthwise(node: Node, shapes: Mapping[str, Any]) -> tuple[int, int] | None:
+    """(multiply-adds of the first convolution, of the depthwise one) of an
+    ExpandDepthwiseConv, or None where a shape is unknown."""
+    known = [shapes.get(n) for n in (*node.inputs[:2], node.inputs[3], node.outputs[0])]
+    if any(s is None or not all(isinstance(d, int) for d in s) for s in known):
+        return None
+    x, w, wd, y = (tuple(s) for s in known if s is not None)
+    first = conv_geometry(
+        x, w, "NOTSET", None, node.attr("expand_kernel_shape"), node.attr("expand_pads"),
+        node.attr("expand_strides"),
+    )  # fmt: skip
+    return math.prod(first[-1]) * w[0] * math.prod(w[1:]), math.prod(y) * math.prod(wd[1:])
 
 
 def _elements(shape: Any) -> int:

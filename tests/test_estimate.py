@@ -8,6 +8,7 @@ does, on a quiet machine): only on the model's inputs and arithmetic.
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import tomllib
@@ -388,29 +389,91 @@ def test_winograd_conv_is_priced_as_its_products_and_passes(tmp_path: Path) -> N
     assert op.compute_ms == pytest.approx(products_ms + passes_ms)
 
 
-def test_a_depthwise_conv_taking_the_clip_is_still_priced_as_depthwise(tmp_path: Path) -> None:
-    # 1x1 Conv -> Relu -> depthwise Conv: the plan runs the pair as Conv + ClippedInputConv
+def _block(tmp_path: Path, first: dict, side: int = 16) -> Path:
+    """x (4 channels) -> Conv (``first``) -> Relu -> depthwise 3x3 Conv "dw" (8 channels)."""
     rng = np.random.default_rng(0)
+    kernel = first.get("kernel_shape", [1, 1])
+    group = first.get("group", 1)
     inits = [
-        numpy_helper.from_array(rng.standard_normal((8, 4, 1, 1)).astype(np.float32), "we"),
+        numpy_helper.from_array(
+            rng.standard_normal((8, 4 // group, *kernel)).astype(np.float32), "we"
+        ),
         numpy_helper.from_array(rng.standard_normal((8, 1, 3, 3)).astype(np.float32), "wd"),
     ]
     nodes = [
-        helper.make_node("Conv", ["x", "we"], ["e"]),
+        helper.make_node("Conv", ["x", "we"], ["e"], **first),
         helper.make_node("Relu", ["e"], ["a"]),
         helper.make_node("Conv", ["a", "wd"], ["y"], name="dw", group=8, pads=[1, 1, 1, 1]),
     ]
     graph = helper.make_graph(
         nodes,
         "b",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 16, 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, side, side])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
         inits,
     )
     path = tmp_path / "block.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    return path
+
+
+def test_winograd_f4x4_is_priced_as_its_products_and_passes(tmp_path: Path) -> None:
+    # outputs of 16x16 and more: F(4x4, 3x3), 36 products per 4x4 block of outputs plus its
+    # two transform products, at the BLAS rate of one of the 36, and its three passes
+    c, k, side = 32, 32, 16
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((k, c, 3, 3)).astype(np.float32), "w")
+    node = helper.make_node("Conv", ["x", "w"], ["y"], name="wino", pads=[1, 1, 1, 1])
+    graph = helper.make_graph(
+        [node],
+        "w",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, side, side])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, k, side, side])],
+        [w],
+    )
+    path = tmp_path / "wino4.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    board = synthetic(100.0, 100.0, 1000.0)
+    (op,) = estimate(path, board).ops
+    tiles = 16  # 4x4 blocks of 4x4 outputs
+    assert op.op_type == "WinogradConv"
+    assert op.flops == 2 * (36 * tiles * c * k + 36 * 36 * tiles * c + 16 * 36 * tiles * k)
+    products_ms = op.flops / (blas_gflops(board.perf, op.flops / 36) * 1e6)
+    passes = c * side * side + 36 * tiles * c + k * side * side
+    assert op.compute_ms == pytest.approx(
+        products_ms + passes / (elementwise_gelems(board.perf) * 1e6)
+    )
+
+
+def test_a_depthwise_conv_taking_the_clip_is_still_priced_as_depthwise(tmp_path: Path) -> None:
+    # grouped Conv -> Relu -> depthwise Conv: the plan runs the pair as Conv + ClippedInputConv
+    path = _block(tmp_path, {"group": 2})
     result = estimate(path, synthetic(100.0, 100.0, 1000.0, depthwise=3.0))
     dw = next(op for op in result.ops if op.name == "dw")
     assert dw.op_type == "ClippedInputConv" and not result.unknown
     assert dw.flops == 2 * 8 * 16 * 16 * 9
     assert dw.compute_ms == pytest.approx(dw.flops / 3e9 * 1e3)
+
+
+@pytest.mark.parametrize(
+    ("first", "side", "pixels"),
+    [
+        ({}, 16, 16 * 16),  # a 1x1 expansion
+        ({"kernel_shape": [3, 3], "pads": [0, 0, 1, 1], "strides": [2, 2]}, 32, 16 * 16),  # a stem
+    ],
+)
+def test_a_convolution_fused_with_its_depthwise_one_prices_both(
+    tmp_path: Path, first: dict, side: int, pixels: int
+) -> None:
+    # the plan runs the pair as one ExpandDepthwiseConv: the first product at the BLAS rate,
+    # the depthwise one at the depthwise rate
+    board = synthetic(100.0, 100.0, 1000.0, depthwise=3.0)
+    result = estimate(_block(tmp_path, first, side), board)
+    (op,) = result.ops
+    assert op.op_type == "ExpandDepthwiseConv" and not result.unknown
+    first_macs = pixels * 8 * 4 * math.prod(first.get("kernel_shape", [1, 1]))
+    depthwise_macs = pixels * 8 * 9
+    assert op.flops == 2 * (first_macs + depthwise_macs)
+    want = 2 * first_macs / (blas_gflops(board.perf, 2 * first_macs) * 1e6)
+    want += 2 * depthwise_macs / 3e9 * 1e3
+    assert op.compute_ms == pytest.approx(want)

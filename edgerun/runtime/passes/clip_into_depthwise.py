@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgerun.runtime import registry
+from edgerun.runtime.graph import ATTR_FLOATS, Attribute
 from edgerun.runtime.kernels.conv import activation_clip
 
 if TYPE_CHECKING:
@@ -59,14 +60,20 @@ def clip_into_depthwise(
         )
         if _feeds_depthwise(first, constants):
             inputs = (*_padded(first.inputs, 3), *_padded(step.inputs, 3)[1:])
+            clip = Attribute("expand_clip", ATTR_FLOATS, [float(v) for v in bounds])
+            extra = {"expand_clip": clip}  # the node says what the step runs (estimate reads it)
+            for name in _FIRST:
+                if name in first.node.attributes:
+                    a = first.node.attributes[name]
+                    extra[f"expand_{name}"] = Attribute(f"expand_{name}", a.type, a.value)
             node = replace(
-                step.node, op_type="ExpandDepthwiseConv", domain=DOMAIN, inputs=list(inputs)
+                step.node,
+                op_type="ExpandDepthwiseConv",
+                domain=DOMAIN,
+                inputs=list(inputs),
+                attributes={**step.node.attributes, **extra},
             )
-            attributes = {
-                **step.attributes,
-                "expand_clip": [float(v) for v in bounds],
-                **{f"expand_{k}": first.attributes[k] for k in _FIRST if k in first.attributes},
-            }
+            attributes = {**step.attributes, **{k: a.value for k, a in extra.items()}}
             out[i] = replace(step, node=node, kernel=expand, inputs=inputs, attributes=attributes)
             dropped.add(j)
             continue
