@@ -378,7 +378,7 @@ def _image_conv_rows(xp, w, b, kernel_shape, strides, out_shape, clip=None, out=
     (sh, sw), (kh, kw), (oh, ow) = strides, kernel_shape, out_shape
     c, m = xp.shape[1], w.shape[0]
     phases = [
-        (p, q, xp[0, :, p::sh, q::sw] if sh * sw > 1 else xp[0])
+        (p, q, np.ascontiguousarray(xp[0, :, p::sh, q::sw]))
         for p in range(min(sh, kh))
         for q in range(min(sw, kw))
     ]
@@ -387,7 +387,6 @@ def _image_conv_rows(xp, w, b, kernel_shape, strides, out_shape, clip=None, out=
     cols = np.empty((wp.shape[0], rows * ow), dtype=xp.dtype)
     if b is not None:
         cols[-1] = 1
-    phases = [(p, q, np.ascontiguousarray(ph)) for p, q, ph in phases]
     y = np.empty((1, oh, ow, m), dtype=xp.dtype) if out is None else out
     for top in range(0, oh, rows):
         n = min(rows, oh - top)
@@ -846,7 +845,7 @@ def expand_depthwise_conv_1(
     first = ("NOTSET", None, 1, expand_kernel_shape, expand_pads, expand_strides)
     n, c, m = X.shape[0], X.shape[1], W.shape[0]
     first_kernel, first_strides, _, first_begin, first_end, spatial = conv_geometry(
-        X.shape, W.shape, first[0], None, *first[3:]
+        X.shape, W.shape, "NOTSET", None, expand_kernel_shape, expand_pads, expand_strides
     )
     kernel_shape, strides, dilations, begin, _, out_shape = conv_geometry(
         (n, m, *spatial), W_depthwise.shape, auto_pad, dilations, kernel_shape, pads, strides

@@ -44,9 +44,7 @@ from edgerun.runtime.registry import kernel
 # F(2x2, 3x3) from Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks" (2015)
 _G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 # F(4x4, 3x3), the same paper's points 0, +-1, +-2
-_G4 = np.array(
-    [[6, 0, 0], [-4, -4, -4], [-4, 4, -4], [1, 2, 4], [1, -2, 4], [0, 0, 24]], np.float64
-) / np.array([[24], [24], [24], [24], [24], [24]])
+_G4 = np.array([[6, 0, 0], [-4, -4, -4], [-4, 4, -4], [1, 2, 4], [1, -2, 4], [0, 0, 24]]) / 24
 _BT4 = np.array(
     [
         [4, 0, -5, 0, 1, 0],
