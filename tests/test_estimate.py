@@ -363,10 +363,9 @@ def test_elementwise_ops_cost_their_numpy_passes(tmp_path: Path) -> None:
     assert elementwise_gelems(perf) == 24.0 / ELEMENTWISE_BYTES
 
 
-def test_winograd_conv_is_priced_as_its_products_and_passes(tmp_path: Path) -> None:
-    # a 3x3 stride-1 Conv that the plan runs as WinogradConv: 16 (C, K) products per 2x2
-    # block of outputs, at the BLAS rate of one of them, plus the transforms' passes
-    c, k, side = 32, 32, 10
+def _winograd_model(tmp_path: Path, c: int, k: int, side: int) -> Path:
+    """One 3x3 stride-1 padded Conv "wino" (c -> k channels, side x side), which the plan
+    runs as WinogradConv."""
     rng = np.random.default_rng(0)
     w = numpy_helper.from_array(rng.standard_normal((k, c, 3, 3)).astype(np.float32), "w")
     node = helper.make_node("Conv", ["x", "w"], ["y"], name="wino", pads=[1, 1, 1, 1])
@@ -377,10 +376,17 @@ def test_winograd_conv_is_priced_as_its_products_and_passes(tmp_path: Path) -> N
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, k, side, side])],
         [w],
     )
-    path = tmp_path / "wino.onnx"
+    path = tmp_path / f"wino{side}.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    return path
+
+
+def test_winograd_conv_is_priced_as_its_products_and_passes(tmp_path: Path) -> None:
+    # a 3x3 stride-1 Conv that the plan runs as WinogradConv: 16 (C, K) products per 2x2
+    # block of outputs, at the BLAS rate of one of them, plus the transforms' passes
+    c, k, side = 32, 32, 10
     board = synthetic(100.0, 100.0, 1000.0)
-    result = estimate(path, board)
+    result = estimate(_winograd_model(tmp_path, c, k, side), board)
     (op,) = result.ops
     assert op.op_type == "WinogradConv" and not result.unknown
     assert op.flops == 2 * 16 * 25 * c * k  # 5x5 tiles, against 2 * 9 * 100 * c * k direct
@@ -421,20 +427,8 @@ def test_winograd_f4x4_is_priced_as_its_products_and_passes(tmp_path: Path) -> N
     # outputs of 16x16 and more: F(4x4, 3x3), 36 products per 4x4 block of outputs plus its
     # two transform products, at the BLAS rate of one of the 36, and its three passes
     c, k, side = 32, 32, 16
-    rng = np.random.default_rng(0)
-    w = numpy_helper.from_array(rng.standard_normal((k, c, 3, 3)).astype(np.float32), "w")
-    node = helper.make_node("Conv", ["x", "w"], ["y"], name="wino", pads=[1, 1, 1, 1])
-    graph = helper.make_graph(
-        [node],
-        "w",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, side, side])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, k, side, side])],
-        [w],
-    )
-    path = tmp_path / "wino4.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
     board = synthetic(100.0, 100.0, 1000.0)
-    (op,) = estimate(path, board).ops
+    (op,) = estimate(_winograd_model(tmp_path, c, k, side), board).ops
     tiles = 16  # 4x4 blocks of 4x4 outputs
     assert op.op_type == "WinogradConv"
     assert op.flops == 2 * (36 * tiles * c * k + 36 * 36 * tiles * c + 16 * 36 * tiles * k)
