@@ -7,7 +7,9 @@ The strings onnxruntime's quantizer wants are spelled in ``converters.quantize``
 
 from __future__ import annotations
 
+import platform
 from dataclasses import dataclass
+from pathlib import Path
 
 from edgerun.errors import EdgerunError
 from edgerun.profiles import DeviceProfile
@@ -84,3 +86,30 @@ def recipe_for(
 def _int16_pair_sums(profile: DeviceProfile) -> bool:
     features = {f.lower() for f in profile.cpu.features}
     return profile.cpu.arch == "x86_64" and not features & {"avx512_vnni", "avx_vnni", "vnni"}
+
+
+def host_saturates(recipe: QuantRecipe) -> bool:
+    """Whether onnxruntime here gets this recipe's integer products wrong: uint8 activations
+    times full-range int8 weights on an x86-64 CPU without VNNI, whose kernels sum the pairs
+    in int16 and saturate (a Pi 4's recipe, packed on such a host)."""
+    uint8_products = recipe.scheme == "dynamic" or (
+        recipe.scheme == "int8" and recipe.activation_dtype == "uint8"
+    )
+    flags = _host_x86_flags()
+    return (
+        uint8_products
+        and not recipe.reduce_range
+        and flags is not None
+        and not flags & {"avx512_vnni", "avx_vnni"}
+    )
+
+
+def _host_x86_flags() -> set[str] | None:
+    """This x86-64 CPU's feature flags from /proc/cpuinfo; None on other CPUs, or where it
+    cannot tell (not Linux)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return None
+    try:
+        return set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return None

@@ -311,7 +311,9 @@ def test_digits_steps_shrink_the_bundle_and_keep_accuracy(digits_onnx, tmp_path:
     model, specs, graph, (x, y, x_test, y_test) = digits_onnx
     base = _digits_accuracy(graph, x_test, y_test, tmp_path)
     pruned, _ = prune_torch.channels(model, 0.5)
-    prune_torch.fine_tune(pruned, [x], y, epochs=3, learning_rate=3e-3, batch_size=64)
+    # 5 epochs: 3 left it 2.2 points short on an AMD EPYC (Zen 3), whose BLAS rounds the
+    # training differently, and 98.9 % (the unpruned figure) after 5
+    prune_torch.fine_tune(pruned, [x], y, epochs=5, learning_rate=3e-3, batch_size=64)
     variants = {
         "prune": (simplify(torch_to_onnx(pruned, specs))[0], 2.0),
         "low_rank": (lowrank.factorise(graph, energy=0.95)[0], 1.0),

@@ -52,7 +52,7 @@ class _Calibration(quantization.CalibrationDataReader):
 def _quantize(source: Path, target: Path, fmt: str) -> None:
     q = quantization
     if fmt == "dynamic":
-        q.quantize_dynamic(source, target, weight_type=q.QuantType.QInt8)
+        q.quantize_dynamic(source, target, weight_type=q.QuantType.QInt8, reduce_range=True)
         return
     u8 = fmt in ("qdq_u8", "qoperator")
     q.quantize_static(
