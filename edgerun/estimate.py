@@ -402,6 +402,9 @@ PASSES: dict[str, int] = {
     # activation.py _gelu32: abs, scale, minimum, t = 1 / (1 + p z) (3), exp(-z*z) * z (4),
     # Horner over 5 coefficients (8), two products and max(x, 0) - tail (4), on L2 blocks
     "Gelu": 22,
+    # activation.py _sigmoid: negate, exp, add 1, divide (or scale, tanh, scale, add), and
+    # Swish (fuse_swish's Sigmoid -> Mul) the same with x for the numerator
+    "Sigmoid": 4, "Swish": 4,
     # activation.py _softmax: max, subtract, exp, sum, divide
     "Softmax": 5,
     # norm.py _standardize (row sums by BLAS, subtract, sums of squares, scale by 1/std)

@@ -35,6 +35,7 @@ from edgerun.runtime.passes.clip_into_depthwise import clip_into_depthwise
 from edgerun.runtime.passes.fold_batchnorm import fold_batch_norm
 from edgerun.runtime.passes.fuse_activation import DOMAIN as ACTIVATION_DOMAIN
 from edgerun.runtime.passes.fuse_activation import fuse_activation
+from edgerun.runtime.passes.fuse_swish import fuse_swish
 from edgerun.runtime.passes.inline_functions import inline_functions
 from edgerun.runtime.passes.qdq_fusion import DOMAIN as QDQ_DOMAIN
 from edgerun.runtime.passes.qdq_fusion import fuse_qdq
@@ -118,6 +119,7 @@ class Plan:
         steps = self._fused_activations(steps, shapes, visible)
         steps = clip_into_depthwise(steps, self.constants, set(self.output_names))
         steps = winograd_convs(steps, self.constants, set(self.output_names), shapes)
+        steps = fuse_swish(steps, set(self.output_names))
         self.free_names = sorted(_free_names(self.graph))  # outer values it reads
         _aligned(self.constants, {n for s in steps for n in (*s.inputs, *s.scope)})
         self.steps = _with_last_use(steps, set(self.output_names), set(self.constants))

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from edgerun.runtime.kernels import activation
 from edgerun.runtime.kernels.activation import erf
 from edgerun.runtime.registry import resolve
 
@@ -74,18 +75,57 @@ def test_gelu_tanh_close_to_exact():
     np.testing.assert_allclose(exact, approx, atol=1e-3)
 
 
+@pytest.fixture(params=[True, False], ids=["tanh form", "exp form"])
+def sigmoid_form(request, monkeypatch):
+    """Both float32 sigmoids, whichever this CPU takes (activation._tanh_sigmoid_is_faster)."""
+    monkeypatch.setattr(activation, "_TANH_SIGMOID", request.param)
+    return request.param
+
+
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
-def test_sigmoid_error(dtype):
-    # float32 runs as 0.5 + 0.5 * tanh(x / 2): within an ulp of 0.5 everywhere (onnxruntime's
-    # own float32 logistic is 1.7e-7 off here); float16 and float64 keep the exp form, whose
-    # small outputs stay accurate relative to their size
+def test_sigmoid_error(dtype, sigmoid_form):
+    # float32's tanh form, 0.5 + 0.5 * tanh(x / 2), is within an ulp of 0.5 everywhere
+    # (onnxruntime's own float32 logistic is 1.7e-7 off here); the exp form, and float16 and
+    # float64 always, keep small outputs accurate relative to their size
     x = np.linspace(-40, 40, 80_001).astype(dtype)
     exact = 1 / (1 + np.exp(-x.astype(np.longdouble)))
     got = op("Sigmoid")(x)
     assert got.dtype == dtype and np.all((got >= 0) & (got <= 1))
     bound = {np.float16: 9.8e-4, np.float32: 6e-8, np.float64: 2.3e-16}[dtype]  # 2 ulp; 1/2; 1
+    if dtype == np.float32 and not sigmoid_form:
+        bound = 9e-8  # 1.5 ulp of 0.5
     assert float(np.abs(got - exact).max()) <= bound
-    if dtype != np.float32:
+    if dtype != np.float32 or not sigmoid_form:
         tail = (x < -2) & (x > -10)  # exp(-x) overflows float16 past -11
-        rtol = {np.float16: 2e-3, np.float64: 1e-14}[dtype]
+        rtol = {np.float16: 2e-3, np.float32: 2.5e-7, np.float64: 1e-14}[dtype]
         np.testing.assert_allclose(got[tail], exact[tail].astype(np.float64), rtol=rtol)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("alpha", [1.0, 0.5, -2.0])
+def test_swish_error(dtype, alpha, sigmoid_form):
+    limit = 10 / abs(alpha) if dtype == np.float16 else 40  # exp(11) overflows float16
+    x = np.linspace(-limit, limit, 80_001).astype(dtype)
+    exact = x.astype(np.longdouble) / (1 + np.exp(-np.longdouble(alpha) * x))
+    got = op("Swish", 24)(x, alpha=alpha)
+    assert got.dtype == dtype
+    error = np.abs(got - exact)
+    rtol = {np.float16: 2e-3, np.float32: 6e-7, np.float64: 1e-14}[dtype]
+    if dtype == np.float32 and sigmoid_form:  # the sigmoid's error is absolute: times |x|
+        assert np.all(error <= 1.2e-7 * np.abs(x) + rtol * np.abs(exact))
+    else:
+        assert float((error / np.maximum(np.abs(exact), 1e-30)).max()) <= rtol
+
+
+def test_swish_edges_and_layout(sigmoid_form):
+    x = np.array([-1e4, -100, 0, 100, 1e4, np.inf], np.float32)
+    with np.errstate(over="raise", invalid="raise"):
+        got = op("Swish", 24)(x)
+    np.testing.assert_array_equal(got, [0, 0, 0, 100, 1e4, np.inf])
+    # a channels-last tensor viewed as NCHW (a convolution's output) keeps its layout, so
+    # the next convolution reads it as it would have the Mul's
+    nchw = np.random.default_rng(0).standard_normal((1, 5, 6, 4)).astype(np.float32)
+    channels_last = nchw.transpose(0, 2, 3, 1).copy().transpose(0, 3, 1, 2)
+    swished = op("Swish", 24)(channels_last)
+    assert swished.strides == channels_last.strides
+    np.testing.assert_allclose(swished, nchw / (1 + np.exp(-nchw)), rtol=1e-6)
