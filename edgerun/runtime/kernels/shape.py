@@ -62,7 +62,30 @@ def _reshape(data, shape, allowzero: int):
         dims[dims.index(-1)] = data.size // known
     if math.prod(dims) != data.size:
         raise ValueError(f"cannot reshape {data.shape} to {dims}")
-    return data.reshape(dims)
+    regrouped = _regrouped_channels(data, dims)
+    return data.reshape(dims) if regrouped is None else regrouped
+
+
+def _regrouped_channels(data, dims):
+    """The reshape of a channels-last tensor (N, A, B, H, W), each pixel's channels together
+    with A the faster in memory, to (N, *channels, H, W): ShuffleNet's channel shuffle, whose
+    (N, C/g, g, H, W) transposed view goes back to (N, C, H, W). numpy copies into C order,
+    transposing the whole tensor, and the next convolution transposes it back; this copies
+    pixel by pixel into a channels-last result, B runs of A contiguous values a pixel (as
+    fast as numpy's copy: numpy's own order for it ran runs of B, 1.6x slower). None where
+    the pattern does not hold."""
+    if data.ndim != 5 or len(dims) < 4:
+        return None
+    n, a, b, h, w = data.shape
+    item = data.itemsize
+    pixel_major = (item, item * a, item * a * b * w, item * a * b)  # strides of A, B, H, W
+    if dims[0] != n or tuple(dims[-2:]) != (h, w) or data.strides[1:] != pixel_major:
+        return None
+    pixels = np.empty((n, h, w, a, b), data.dtype)
+    moved = np.moveaxis(data, (-2, -1), (1, 2))
+    for j in range(b):
+        pixels[..., j] = moved[..., j]
+    return np.moveaxis(pixels.reshape(n, h, w, *dims[1:-2]), (1, 2), (-2, -1))
 
 
 @kernel("Reshape", since=1)

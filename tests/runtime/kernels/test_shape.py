@@ -119,6 +119,26 @@ def test_reshape(shape, opset):
     both("Reshape", {"x": X.reshape(3, 4, 5, 1), "s": i64(*shape)}, opset=opset)
 
 
+def _channels_last(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.moveaxis(x, 1, -1)).transpose(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("groups", [2, 3])
+def test_reshape_of_a_channel_shuffle_keeps_pixels_together(groups):
+    # ShuffleNet: a convolution's channels-last output split into groups, the group axes
+    # swapped (a view), then merged: the copy stays channels-last, values as numpy's
+    from edgerun.runtime.kernels.shape import reshape_14
+
+    x = _channels_last(rng.standard_normal((2, 6 * groups, 5, 7)).astype(np.float32))
+    grouped = reshape_14(x, i64(2, groups, 6, 5, 7))
+    assert np.shares_memory(grouped, x)
+    shuffled = grouped.transpose(0, 2, 1, 3, 4)
+    got = reshape_14(shuffled, i64(2, -1, 5, 7))
+    np.testing.assert_array_equal(got, shuffled.reshape(2, 6 * groups, 5, 7))
+    assert got.strides[1] == got.itemsize  # channels-last
+    assert np.shares_memory(reshape_14(grouped, i64(2, -1, 5, 7)), x)  # merged back: a view
+
+
 @pytest.mark.parametrize("mode", ["DCR", "CRD"])
 def test_depth_to_space_round_trip(mode):
     x = rng.standard_normal((2, 12, 3, 4)).astype(np.float32)
