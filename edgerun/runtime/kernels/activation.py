@@ -167,11 +167,10 @@ def _gelu32(x):
 def _tanh_sigmoid_is_faster() -> bool:
     """Whether float32 sigmoids take 0.5 + 0.5 * tanh(x / 2) rather than 1 / (1 + exp(-x)).
 
-    Which is faster depends on how numpy vectorises tanh on this CPU. On x86 without
-    AVX-512 its float32 tanh is its AVX2 loop, whose table lookups are gathers, slow on AMD's
-    cores: the exp form measured 2.4x faster on an AMD EPYC (Zen 3), while on a Xeon with
-    AVX-512 the tanh form was 27 % faster. ARM (where numpy's exp has no vector loop) keeps
-    the tanh form, as does a numpy that does not list its CPU features."""
+    Which is faster depends on the loop numpy's float32 tanh runs on this CPU: with AVX-512
+    (a Xeon) the tanh form was 27 % faster; with AVX2 alone (an AMD EPYC, Zen 3) the exp form
+    was 2.4x faster. ARM, unmeasured, keeps the tanh form, as does a numpy that does not
+    list its CPU features."""
     import importlib
 
     for where in ("numpy._core._multiarray_umath", "numpy.core._multiarray_umath"):  # numpy 2, 1
