@@ -197,10 +197,10 @@ def _sigmoid(x):
         out *= half
         out += half
         return out
-    return _exp_sigmoid(x, x.dtype.type(1))
+    return exp_sigmoid(x, x.dtype.type(1))
 
 
-def _exp_sigmoid(x, numerator):
+def exp_sigmoid(x, numerator):
     """numerator / (1 + exp(-x)) in one buffer; exp(-x) overflowing to inf gives the
     right 0 (a numerator ``x`` makes it Swish: x * sigmoid(x), with no pass for the product)."""
     out = np.negative(x, out=np.empty_like(x))  # in x's layout (a channels-last view)
@@ -333,7 +333,7 @@ def swish_24(x, *, alpha=1.0):
     a = _scalar(x, alpha)
     if f.dtype == np.float32 and _TANH_SIGMOID:
         return _like(f * _sigmoid(f * a), x)
-    return _like(_exp_sigmoid(f if alpha == 1 else f * a, f), x)
+    return _like(exp_sigmoid(f if alpha == 1 else f * a, f), x)
 
 
 @kernel("ThresholdedRelu", since=10)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 
 from edgerun.runtime.dtypes import runtime_dtype
-from edgerun.runtime.kernels.activation import gelu_20
+from edgerun.runtime.kernels.activation import exp_sigmoid, gelu_20
 from edgerun.runtime.kernels.derived import memo
 from edgerun.runtime.kernels.tflite_common import (
     axes_of,
@@ -235,7 +235,9 @@ def _rsqrt(x):
 
 
 def _logistic(x):
-    y = np.exp(-np.abs(x))
+    if x.dtype == np.float32:  # four passes in one buffer (below float32's normal range, 0)
+        return exp_sigmoid(x, np.float32(1))
+    y = np.exp(-np.abs(x))  # float16's exp(-x) overflows from -11: the tail stays accurate
     return np.where(x >= 0, 1 / (1 + y), y / (1 + y)).astype(x.dtype)
 
 
