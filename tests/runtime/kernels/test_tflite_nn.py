@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 
 from edgerun.runtime.kernels import derived, tflite_nn
@@ -37,3 +39,24 @@ def test_quantized_conv_keeps_one_weight_view_and_multipliers() -> None:
     count = len(derived._MEMO)
     del quant, view
     assert len(derived._MEMO) < count  # the node's entries go with it
+
+
+def test_float_conv_keeps_one_weight_view_while_its_filter_lives() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((1, 8, 8, 4)).astype(np.float32)
+    weights = rng.standard_normal((6, 1, 1, 4)).astype(np.float32)
+    before = len(derived._MEMO)
+    # a filter that owns its memory: nothing is kept (an entry would keep it alive)
+    tflite_nn.conv_2d(x, weights, None)
+    assert len(derived._MEMO) == before
+    # a filter over the model's buffer, as the reader maps it: its view and the layouts
+    # derived from it are kept, and the second run derives nothing
+    mapped = np.frombuffer(weights.tobytes(), np.float32).reshape(weights.shape)
+    first = tflite_nn.conv_2d(x, mapped, None)
+    kept = set(derived._MEMO)
+    assert len(kept) > before
+    np.testing.assert_array_equal(tflite_nn.conv_2d(x, mapped, None), first)
+    assert set(derived._MEMO) == kept
+    del mapped
+    gc.collect()
+    assert len(derived._MEMO) == before  # they go with the filter
