@@ -235,7 +235,7 @@ def _rsqrt(x):
 
 
 def _logistic(x):
-    if x.dtype == np.float32:  # four passes in one buffer (below float32's normal range, 0)
+    if x.dtype == np.float32:  # one buffer, four passes; past -88 exp(-x) overflows: 0
         return exp_sigmoid(x, np.float32(1))
     y = np.exp(-np.abs(x))  # float16's exp(-x) overflows from -11: the tail stays accurate
     return np.where(x >= 0, 1 / (1 + y), y / (1 + y)).astype(x.dtype)
