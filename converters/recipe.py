@@ -83,9 +83,14 @@ def recipe_for(
     )
 
 
+# CPU feature names (profiles' and /proc/cpuinfo's) of the instructions that sum uint8 x int8
+# products in int32, so that nothing saturates
+_VNNI = frozenset({"avx512_vnni", "avx_vnni", "vnni"})
+
+
 def _int16_pair_sums(profile: DeviceProfile) -> bool:
     features = {f.lower() for f in profile.cpu.features}
-    return profile.cpu.arch == "x86_64" and not features & {"avx512_vnni", "avx_vnni", "vnni"}
+    return profile.cpu.arch == "x86_64" and not features & _VNNI
 
 
 def host_saturates(recipe: QuantRecipe) -> bool:
@@ -96,12 +101,7 @@ def host_saturates(recipe: QuantRecipe) -> bool:
         recipe.scheme == "int8" and recipe.activation_dtype == "uint8"
     )
     flags = _host_x86_flags()
-    return (
-        uint8_products
-        and not recipe.reduce_range
-        and flags is not None
-        and not flags & {"avx512_vnni", "avx_vnni"}
-    )
+    return uint8_products and not recipe.reduce_range and flags is not None and not flags & _VNNI
 
 
 def _host_x86_flags() -> set[str] | None:
