@@ -101,7 +101,9 @@ def check(shape: Iterable[int], dtype: np.dtype | type | str, what: str) -> None
     dims = [int(d) for d in shape]
     if any(d < 0 for d in dims):
         raise ResourceLimitError(f"{what}: negative dimension in shape {dims}")
-    check_bytes(tensor_bytes(dims, dtype), f"{what} of shape {dims} ({np.dtype(dtype)})")
+    nbytes = tensor_bytes(dims, dtype)
+    if nbytes > limit():  # the message only then: naming the dtype cost more than the check
+        check_bytes(nbytes, f"{what} of shape {dims} ({np.dtype(dtype)})")
 
 
 def check_bytes(nbytes: int, what: str) -> None:

@@ -47,6 +47,7 @@ from edgerun.runtime.graph import (
 from edgerun.runtime.protobuf import (
     FIXED32,
     LEN,
+    MASK64,
     VARINT,
     WireReader,
     decode_varints,
@@ -58,6 +59,10 @@ ExternalResolver = Callable[[str], memoryview]
 
 MAX_DEPTH = 64  # nested subgraphs and types; deeper is refused rather than risking the stack
 MAX_RANK = 32  # numpy 1.24's limit on dimensions
+# packed varint runs up to this long are decoded in Python: below it numpy's whole-array
+# decoding costs more in calls than it saves (dims and attribute ints are a few bytes)
+_PYTHON_DECODE_BYTES = 64
+_TYPED_FIELDS = frozenset((4, 5, 7, 10, 11))  # TensorProto's float/int32/int64/double/uint64
 MAX_INLINED_NODES = 1_000_000  # nodes after expanding function calls (a "billion laughs" bound)
 EXTERNAL_KEYS = {"location", "offset", "length", "checksum"}
 _DIGITS = re.compile("[0-9]{1,20}")
@@ -187,7 +192,28 @@ class _Repeated:
     def __bool__(self) -> bool:
         return bool(self.chunks)
 
+    def values(self, r: WireReader) -> list[int]:
+        """The varints as Python ints (unsigned 64-bit): short runs decoded in Python, long
+        ones whole-array."""
+        out: list[int] = []
+        for c in self.chunks:
+            if not isinstance(c, tuple):
+                out.append(c & MASK64)
+            elif c[1] - c[0] <= _PYTHON_DECODE_BYTES:
+                out.extend(r.packed_varints(*c))
+            else:
+                out.extend(decode_varints(r.array(*c, "u1")).tolist())
+        return out
+
+    def signed(self, r: WireReader) -> list[int]:
+        """The varints as int64 values: dims, an attribute's ints."""
+        return [signed64(v) for v in self.values(r)]
+
     def varints(self, r: WireReader) -> np.ndarray:
+        if all(
+            not isinstance(c, tuple) or c[1] - c[0] <= _PYTHON_DECODE_BYTES for c in self.chunks
+        ):
+            return np.array(self.values(r), np.uint64)
         parts = [
             decode_varints(r.array(*c, "u1")) if isinstance(c, tuple) else np.array([c], np.uint64)
             for c in self.chunks
@@ -288,7 +314,8 @@ class _Parser:
         r = self.r
         n = Node(op_type="", inputs=[], outputs=[])
         for num, wire, a, b in r.fields(start, end):
-            self.expect(wire, LEN, "NodeProto")
+            if wire != LEN:  # inline: a node has tens of fields, all strings or messages
+                self.expect(wire, LEN, "NodeProto")
             if num == 1:
                 n.inputs.append(r.text(a, b))
             elif num == 2:
@@ -432,7 +459,7 @@ class _Parser:
         if atype == ATTR_FLOATS:
             value = [float(v) for v in floats.fixed(r, "<f4")] if floats else []
         elif atype == ATTR_INTS:
-            value = ints.varints(r).view(np.int64).tolist() if ints else []
+            value = ints.signed(r)
         elif atype in _LIST_FIELD:
             value = lists[_LIST_FIELD[atype]]
         elif atype in _SCALAR_FIELD:
@@ -464,7 +491,7 @@ class _Parser:
         r = self.r
         name, code, raw = "", 0, None
         dims: list[int] = []
-        dims_field, fields = _Repeated(), {n: _Repeated() for n in (4, 5, 7, 10, 11)}
+        dims_field, fields = _Repeated(), {}
         strings: list[bytes] = []
         external: dict[str, str] = {}
         location = 0
@@ -475,8 +502,11 @@ class _Parser:
                 code = a
             elif num == 3:
                 raise r.fail("segmented tensors are not supported")
-            elif num in fields:
-                fields[num].add(wire, a, b)
+            elif num in _TYPED_FIELDS:
+                repeated = fields.get(num)
+                if repeated is None:
+                    repeated = fields[num] = _Repeated()
+                repeated.add(wire, a, b)
             elif num == 6:
                 strings.append(r.raw(a, b))
             elif num == 8:
@@ -490,7 +520,7 @@ class _Parser:
             elif num == 14:
                 location = a
         if dims_field:
-            dims = dims_field.varints(r).view(np.int64).tolist()
+            dims = dims_field.signed(r)
         where = f"tensor {name!r}"
         if code not in dtypes.ELEMENT_TYPES:
             raise r.fail(f"{where} has unknown or undefined element type {code}")
@@ -535,19 +565,21 @@ class _Parser:
             array = np.empty(len(strings), dtype=object)
             array[:] = strings
         elif code in (1, 14):
-            array = fields[4].fixed(r, "<f4") if fields[4] else np.zeros(0, "<f4")
+            array = fields[4].fixed(r, "<f4") if 4 in fields else np.zeros(0, "<f4")
             array = array.view(etype.storage)
         elif code in (11, 15):
-            array = fields[10].fixed(r, "<f8") if fields[10] else np.zeros(0, "<f8")
+            array = fields[10].fixed(r, "<f8") if 10 in fields else np.zeros(0, "<f8")
             array = array.view(etype.storage)
         elif code == 7:
-            array = fields[7].varints(r).view(np.int64) if fields[7] else np.zeros(0, np.int64)
+            array = fields[7].varints(r).view(np.int64) if 7 in fields else np.zeros(0, np.int64)
         elif code in (12, 13):
-            array = (fields[11].varints(r) if fields[11] else np.zeros(0, np.uint64)).astype(
+            array = (fields[11].varints(r) if 11 in fields else np.zeros(0, np.uint64)).astype(
                 etype.storage
             )
         else:
-            words = fields[5].varints(r).astype(np.uint32) if fields[5] else np.zeros(0, np.uint32)
+            words = (
+                fields[5].varints(r).astype(np.uint32) if 5 in fields else np.zeros(0, np.uint32)
+            )
             if etype.bits < 8 and etype.bits != 6:
                 if words.size * 8 < count * etype.bits:
                     raise r.fail(f"{where}: holds too few packed values for its shape")
@@ -599,7 +631,7 @@ class _Parser:
         if values is None or indices is None:
             raise self.r.fail(f"sparse tensor {name!r} lacks values or indices")
         if dims_field:
-            dims = dims_field.varints(self.r).view(np.int64).tolist()
+            dims = dims_field.signed(self.r)
         self.check_sparse(values, indices, dims, f"sparse tensor {name!r}")
         return SparseTensor(values, indices, tuple(dims), values_type, name)
 

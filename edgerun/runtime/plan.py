@@ -269,9 +269,10 @@ def _fold_within_cap(step: Step, constants: Mapping[str, Any]) -> tuple | None:
         if shape is None or not all(isinstance(d, int) for d in shape):
             continue
         nbytes = math.prod(shape) * itemsize  # type: ignore[arg-type]
-        name = step.node.name or step.node.op_type
-        what = f"node {name!r} ({step.node.op_type}): its result of shape {list(shape)}"
-        budget.check_bytes(nbytes, what)  # constant inputs: it would fail at every run
+        if nbytes > budget.limit():  # constant inputs: it would fail at every run
+            name = step.node.name or step.node.op_type
+            what = f"node {name!r} ({step.node.op_type}): its result of shape {list(shape)}"
+            budget.check_bytes(nbytes, what)
         if nbytes > MAX_FOLDED_BYTES:
             return None
     try:

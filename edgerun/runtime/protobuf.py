@@ -14,6 +14,7 @@ import numpy as np
 from edgerun.errors import ModelFormatError
 
 VARINT, FIXED64, LEN, FIXED32 = 0, 1, 2, 5
+MASK64 = (1 << 64) - 1
 
 
 class WireReader:
@@ -56,7 +57,11 @@ class WireReader:
             if number == 0:
                 raise self.fail("not a valid protobuf (field number 0)")
             if wire == VARINT:
-                value, pos = self.varint(pos, end)
+                value = buf[pos] if pos < end else 0x80
+                if value < 0x80:
+                    pos += 1
+                else:
+                    value, pos = self.varint(pos, end)
                 yield number, wire, value, 0
                 continue
             if wire == LEN:
@@ -84,6 +89,24 @@ class WireReader:
             return bytes(self.buf[a:b]).decode("utf-8")
         except UnicodeDecodeError:
             raise self.fail("a string field is not valid UTF-8") from None
+
+    def packed_varints(self, a: int, b: int) -> list[int]:
+        """The varints packed in bytes ``[a, b)``, decoded in Python: for short runs (a
+        tensor's dims, an attribute's ints), where numpy's whole-array decoding costs more
+        in calls than it saves. Values wrap to 64 bits, as decode_varints's do."""
+        values, result, shift = [], 0, 0
+        for byte in self.buf[a:b]:
+            result |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                values.append(result & MASK64)
+                result = shift = 0
+            else:
+                shift += 7
+                if shift >= 70:
+                    raise ModelFormatError("malformed packed varint field (more than 10 bytes)")
+        if shift:
+            raise ModelFormatError("truncated packed varint field")
+        return values
 
     def raw(self, a: int, b: int) -> bytes:
         return bytes(self.buf[a:b])

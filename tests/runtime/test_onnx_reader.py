@@ -311,3 +311,20 @@ def test_corrupt_files_give_a_clear_error(damage: str, tiny_cnn_path: Path, tmp_
     path.write_bytes(CORRUPT[damage](tiny_cnn_path.read_bytes()))
     with pytest.raises(ModelFormatError, match=str(path)):
         read_onnx(path)
+
+
+@pytest.mark.parametrize("count", [3, 200])  # short packed runs decode in Python, long in numpy
+def test_int_fields_match_onnx(count: int, tmp_path: Path) -> None:
+    values = [(-1) ** i * (i * 7919) for i in range(count)]
+    dims = [1] * (count % 30) + [2, 3]
+    weight = numpy_helper.from_array(np.arange(6, dtype=np.float32).reshape(dims), "w")
+    packed = helper.make_tensor("ints", TensorProto.INT64, [count], values)  # int64_data
+    node = helper.make_node("Custom", ["w", "ints"], ["y"], domain="test", pads=values)
+    output = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    graph = helper.make_graph([node], "g", [], [output], [weight, packed])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph), path)
+    model = read_onnx(path)
+    assert model.graph.nodes[0].attributes["pads"].value == values
+    assert list(model.graph.initializers["w"].shape) == dims
+    assert model.graph.initializers["ints"].tolist() == values
