@@ -110,10 +110,11 @@ def _tap_slices(kernel_shape, strides, dilations, out_shape):
         )
 
 
-def _view(base, shape, strides):
-    """A strided view of C-contiguous ``base``; numpy's constructor checks that it stays
-    inside (a quarter of as_strided's cost, which a small layer feels)."""
-    return np.ndarray(shape, base.dtype, buffer=base, strides=strides)
+def _view(base, shape, strides, offset=0):
+    """A strided view of C-contiguous ``base`` (from ``offset`` bytes in); numpy's
+    constructor checks that it stays inside (a quarter of as_strided's cost, which a small
+    layer feels)."""
+    return np.ndarray(shape, base.dtype, buffer=base, offset=offset, strides=strides)
 
 
 def _channels_last(x):
@@ -483,7 +484,7 @@ def _columns_weights(w, b):
 
 
 _TILE_BELOW = 256  # channels; from there the C-long inner loops are long enough
-_SPLIT_UP_TO = 64  # channels; the same for stride 2 along the last axis (see below)
+_SPLIT_BELOW = _TILE_BELOW  # channels; the same for stride 2 along the last axis (see below)
 
 
 def _depthwise_cl(
@@ -496,10 +497,10 @@ def _depthwise_cl(
     # was 3-11 % slower over MobileNets (five einsums per layer). Below _TILE_BELOW
     # channels, with stride 1 along the last axis, that axis merges with C and the weights
     # are tiled along it, so the inner loop runs W*C long instead of C. With stride 2 there
-    # and at most _SPLIT_UP_TO channels, the padded copy stores even and odd columns
-    # apart (see _depthwise_split_columns) to the same end.
+    # and below _SPLIT_BELOW channels, the padded copy stores even and odd columns apart
+    # (see _depthwise_split_columns) to the same end.
     c = x.shape[1]
-    if strides[-1] == 2 and dilations[-1] == 1 and c <= _SPLIT_UP_TO:
+    if _splits_columns(c, strides, dilations):
         y = _depthwise_split_columns(
             x, w, kernel_shape, strides, dilations, begin, out_shape, input_clip
         )
@@ -527,75 +528,90 @@ def _depthwise_padded(xp, w, b, kernel_shape, strides, dilations, out_shape, cli
     return y
 
 
+def _splits_columns(channels, strides, dilations) -> bool:
+    """Whether a depthwise layer takes the parity-split layout (_depthwise_split_columns)."""
+    return strides[-1] == 2 and dilations[-1] == 1 and channels < _SPLIT_BELOW
+
+
 def _depthwise_split_columns(x, w, kernel_shape, strides, dilations, begin, out_shape, clip=None):
     # stride 2 along the last axis: tap k of output column o reads padded column 2 o + k,
     # which is column o + k // 2 of the padded columns of parity k % 2. With the two
     # parities stored apart, each tap is a slice whose rows run (out columns) x C long, as
-    # at stride 1, and the weights are tiled to match. The taps become (*kernel[:-1], parity,
-    # half tap), the odd parity's last half tap weighing 0 for odd kernels: 12 products per
-    # output where 9 are needed, still faster than C-long rows up to _SPLIT_UP_TO channels
-    # (MobileNetV3-Small's 16-channel layer: 0.50 -> 0.21 ms; 64 channels of 112x112, as
-    # in the TFLite tests' MobileNetV2-style model, 1.33-1.37 -> 0.88-0.92 ms, of 56x56
-    # 0.28-0.37 -> 0.26 ms); not at 96 channels of 112x112 (1.3-1.9 ms -> 1.8-2.3 ms).
-    n, c = x.shape[:2]
+    # at stride 1, and the weights are tiled to match (see _split_product).
     taps_per_parity = (kernel_shape[-1] + 1) // 2
     half = out_shape[-1] + taps_per_parity - 1
     size = _padded_size(x.shape[2:], begin, kernel_shape, strides, dilations, out_shape)
     xs = _split_columns(x, begin, [*size[:-1], half], clip)
-    wide = memo(
-        w,
-        ("split columns", tuple(kernel_shape), out_shape[-1]),
-        lambda: _split_weights(w, kernel_shape, out_shape[-1]),
-    )
+    return _split_product(xs, w, kernel_shape, strides, dilations, out_shape)
+
+
+def _split_product(xs, w, kernel_shape, strides, dilations, out_shape):
+    """The depthwise product (N, *out, C) of parity-split ``xs`` (see _split_columns): one
+    einsum over each parity's taps (the even columns' ceil(k / 2), the odd's floor(k / 2)),
+    whose rows run (out columns) x C long, and their sum. Against C-long rows: 96 channels
+    of 112x112, MobileNetV2's, 1.14 -> 0.57 ms; 144 of 56x56 0.36 -> 0.20; 64 of 112x112
+    0.57 -> 0.53 against one einsum over both parities, whose odd side weighed 0 in its
+    last tap (12 products an output where 9 are needed)."""
+    n, c = xs.shape[0], xs.shape[-1]
     lead = len(kernel_shape) - 1
     space = xs.strides[1 : 1 + lead]
-    shape = [*kernel_shape[:-1], 2, taps_per_parity, n, *out_shape[:-1], out_shape[-1] * c]
-    step = [
-        *(d * st for d, st in zip(dilations[:-1], space, strict=True)),
-        xs.strides[-3],
-        xs.strides[-2],
-        xs.strides[0],
-        *(s * st for s, st in zip(strides[:-1], space, strict=True)),
-        xs.strides[-1],
-    ]
-    taps = _view(xs, shape, step)
-    y = np.empty((n, *out_shape, c), dtype=x.dtype)
-    axes = list(range(len(shape)))
-    merged = y.reshape(n, *out_shape[:-1], out_shape[-1] * c)
-    np.einsum(taps, axes, wide, [*axes[: lead + 2], axes[-1]], axes[lead + 2 :], out=merged)
+    width = out_shape[-1]
+    y = np.empty((n, *out_shape, c), dtype=xs.dtype)
+    merged = y.reshape(n, *out_shape[:-1], width * c)
+    sum_into = merged
+    for parity in (0, 1):
+        count = len(range(parity, kernel_shape[-1], 2))
+        if not count:
+            continue
+        wl = memo(
+            w,
+            ("split taps", tuple(kernel_shape), width, parity),
+            lambda parity=parity: _split_weights(w, kernel_shape, width, parity),
+        )
+        shape = [*kernel_shape[:-1], count, n, *out_shape[:-1], width * c]
+        step = [
+            *(d * st for d, st in zip(dilations[:-1], space, strict=True)),
+            xs.strides[-2],
+            xs.strides[0],
+            *(s * st for s, st in zip(strides[:-1], space, strict=True)),
+            xs.strides[-1],
+        ]
+        taps = _view(xs, shape, step, offset=parity * xs.strides[-3])
+        axes = list(range(len(shape)))
+        np.einsum(taps, axes, wl, [*axes[: lead + 1], axes[-1]], axes[lead + 1 :], out=sum_into)
+        if sum_into is not merged:
+            merged += sum_into
+        sum_into = np.empty_like(merged)
     return y
 
 
-def _split_columns(x, begin, size, clip=None):
-    """x (N, C, *S) zero-padded as _padded_channels_last pads it, its last axis stored by
-    parity: padded position 2 j + p of that axis is at [..., p, j, :], for j < size[-1];
-    shape (N, *size[:-1], 2, size[-1], C). Clipped to ``clip`` on the way, where given."""
+def _split_columns(x, begin, size, clip=None, dtype=None, fill=0):
+    """x (N, C, *S) padded with ``fill`` (zeros) as _padded_channels_last pads it, in
+    ``dtype`` (x's), its last axis stored by parity: padded position 2 j + p of that axis
+    is at [..., p, j, :], for j < size[-1]; shape (N, *size[:-1], 2, size[-1], C). Clipped
+    to ``clip`` on the way, where given."""
     n, c = x.shape[:2]
     lead = x.shape[2:-1]
-    xs = np.empty((n, *size[:-1], 2, size[-1], c), dtype=x.dtype)
-    fill_borders(xs, begin[:-1], lead)
+    xs = np.empty((n, *size[:-1], 2, size[-1], c), dtype=x.dtype if dtype is None else dtype)
+    fill_borders(xs, begin[:-1], lead, fill)
     inside = tuple(slice(bg, bg + k) for bg, k in zip(begin[:-1], lead, strict=True))
     xl = _channels_last(x)
     for parity in (0, 1):
         taken, at = _parity_span(begin[-1], x.shape[-1], size[-1], parity)
         plane = xs[(slice(None), *inside, parity)]  # (N, *lead, size[-1], C)
-        plane[..., : at.start, :] = 0
-        plane[..., at.stop :, :] = 0
+        plane[..., : at.start, :] = fill
+        plane[..., at.stop :, :] = fill
         plane[..., at, :] = xl[..., taken, :]
         if clip is not None:  # in place, where the rows run (columns x C) long: 2x faster
             np.clip(plane[..., at, :], clip[0], clip[1], out=plane[..., at, :])
     return xs
 
 
-def _split_weights(w, kernel_shape, width):
-    """Depthwise weights for _depthwise_split_columns: (*kernel[:-1], 2, half taps,
-    width * C), tap 2 j + p of the last axis at [..., p, j, :], tiled ``width`` times."""
-    c, k = w.shape[0], kernel_shape[-1]
-    wl = np.moveaxis(w.reshape(c, *kernel_shape), 0, -1)  # (*kernel, C)
-    split = np.zeros((*kernel_shape[:-1], 2, (k + 1) // 2, c), dtype=w.dtype)
-    split[..., 0, :, :] = wl[..., 0::2, :]
-    split[..., 1, : k // 2, :] = wl[..., 1::2, :]
-    return _tiled(split, width)
+def _split_weights(w, kernel_shape, width, parity):
+    """Depthwise weights for _split_product: the taps 2 j + ``parity`` of the last axis,
+    (*kernel[:-1], taps, width * C), tiled ``width`` times."""
+    wl = np.moveaxis(w.reshape(w.shape[0], *kernel_shape), 0, -1)  # (*kernel, C)
+    return np.ascontiguousarray(_tiled(wl[..., parity::2, :], width))
 
 
 def _parity_span(before, size, half, parity):
@@ -867,16 +883,31 @@ def expand_depthwise_conv_1(
         or not ((pointwise and xl.flags.c_contiguous and m >= 2 * c) or image)
         or math.prod(spatial) < _EXPAND_FROM
         or min(begin) < 0
-        or (strides[-1] == 2 and dilations[-1] == 1 and m <= _SPLIT_UP_TO)  # split columns
+        or (_splits_columns(m, strides, dilations) and not pointwise)
         or group != m
     ):
         y = _conv_as(X, W, B, *first)
         depthwise = (auto_pad, dilations, group, kernel_shape, pads, strides)
         return _conv_as(y, W_depthwise, B_depthwise, *depthwise, clip=clip, input_clip=bounds)
     size = _padded_size(spatial, begin, kernel_shape, strides, dilations, out_shape)
+    inside = slice(begin[0], begin[0] + spatial[0])
+    if _splits_columns(m, strides, dilations):  # the expansion written parity-split
+        half = out_shape[-1] + (kernel_shape[-1] + 1) // 2 - 1
+        xs = np.empty((1, size[0], 2, half, m), dtype=X.dtype)
+        rows = _split_rows(xl[0], B is not None, begin[1], half)
+        _expand_into(rows, W, B, xs[0, inside], bounds)
+        fill_borders(xs, begin[:-1], spatial[:-1])  # the rows above and below
+        for parity in (0, 1):  # the columns' zeros
+            _, at = _parity_span(begin[1], spatial[1], half, parity)
+            xs[:, inside, parity, : at.start] = 0
+            xs[:, inside, parity, at.stop :] = 0
+        y = _split_product(xs, W_depthwise, kernel_shape, strides, dilations, out_shape)
+        _add_clip_rows(y, B_depthwise, clip, out_shape[-1])
+        return _channels_first(y)
     xp = np.empty((1, *size, m), dtype=X.dtype)
     if pointwise:
-        _expand_into(xl[0], W, B, xp[0, begin[0] : begin[0] + spatial[0]], begin[1], bounds)
+        rows = _padded_rows(xl[0], B is not None, begin[1], size[1])
+        _expand_into(rows, W, B, xp[0, inside], bounds)
         fill_borders(xp, begin, spatial)  # the rows above and below, the columns' zeros
     else:
         slab = xp[:, begin[0] : begin[0] + spatial[0]]
@@ -889,25 +920,42 @@ def expand_depthwise_conv_1(
     return _channels_first(y)
 
 
-def _expand_into(xl, w, b, slab, left, bounds):
-    """ExpandDepthwiseConv's 1x1 expansion of channels-last ``xl`` (H, W, C), clipped to
-    ``bounds``, written into ``slab`` (H, padded width, M): the depthwise buffer's rows,
-    the image ``left`` columns in. Its input is copied once at that padded width (zero
-    pixels, whose products the caller zeroes again with the borders), so the product is one
-    matmul over the whole slab: numpy runs one with a 3-D operand row by row, and that took
-    1.4-2.7x as long over MobileNetV2's expansions (16 -> 96 channels of 112x112: 1.01 ->
-    0.50 ms)."""
-    h, width, c = xl.shape
-    k = c + (b is not None)
-    rows = np.empty((h, slab.shape[1], k), dtype=xl.dtype)
-    rows[:, :left] = 0
-    rows[:, left + width :] = 0
-    rows[:, left : left + width, :c] = xl
-    if b is not None:
-        rows[:, left : left + width, c] = 1
+def _expand_into(rows, w, b, slab, bounds):
+    """ExpandDepthwiseConv's 1x1 expansion of ``rows`` (the input's pixels laid out as the
+    depthwise buffer's, see _padded_rows and _split_rows), clipped to ``bounds``, written
+    into ``slab``, whole rows of that buffer, in one product: numpy runs one with a 3-D
+    operand row by row, and that took 1.4-2.7x as long over MobileNetV2's expansions (16
+    -> 96 channels of 112x112: 1.01 -> 0.50 ms). The padding's pixels are zero rows, whose
+    products the caller zeroes again with the borders."""
     flat = slab.reshape(-1, slab.shape[-1])  # contiguous: whole rows of the buffer
-    np.matmul(rows.reshape(-1, k), _columns_weights(w, b), out=flat)
+    np.matmul(rows.reshape(-1, rows.shape[-1]), _columns_weights(w, b), out=flat)
     np.clip(flat, bounds[0], bounds[1], out=flat)
+
+
+def _padded_rows(xl, ones, left, width):
+    """Channels-last ``xl`` (H, W, C) at the padded ``width``, the image ``left`` columns
+    in, zeros around it; with a channel of ones (for a bias) where ``ones``."""
+    h, w, c = xl.shape
+    rows = np.empty((h, width, c + ones), dtype=xl.dtype)
+    rows[:, :left] = 0
+    rows[:, left + w :] = 0
+    rows[:, left : left + w, :c] = xl
+    if ones:
+        rows[:, left : left + w, c] = 1
+    return rows
+
+
+def _split_rows(xl, ones, left, half):
+    """_padded_rows with the columns stored by parity, as _split_columns stores them:
+    (H, 2, half, C [+ 1])."""
+    h, w, c = xl.shape
+    rows = np.zeros((h, 2, half, c + ones), dtype=xl.dtype)
+    for parity in (0, 1):
+        taken, at = _parity_span(left, w, half, parity)
+        rows[:, parity, at, :c] = xl[:, taken]
+        if ones:
+            rows[:, parity, at, c] = 1
+    return rows
 
 
 # pixels from which ExpandDepthwiseConv writes the expansion into the depthwise's buffer:

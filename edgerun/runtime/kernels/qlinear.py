@@ -22,12 +22,16 @@ import numpy as np
 
 from edgerun.runtime.kernels import int8
 from edgerun.runtime.kernels.conv import (
+    _add_clip_rows,
     _channels_first,
     _conv,
     _is_channels_last,
     _pad,
     _padded_channels_last,
     _padded_size,
+    _split_columns,
+    _split_product,
+    _splits_columns,
     conv_geometry,
     im2col,
 )
@@ -486,6 +490,13 @@ def uncentered_conv(
     if min(begin + end) < 0:
         return None
     depthwise = group == x.shape[1] == m and group > 1
+    if depthwise and _splits_columns(m, strides, dilations):  # parity-split, as conv.py would
+        half = out_shape[-1] + (kernel_shape[-1] + 1) // 2 - 1
+        size = _padded_size(x.shape[2:], begin, kernel_shape, strides, dilations, out_shape)
+        xs = _split_columns(x, begin, [*size[:-1], half], dtype=f32, fill=xz)
+        y = _split_product(xs, ws, kernel_shape, strides, dilations, out_shape)
+        _add_clip_rows(y, b, None, out_shape[-1])
+        return _channels_first(y), reach + b_bound
     if _is_channels_last(x) or depthwise:  # padded in the layout conv.py reads it in
         size = _padded_size(x.shape[2:], begin, kernel_shape, strides, dilations, out_shape)
         xp = _channels_first(_padded_channels_last(x, begin, size, dtype=f32, fill=xz))

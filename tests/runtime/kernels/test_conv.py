@@ -264,7 +264,9 @@ STEM = {"kernel_shape": [3, 3], "pads": [0, 0, 1, 1], "strides": [2, 2]}  # Mobi
         ((1, 8, 16, 16), 48, {}, {"pads": [0, 1, 2, 0], "strides": [2, 1]}, True),
         ((1, 3, 32, 30), 16, STEM, {"pads": [1, 1, 1, 1]}, True),  # a stem, either layout
         ((1, 3, 33, 33), 72, {**STEM, "pads": [1, 1, 1, 1]}, {"pads": [1, 1, 1, 1]}, True),
-        ((1, 8, 16, 16), 48, {}, {"pads": [1, 1, 1, 1], "strides": [2, 2]}, False),  # split
+        ((1, 8, 16, 16), 48, {}, {"pads": [1, 1, 1, 1], "strides": [2, 2]}, True),  # split
+        ((1, 8, 15, 17), 40, {}, {"pads": [1, 0, 1, 2], "strides": [1, 2]}, True),  # split
+        ((1, 128, 14, 14), 256, {}, {"pads": [1, 1, 1, 1], "strides": [2, 2]}, True),  # C-long
         ((1, 8, 13, 15), 48, {}, {"pads": [1, 1, 1, 1]}, False),  # under _EXPAND_FROM pixels
         ((2, 8, 16, 15), 48, {}, {"pads": [1, 1, 1, 1]}, False),  # a batch
         ((1, 32, 16, 15), 48, {}, {"pads": [1, 1, 1, 1]}, False),  # not an expansion

@@ -56,7 +56,7 @@ def _case(xs, ws, channels_last=False):
 def test_depthwise_matches_onnxruntime(monkeypatch, below, channels_last, xs, ws, attrs):
     # W*C-long rows: weights tiled at stride 1, columns split by parity at stride 2
     monkeypatch.setattr(conv, "_TILE_BELOW", below)
-    monkeypatch.setattr(conv, "_SPLIT_UP_TO", below)
+    monkeypatch.setattr(conv, "_SPLIT_BELOW", below)
     x, w, b = _case(xs, ws, channels_last=channels_last)
     attrs = {**attrs, "group": ws[0]}
     got = resolve("", "Conv", 17).fn(x, w, b, **attrs)
