@@ -491,7 +491,8 @@ class _Parser:
         r = self.r
         name, code, raw = "", 0, None
         dims: list[int] = []
-        dims_field, fields = _Repeated(), {}
+        dims_field = _Repeated()
+        fields: dict[int, _Repeated] = {}
         strings: list[bytes] = []
         external: dict[str, str] = {}
         location = 0
