@@ -236,7 +236,7 @@ def _op(
     perf: Perf,
 ) -> OpEstimate:
     winograd = _winograd(node, shapes) if (node.domain, node.op_type) == WINOGRAD else None
-    fused = (node.domain, node.op_type) == EXPAND_DEPTHWISE
+    fused = (node.domain, node.op_type) in (EXPAND_DEPTHWISE, TFLITE_EXPAND_DEPTHWISE)
     parts = _expand_depthwise(node, shapes) if fused else None
     macs = node_macs(node, shapes) if winograd is None else winograd[0]
     if fused:
@@ -254,7 +254,10 @@ def _op(
     kind = ALIASES.get((node.domain, node.op_type), "" if node.domain else node.op_type)
     if integer:
         rate = perf.peak_gops_int8
-    elif known and kind == "Conv" and _depthwise(node, shapes):
+    elif known and (
+        (kind == "Conv" and _depthwise(node, shapes))
+        or (node.domain, node.op_type) == TFLITE_DEPTHWISE  # the same einsum kernel
+    ):
         rate = depthwise_gflops(perf)
     elif winograd is not None:  # 16 or 36 products per block of tiles
         rate = blas_gflops(perf, flops / shapes[node.inputs[1]][0])
@@ -334,19 +337,24 @@ def _winograd(node: Node, shapes: Mapping[str, Any]) -> tuple[int, int] | None:
     return 16 * tiles * c * k, passes
 
 
-# edgerun's own op for a convolution feeding a depthwise one (runtime/passes/
-# clip_into_depthwise.py): the first product at the BLAS rate, the depthwise one at the
-# depthwise rate; the tensor between them is never stored apart
+# edgerun's own ops for a convolution feeding a depthwise one (runtime/passes/
+# clip_into_depthwise.py, and tflite_expand_depthwise.py for TFLite's 1x1 expansions):
+# the first product at the BLAS rate, the depthwise one at the depthwise rate; the tensor
+# between them is never stored apart
 EXPAND_DEPTHWISE = ("com.microsoft", "ExpandDepthwiseConv")
+TFLITE_EXPAND_DEPTHWISE = ("tflite", "EXPAND_DEPTHWISE_CONV_2D")
+TFLITE_DEPTHWISE = ("tflite", "DEPTHWISE_CONV_2D")
 
 
 def _expand_depthwise(node: Node, shapes: Mapping[str, Any]) -> tuple[int, int] | None:
     """(multiply-adds of the first convolution, of the depthwise one) of an
-    ExpandDepthwiseConv, or None where a shape is unknown."""
+    ExpandDepthwiseConv or an EXPAND_DEPTHWISE_CONV_2D, or None where a shape is unknown."""
     known = [shapes.get(n) for n in (*node.inputs[:2], node.inputs[3], node.outputs[0])]
     if any(s is None or not all(isinstance(d, int) for d in s) for s in known):
         return None
     x, w, wd, y = (tuple(s) for s in known if s is not None)
+    if (node.domain, node.op_type) == TFLITE_EXPAND_DEPTHWISE:  # NHWC, a 1x1 OHWI filter
+        return math.prod(x[:-1]) * w[0] * w[-1], math.prod(y) * wd[1] * wd[2]
     first = conv_geometry(
         x, w, "NOTSET", None, node.attr("expand_kernel_shape"), node.attr("expand_pads"),
         node.attr("expand_strides"),

@@ -471,3 +471,35 @@ def test_a_convolution_fused_with_its_depthwise_one_prices_both(
     want = 2 * first_macs / (blas_gflops(board.perf, 2 * first_macs) * 1e6)
     want += 2 * depthwise_macs / 3e9 * 1e3
     assert op.compute_ms == pytest.approx(want)
+
+
+def test_tflite_expansion_fused_with_its_depthwise_one_prices_both(tmp_path: Path) -> None:
+    # TFLite's 1x1 CONV_2D -> DEPTHWISE_CONV_2D runs as one EXPAND_DEPTHWISE_CONV_2D step
+    pytest.importorskip("tensorflow")
+    from tests.runtime.kernels.test_tflite_ops import convert
+    from tests.runtime.passes.test_tflite_expand_depthwise import _block
+
+    path = tmp_path / "block.tflite"
+    path.write_bytes(convert(_block(48, 1, "SAME"), [(1, 16, 16, 8)]))
+    board = synthetic(100.0, 100.0, 1000.0, depthwise=3.0)
+    result = estimate(path, board)
+    (op,) = result.ops
+    assert op.op_type == "EXPAND_DEPTHWISE_CONV_2D" and not result.unknown
+    first_macs, depthwise_macs = 16 * 16 * 8 * 48, 16 * 16 * 48 * 9
+    assert op.flops == 2 * (first_macs + depthwise_macs)
+    want = 2 * first_macs / (blas_gflops(board.perf, 2 * first_macs) * 1e6)
+    want += 2 * depthwise_macs / 3e9 * 1e3
+    assert op.compute_ms == pytest.approx(want)
+
+
+def test_a_tflite_depthwise_conv_is_priced_at_the_depthwise_rate(tmp_path: Path) -> None:
+    pytest.importorskip("tensorflow")
+    from tests.runtime.kernels.test_tflite_ops import convert
+    from tests.runtime.passes.test_tflite_expand_depthwise import _block
+
+    path = tmp_path / "block.tflite"  # the expansion is also an output: two steps
+    path.write_bytes(convert(_block(48, 1, "SAME", also_read=True), [(1, 16, 16, 8)]))
+    result = estimate(path, synthetic(100.0, 100.0, 1000.0, depthwise=3.0))
+    dw = next(op for op in result.ops if op.op_type == "DEPTHWISE_CONV_2D")
+    assert dw.flops == 2 * 16 * 16 * 48 * 9
+    assert dw.compute_ms == pytest.approx(dw.flops / 3e9 * 1e3)

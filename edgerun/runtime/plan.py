@@ -40,6 +40,7 @@ from edgerun.runtime.passes.inline_functions import inline_functions
 from edgerun.runtime.passes.qdq_fusion import DOMAIN as QDQ_DOMAIN
 from edgerun.runtime.passes.qdq_fusion import fuse_qdq
 from edgerun.runtime.passes.shape_inference import infer_shapes, output_shapes
+from edgerun.runtime.passes.tflite_expand_depthwise import expand_depthwise
 from edgerun.runtime.passes.winograd import winograd_convs
 
 # Never folded at load: their results differ per run, or (Resize) may be far larger than
@@ -118,6 +119,7 @@ class Plan:
         steps = fold_batch_norm(steps, self.constants, set(self.output_names))
         steps = self._fused_activations(steps, shapes, visible)
         steps = clip_into_depthwise(steps, self.constants, set(self.output_names))
+        steps = expand_depthwise(steps, self.constants, set(self.output_names))
         steps = winograd_convs(steps, self.constants, set(self.output_names), shapes)
         steps = fuse_swish(steps, set(self.output_names))
         self.free_names = sorted(_free_names(self.graph))  # outer values it reads
