@@ -558,10 +558,9 @@ def _split_product(xs, w, kernel_shape, strides, dilations, out_shape):
     width = out_shape[-1]
     y = np.empty((n, *out_shape, c), dtype=xs.dtype)
     merged = y.reshape(n, *out_shape[:-1], width * c)
-    sum_into = merged
     for parity in (0, 1):
         count = len(range(parity, kernel_shape[-1], 2))
-        if not count:
+        if not count:  # a 1-wide kernel has no odd taps
             continue
         wl = memo(
             w,
@@ -578,10 +577,10 @@ def _split_product(xs, w, kernel_shape, strides, dilations, out_shape):
         ]
         taps = _view(xs, shape, step, offset=parity * xs.strides[-3])
         axes = list(range(len(shape)))
-        np.einsum(taps, axes, wl, [*axes[: lead + 1], axes[-1]], axes[lead + 1 :], out=sum_into)
-        if sum_into is not merged:
-            merged += sum_into
-        sum_into = np.empty_like(merged)
+        part = np.empty_like(merged) if parity else merged
+        np.einsum(taps, axes, wl, [*axes[: lead + 1], axes[-1]], axes[lead + 1 :], out=part)
+        if parity:
+            merged += part
     return y
 
 
