@@ -473,16 +473,22 @@ def test_a_convolution_fused_with_its_depthwise_one_prices_both(
     assert op.compute_ms == pytest.approx(want)
 
 
-def test_tflite_expansion_fused_with_its_depthwise_one_prices_both(tmp_path: Path) -> None:
-    # TFLite's 1x1 CONV_2D -> DEPTHWISE_CONV_2D runs as one EXPAND_DEPTHWISE_CONV_2D step
+def _tflite_block(tmp_path: Path, also_read: bool = False) -> Path:
+    """TFLite's 1x1 CONV_2D -> DEPTHWISE_CONV_2D (8 -> 48 channels of 16x16), converted;
+    ``also_read``: the expansion is an output too, so the plan keeps two steps."""
     pytest.importorskip("tensorflow")
     from tests.runtime.kernels.test_tflite_ops import convert
     from tests.runtime.passes.test_tflite_expand_depthwise import _block
 
     path = tmp_path / "block.tflite"
-    path.write_bytes(convert(_block(48, 1, "SAME"), [(1, 16, 16, 8)]))
+    path.write_bytes(convert(_block(48, 1, "SAME", also_read), [(1, 16, 16, 8)]))
+    return path
+
+
+def test_tflite_expansion_fused_with_its_depthwise_one_prices_both(tmp_path: Path) -> None:
+    # the plan runs the pair as one EXPAND_DEPTHWISE_CONV_2D step
     board = synthetic(100.0, 100.0, 1000.0, depthwise=3.0)
-    result = estimate(path, board)
+    result = estimate(_tflite_block(tmp_path), board)
     (op,) = result.ops
     assert op.op_type == "EXPAND_DEPTHWISE_CONV_2D" and not result.unknown
     first_macs, depthwise_macs = 16 * 16 * 8 * 48, 16 * 16 * 48 * 9
@@ -493,12 +499,7 @@ def test_tflite_expansion_fused_with_its_depthwise_one_prices_both(tmp_path: Pat
 
 
 def test_a_tflite_depthwise_conv_is_priced_at_the_depthwise_rate(tmp_path: Path) -> None:
-    pytest.importorskip("tensorflow")
-    from tests.runtime.kernels.test_tflite_ops import convert
-    from tests.runtime.passes.test_tflite_expand_depthwise import _block
-
-    path = tmp_path / "block.tflite"  # the expansion is also an output: two steps
-    path.write_bytes(convert(_block(48, 1, "SAME", also_read=True), [(1, 16, 16, 8)]))
+    path = _tflite_block(tmp_path, also_read=True)
     result = estimate(path, synthetic(100.0, 100.0, 1000.0, depthwise=3.0))
     dw = next(op for op in result.ops if op.op_type == "DEPTHWISE_CONV_2D")
     assert dw.flops == 2 * 16 * 16 * 48 * 9

@@ -6,29 +6,19 @@ import numpy as np
 import pytest
 
 from edgerun.errors import ModelFormatError
-from edgerun.runtime.protobuf import WireReader, decode_varints
-
-
-def _varint(value: int) -> bytes:
-    value &= (1 << 64) - 1  # negatives as protobuf writes int64: ten bytes
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
+from edgerun.runtime.protobuf import MASK64, WireReader, decode_varints
+from tests.test_hostile import _varint
 
 VALUES = [0, 1, 127, 128, 300, 2**31, 2**63 - 1, -1, -(2**63), -300]
 
 
 @pytest.mark.parametrize("count", [1, 3, len(VALUES)])
 def test_python_and_numpy_decoding_agree(count: int) -> None:
-    data = b"".join(_varint(v) for v in VALUES[:count])
+    data = b"".join(_varint(v & MASK64) for v in VALUES[:count])  # negatives: ten bytes
     reader = WireReader(memoryview(data), "test")
     in_python = reader.packed_varints(0, len(data))
     in_numpy = decode_varints(np.frombuffer(data, np.uint8)).tolist()
-    assert in_python == in_numpy == [v & ((1 << 64) - 1) for v in VALUES[:count]]
+    assert in_python == in_numpy == [v & MASK64 for v in VALUES[:count]]
 
 
 @pytest.mark.parametrize(

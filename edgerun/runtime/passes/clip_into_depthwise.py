@@ -18,7 +18,6 @@ Conv as it was.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Collection
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -28,6 +27,7 @@ import numpy as np
 from edgerun.runtime import registry
 from edgerun.runtime.graph import ATTR_FLOATS, Attribute
 from edgerun.runtime.kernels.conv import activation_clip
+from edgerun.runtime.passes.pairs import fusable_pairs
 
 if TYPE_CHECKING:
     from edgerun.runtime.plan import Step
@@ -46,15 +46,13 @@ def clip_into_depthwise(
     expand = registry.resolve(DOMAIN, "ExpandDepthwiseConv", 1)
     if clipped is None or plain is None or expand is None:
         return steps
-    reads = Counter(name for s in steps for name in (*s.inputs, *s.scope) if name)
-    producer = {s.outputs[0]: i for i, s in enumerate(steps) if _clipped_conv(s, constants)}
     out = list(steps)
     dropped: set[int] = set()
-    for i, step in enumerate(steps):
-        j = producer.get(step.inputs[0]) if _depthwise(step, constants) else None
-        if j is None or reads[step.inputs[0]] != 1 or step.inputs[0] in keep:
-            continue
-        first = out[j]
+    pairs = fusable_pairs(
+        steps, lambda s: _clipped_conv(s, constants), lambda s: _depthwise(s, constants), keep
+    )
+    for j, i in pairs:
+        step, first = steps[i], out[j]
         bounds = activation_clip(
             first.attributes["activation"], first.attributes.get("activation_params")
         )

@@ -12,7 +12,6 @@ reads stay as they are.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Collection
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -21,6 +20,7 @@ import numpy as np
 
 from edgerun.runtime import registry
 from edgerun.runtime.graph import ATTR_STRING, Attribute
+from edgerun.runtime.passes.pairs import fusable_pairs
 
 if TYPE_CHECKING:
     from edgerun.runtime.plan import Step
@@ -36,15 +36,13 @@ def expand_depthwise(
     info = registry.resolve(DOMAIN, "EXPAND_DEPTHWISE_CONV_2D", 1)
     if info is None:
         return steps
-    reads = Counter(name for s in steps for name in (*s.inputs, *s.scope) if name)
-    producer = {s.outputs[0]: i for i, s in enumerate(steps) if _expansion(s, constants)}
     out = list(steps)
     dropped: set[int] = set()
-    for i, step in enumerate(steps):
-        j = producer.get(step.inputs[0]) if _depthwise(step, constants) else None
-        if j is None or j in dropped or reads[step.inputs[0]] != 1 or step.inputs[0] in keep:
-            continue
-        first = steps[j]
+    pairs = fusable_pairs(
+        steps, lambda s: _expansion(s, constants), lambda s: _depthwise(s, constants), keep
+    )
+    for j, i in pairs:
+        step, first = steps[i], steps[j]
         if constants[step.inputs[1]].shape[3] != constants[first.inputs[1]].shape[0]:
             continue
         inputs = (*_padded(first.inputs, 3), *_padded(step.inputs, 3)[1:])

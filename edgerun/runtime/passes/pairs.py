@@ -1,0 +1,29 @@
+"""Which steps a pass may fuse with the step that feeds them."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edgerun.runtime.plan import Step
+
+
+def fusable_pairs(
+    steps: list[Step],
+    first: Callable[[Step], bool],
+    second: Callable[[Step], bool],
+    keep: Collection[str],
+) -> list[tuple[int, int]]:
+    """(j, i) for each step i that ``second`` accepts whose first input is the output of a
+    step j that ``first`` accepts, where no other step reads that output and it is not
+    kept (a graph output): the pairs a pass can run as one step."""
+    reads = Counter(name for s in steps for name in (*s.inputs, *s.scope) if name)
+    producer = {s.outputs[0]: j for j, s in enumerate(steps) if first(s)}
+    pairs = []
+    for i, step in enumerate(steps):
+        j = producer.get(step.inputs[0]) if second(step) else None
+        if j is not None and reads[step.inputs[0]] == 1 and step.inputs[0] not in keep:
+            pairs.append((j, i))
+    return pairs
