@@ -103,9 +103,9 @@ class WireReader:
             else:
                 shift += 7
                 if shift >= 70:
-                    raise ModelFormatError("malformed packed varint field (more than 10 bytes)")
+                    raise self.fail("malformed packed varint field (more than 10 bytes)")
         if shift:
-            raise ModelFormatError("truncated packed varint field")
+            raise self.fail("truncated packed varint field")
         return values
 
     def raw(self, a: int, b: int) -> bytes:
