@@ -538,11 +538,16 @@ def _depthwise_split_columns(x, w, kernel_shape, strides, dilations, begin, out_
     # which is column o + k // 2 of the padded columns of parity k % 2. With the two
     # parities stored apart, each tap is a slice whose rows run (out columns) x C long, as
     # at stride 1, and the weights are tiled to match (see _split_product).
-    taps_per_parity = (kernel_shape[-1] + 1) // 2
-    half = out_shape[-1] + taps_per_parity - 1
-    size = _padded_size(x.shape[2:], begin, kernel_shape, strides, dilations, out_shape)
-    xs = _split_columns(x, begin, [*size[:-1], half], clip)
+    size = _split_size(x.shape[2:], begin, kernel_shape, strides, dilations, out_shape)
+    xs = _split_columns(x, begin, size, clip)
     return _split_product(xs, w, kernel_shape, strides, dilations, out_shape)
+
+
+def _split_size(spatial, begin, kernel_shape, strides, dilations, out_shape):
+    """_padded_size for the parity-split layout: its last entry the length of each
+    parity's half (the out columns and the parity's taps past the first)."""
+    size = _padded_size(spatial, begin, kernel_shape, strides, dilations, out_shape)
+    return [*size[:-1], out_shape[-1] + (kernel_shape[-1] + 1) // 2 - 1]
 
 
 def _split_product(xs, w, kernel_shape, strides, dilations, out_shape):
@@ -888,11 +893,10 @@ def expand_depthwise_conv_1(
         y = _conv_as(X, W, B, *first)
         depthwise = (auto_pad, dilations, group, kernel_shape, pads, strides)
         return _conv_as(y, W_depthwise, B_depthwise, *depthwise, clip=clip, input_clip=bounds)
-    size = _padded_size(spatial, begin, kernel_shape, strides, dilations, out_shape)
     inside = slice(begin[0], begin[0] + spatial[0])
     if _splits_columns(m, strides, dilations):  # the expansion written parity-split
-        half = out_shape[-1] + (kernel_shape[-1] + 1) // 2 - 1
-        xs = np.empty((1, size[0], 2, half, m), dtype=X.dtype)
+        rows_size, half = _split_size(spatial, begin, kernel_shape, strides, dilations, out_shape)
+        xs = np.empty((1, rows_size, 2, half, m), dtype=X.dtype)
         rows = _split_rows(xl[0], B is not None, begin[1], half)
         _expand_into(rows, W, B, xs[0, inside], bounds)
         fill_borders(xs, begin[:-1], spatial[:-1])  # the rows above and below
@@ -903,6 +907,7 @@ def expand_depthwise_conv_1(
         y = _split_product(xs, W_depthwise, kernel_shape, strides, dilations, out_shape)
         _add_clip_rows(y, B_depthwise, clip, out_shape[-1])
         return _channels_first(y)
+    size = _padded_size(spatial, begin, kernel_shape, strides, dilations, out_shape)
     xp = np.empty((1, *size, m), dtype=X.dtype)
     if pointwise:
         rows = _padded_rows(xl[0], B is not None, begin[1], size[1])

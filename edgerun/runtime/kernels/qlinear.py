@@ -31,6 +31,7 @@ from edgerun.runtime.kernels.conv import (
     _padded_size,
     _split_columns,
     _split_product,
+    _split_size,
     _splits_columns,
     conv_geometry,
     im2col,
@@ -491,9 +492,8 @@ def uncentered_conv(
         return None
     depthwise = group == x.shape[1] == m and group > 1
     if depthwise and _splits_columns(m, strides, dilations):  # parity-split, as conv.py would
-        half = out_shape[-1] + (kernel_shape[-1] + 1) // 2 - 1
-        size = _padded_size(x.shape[2:], begin, kernel_shape, strides, dilations, out_shape)
-        xs = _split_columns(x, begin, [*size[:-1], half], dtype=f32, fill=xz)
+        size = _split_size(x.shape[2:], begin, kernel_shape, strides, dilations, out_shape)
+        xs = _split_columns(x, begin, size, dtype=f32, fill=xz)
         y = _split_product(xs, ws, kernel_shape, strides, dilations, out_shape)
         _add_clip_rows(y, b, None, out_shape[-1])
         return _channels_first(y), reach + b_bound

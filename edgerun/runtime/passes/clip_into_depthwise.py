@@ -27,7 +27,7 @@ import numpy as np
 from edgerun.runtime import registry
 from edgerun.runtime.graph import ATTR_FLOATS, Attribute
 from edgerun.runtime.kernels.conv import activation_clip
-from edgerun.runtime.passes.pairs import fusable_pairs
+from edgerun.runtime.passes.pairs import fusable_pairs, joined_inputs
 
 if TYPE_CHECKING:
     from edgerun.runtime.plan import Step
@@ -57,7 +57,7 @@ def clip_into_depthwise(
             first.attributes["activation"], first.attributes.get("activation_params")
         )
         if _feeds_depthwise(first, constants):
-            inputs = (*_padded(first.inputs, 3), *_padded(step.inputs, 3)[1:])
+            inputs = joined_inputs(first, step)
             clip = Attribute("expand_clip", ATTR_FLOATS, [float(v) for v in bounds])
             extra = {"expand_clip": clip}  # the node says what the step runs (estimate reads it)
             for name in _FIRST:
@@ -82,11 +82,6 @@ def clip_into_depthwise(
         attributes = {**step.attributes, "input_clip": [float(v) for v in bounds]}
         out[i] = replace(step, node=node, kernel=clipped, attributes=attributes)
     return [s for k, s in enumerate(out) if k not in dropped]
-
-
-def _padded(inputs: tuple[str, ...], length: int) -> tuple[str, ...]:
-    """``inputs`` with "" for the absent optional ones, ``length`` long."""
-    return (*inputs, *[""] * (length - len(inputs)))
 
 
 _FIRST = ("kernel_shape", "pads", "strides")  # the first convolution's, as expand_*

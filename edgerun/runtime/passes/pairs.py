@@ -27,3 +27,14 @@ def fusable_pairs(
         if j is not None and reads[step.inputs[0]] == 1 and step.inputs[0] not in keep:
             pairs.append((j, i))
     return pairs
+
+
+def joined_inputs(first: Step, second: Step) -> tuple[str, ...]:
+    """The inputs of a fused pair's step: the first step's three (x, weights, bias; "" for
+    an absent bias), then the second's after the one the first fed."""
+    return (*_padded(first.inputs, 3), *_padded(second.inputs, 3)[1:])
+
+
+def _padded(inputs: tuple[str, ...], length: int) -> tuple[str, ...]:
+    """``inputs`` with "" for the absent optional ones, ``length`` long."""
+    return (*inputs, *[""] * (length - len(inputs)))

@@ -20,7 +20,7 @@ import numpy as np
 
 from edgerun.runtime import registry
 from edgerun.runtime.graph import ATTR_STRING, Attribute
-from edgerun.runtime.passes.pairs import fusable_pairs
+from edgerun.runtime.passes.pairs import fusable_pairs, joined_inputs
 
 if TYPE_CHECKING:
     from edgerun.runtime.plan import Step
@@ -45,7 +45,7 @@ def expand_depthwise(
         step, first = steps[i], steps[j]
         if constants[step.inputs[1]].shape[3] != constants[first.inputs[1]].shape[0]:
             continue
-        inputs = (*_padded(first.inputs, 3), *_padded(step.inputs, 3)[1:])
+        inputs = joined_inputs(first, step)
         activation = first.attributes["fused_activation_function"]
         extra = {
             "expand_activation": Attribute("expand_activation", ATTR_STRING, activation.encode())
@@ -60,10 +60,6 @@ def expand_depthwise(
         out[i] = replace(step, node=node, kernel=info, inputs=inputs, attributes=attributes)
         dropped.add(j)
     return [s for k, s in enumerate(out) if k not in dropped]
-
-
-def _padded(inputs: tuple[str, ...], length: int) -> tuple[str, ...]:
-    return (*inputs, *[""] * (length - len(inputs)))
 
 
 def _float_filter(step: Step, constants: dict[str, np.ndarray]) -> np.ndarray | None:
