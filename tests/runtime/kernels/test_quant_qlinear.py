@@ -305,7 +305,7 @@ def test_winograd_qlinear_conv_is_exact(dtype, weights, channels_last, bias_bits
     x_zero = np.array(info.max // 2, dtype)
     b = rng.integers(-(1 << bias_bits), 1 << bias_bits, 40).astype(np.int32)
     pads = [1, 0, 1, 1]
-    u4, starts = qlinear._winograd_plan(w, w_zero, qlinear._span(x.dtype, int(x_zero)))
+    u4, _, starts = qlinear._winograd_plan(w, w_zero, qlinear._span(x.dtype, int(x_zero)))
     assert u4 is not None and (len(starts) > 1) == (weights == "extreme")
     got = qlinear._winograd_conv(x, x_zero, w, w_zero, b, "NOTSET", None, 1, pads, None)
     want = _exact_conv3x3(x, x_zero, w, w_zero, pads) + b.reshape(-1, 1, 1)
@@ -338,12 +338,49 @@ def test_winograd_output_transform_in_float32_only_where_exact(monkeypatch, bias
     assert set(chosen) == {np.float32 if bias_bits == 20 else np.float64}
 
 
+def test_winograd_takes_one_product_where_the_actual_tiles_fit(monkeypatch):
+    # weights at the extreme need chunks for the worst input; the top half of this image
+    # stays near its zero point (as after a ReLU), so its block of tiles takes one float32
+    # product, while the bottom half, at the largest input, still needs the chunks. Exact.
+    rows = winograd._block_rows(40, 48, 40)  # tile rows (two output rows each) a block
+    x = np.full((1, 48, 4 * rows, 80), 127, np.int8)  # two blocks
+    x[:, :, : 2 * rows + 2] = rng.integers(-3, 3, (1, 48, 2 * rows + 2, 80), endpoint=True)
+    w = np.full((40, 48, 3, 3), 127, np.int8)
+    w[:, ::2] = -128
+    w_zero, x_zero = np.zeros(40, np.int8), np.array(0, np.int8)
+    b = rng.integers(-(1 << 20), 1 << 20, 40).astype(np.int32)
+    assert len(qlinear._winograd_plan(w, w_zero, qlinear._span(x.dtype, 0))[2]) > 1
+    fits = []
+    check = winograd._tiles_fit
+
+    def spy(*args):
+        fits.append(check(*args))
+        return fits[-1]
+
+    monkeypatch.setattr(winograd, "_tiles_fit", spy)
+    got = qlinear._winograd_conv(x, x_zero, w, w_zero, b, "NOTSET", None, 1, [1, 1, 1, 1], None)
+    want = _exact_conv3x3(x, x_zero, w, w_zero, [1, 1, 1, 1]) + b.reshape(-1, 1, 1)
+    np.testing.assert_array_equal(got, want.astype(np.float32))
+    assert fits == [True, False]
+
+
+def test_float32_fits_up_to_two_to_the_24():
+    # Cauchy-Schwarz: |a . b| <= ||a|| ||b||, and float32 is exact below 2^24
+    assert int8.fits_float32(np.array([4095.0**2]), np.array([4096.0**2]), 1)
+    assert not int8.fits_float32(np.array([4096.0**2]), np.array([4096.0**2]), 1)
+    # each a pairs with its own b (Winograd's tap pairs), not the largest with the largest
+    assert int8.fits_float32(np.array([1.0, 4096.0**2]), np.array([4096.0**2, 1.0]), 1)
+    # sums of many squares taken in float32 keep a margin for their rounding
+    assert int8.fits_float32(np.array([4095.9**2]), np.array([4096.0**2]), 1)
+    assert not int8.fits_float32(np.array([4095.9**2]), np.array([4096.0**2]), 1 << 12)
+
+
 def test_winograd_keeps_to_its_memory_cap(monkeypatch):
     # the float32 filter is 28x the int8 weights: past the cap the layer stays im2col
     w = rng.integers(-3, 3, (64, 64, 3, 3), endpoint=True).astype(np.int8)
     assert qlinear._winograd_plan(w, None, (0, 255))[0] is not None
     monkeypatch.setattr(qlinear, "_WINOGRAD_BYTES", w.size * 16 // 9 * 4 - 1)
-    assert qlinear._winograd_plan(w, None, (0, 255)) == (None, ())
+    assert qlinear._winograd_plan(w, None, (0, 255)) == (None, None, ())
 
 
 @pytest.mark.parametrize("dtype", [np.int8, np.uint8])
