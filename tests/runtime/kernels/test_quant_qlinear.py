@@ -313,6 +313,26 @@ def test_winograd_qlinear_conv_is_exact(dtype, weights, channels_last, bias_bits
     np.testing.assert_array_equal(got, want.astype(np.float32))
 
 
+def _recorded(monkeypatch, name: str) -> list:
+    """What winograd's ``name`` returns, call by call, as it goes on working."""
+    returned: list = []
+    real = getattr(winograd, name)
+
+    def spy(*args):
+        returned.append(real(*args))
+        return returned[-1]
+
+    monkeypatch.setattr(winograd, name, spy)
+    return returned
+
+
+def _assert_winograd_exact(x, x_zero, w, w_zero, b):
+    got = qlinear._winograd_conv(x, x_zero, w, w_zero, b, "NOTSET", None, 1, [1, 1, 1, 1], None)
+    want = _exact_conv3x3(x, x_zero, w, w_zero, [1, 1, 1, 1]) + b.reshape(-1, 1, 1)
+    # exact up to the one rounding to float32 that onnxruntime's int32 accumulator takes
+    np.testing.assert_array_equal(got, want.astype(np.float32))
+
+
 @pytest.mark.parametrize("bias_bits", [20, 23])
 def test_winograd_output_transform_in_float32_only_where_exact(monkeypatch, bias_bits):
     # activations near their zero point (as after a ReLU): the products' actual extremes
@@ -324,17 +344,8 @@ def test_winograd_output_transform_in_float32_only_where_exact(monkeypatch, bias
     x_zero = np.array(0, np.int8)
     b = rng.integers(-(1 << bias_bits), 1 << bias_bits, 40).astype(np.int32)
     b[0] = (1 << bias_bits) - 1
-    chosen = []
-    pick = winograd._transform_dtype
-
-    def spy(*args):
-        chosen.append(pick(*args))
-        return chosen[-1]
-
-    monkeypatch.setattr(winograd, "_transform_dtype", spy)
-    got = qlinear._winograd_conv(x, x_zero, w, w_zero, b, "NOTSET", None, 1, [1, 1, 1, 1], None)
-    want = _exact_conv3x3(x, x_zero, w, w_zero, [1, 1, 1, 1]) + b.reshape(-1, 1, 1)
-    np.testing.assert_array_equal(got, want.astype(np.float32))
+    chosen = _recorded(monkeypatch, "_transform_dtype")
+    _assert_winograd_exact(x, x_zero, w, w_zero, b)
     assert set(chosen) == {np.float32 if bias_bits == 20 else np.float64}
 
 
@@ -350,17 +361,8 @@ def test_winograd_takes_one_product_where_the_actual_tiles_fit(monkeypatch):
     w_zero, x_zero = np.zeros(40, np.int8), np.array(0, np.int8)
     b = rng.integers(-(1 << 20), 1 << 20, 40).astype(np.int32)
     assert len(qlinear._winograd_plan(w, w_zero, qlinear._span(x.dtype, 0))[2]) > 1
-    fits = []
-    check = winograd._tiles_fit
-
-    def spy(*args):
-        fits.append(check(*args))
-        return fits[-1]
-
-    monkeypatch.setattr(winograd, "_tiles_fit", spy)
-    got = qlinear._winograd_conv(x, x_zero, w, w_zero, b, "NOTSET", None, 1, [1, 1, 1, 1], None)
-    want = _exact_conv3x3(x, x_zero, w, w_zero, [1, 1, 1, 1]) + b.reshape(-1, 1, 1)
-    np.testing.assert_array_equal(got, want.astype(np.float32))
+    fits = _recorded(monkeypatch, "_tiles_fit")
+    _assert_winograd_exact(x, x_zero, w, w_zero, b)
     assert fits == [True, False]
 
 
