@@ -64,8 +64,8 @@ def fits_float32(a_squares: np.ndarray, b_squares: np.ndarray, terms: int) -> bo
     exact in float32, in whatever order BLAS adds. By Cauchy-Schwarz any partial sum is at
     most ||a|| ||b||, so this holds while that stays below 2^24: a bound from the operands'
     actual values, far tighter than max|a| * sum|b| over all values ``a`` could take.
-    ``a_squares`` may be sums of ``terms`` squares taken in float32; their rounding (below
-    terms * 2^-24 relative) is allowed for, twice over."""
+    Both may be sums of ``terms`` squares taken in float32: their roundings (each below
+    terms * 2^-24 relative) are allowed for, four times over."""
     margin = (1.0 + terms * 2.0**-22) ** 2
     squares = np.asarray(a_squares, np.float64) * np.asarray(b_squares, np.float64)
     return bool(squares.max(initial=0.0) * margin < float(FLOAT32_EXACT) ** 2)

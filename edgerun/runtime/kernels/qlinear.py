@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 
@@ -39,6 +40,7 @@ from edgerun.runtime.kernels.conv import (
 from edgerun.runtime.kernels.derived import memo, memo_with, tiled
 from edgerun.runtime.kernels.winograd import (
     FEW_TILES,
+    INTEGER_FILTER_BOUND,
     integer_conv3x3,
     integer_filter,
     integer_spans,
@@ -87,8 +89,35 @@ def _chunk_plan(
     [-below, above], a partial sum over any part of a chunk is at most
     max(above * P + below * N, below * P + above * N), P and N the chunk's positive and
     negative weight sums (so nonnegative activations, as after ReLU, need half the room).
-    Planned once per weight tensor (``key``) and span: it takes a pass over the weights."""
+    Planned once per weight tensor (``key``) and span, where the whole K could pass 2^24
+    (_weight_reach): it takes several passes over the weights."""
+    reach = _weight_reach(key, rows, x_span)
+    if reach < int8.FLOAT32_EXACT:
+        return (0,), reach
     return memo(key, ("chunk plan", x_span), lambda: _plan_chunks(rows(), x_span))
+
+
+def _weight_reach(key: np.ndarray, rows: Callable[[], np.ndarray], x_span: tuple[int, int]) -> int:
+    """The bound _chunk_plan puts on every partial sum over the whole K, from the sums of
+    each row's positive and negative weights (worked out once per weight tensor ``key``,
+    and shared by the spans a layer is tried with: uncentered, then centered)."""
+    positive, negative = memo(key, "row sums", lambda: _row_sums(rows()))
+    below, above = x_span
+    reach = np.maximum(above * positive + below * negative, below * positive + above * negative)
+    return int(reach.max(initial=0))
+
+
+def _row_sums(rows: np.ndarray, largest: int = 255) -> tuple[np.ndarray, np.ndarray]:
+    """(sum of the positive entries, sum of minus the negative ones) along the last axis of
+    integer-valued ``rows`` (|w| <= ``largest``: 255 for centered 8-bit weights): as
+    products with a column of ones, which BLAS streams 4-6x faster than numpy reduces rows
+    (in float32 while K * largest is exact in it)."""
+    k = rows.shape[-1]
+    dtype: type = np.float32 if k * largest < int8.FLOAT32_EXACT else np.float64
+    ones: np.ndarray = np.ones(k, dtype)
+    sums = np.matmul(np.asarray(rows, dtype), ones)
+    magnitudes = np.matmul(np.abs(rows, dtype=dtype), ones)
+    return (magnitudes + sums).astype(np.float64) / 2, (magnitudes - sums).astype(np.float64) / 2
 
 
 def _plan_chunks(w: np.ndarray, x_span: tuple[int, int]) -> tuple[tuple[int, ...], int]:
@@ -198,8 +227,9 @@ def _winograd_conv(x, x_zero, w, w_zero, B, auto_pad, dilations, group, pads, st
     """(x - zx) conv (w - zw) + B by Winograd F(2x2, 3x3) (kernels/winograd.py), in float32
     rounded from the exact sum as onnxruntime converts its int32 accumulator, where the
     float plan would take it (passes/winograd.py: 3x3, stride 1, ungrouped, enough channels
-    and outputs) and its products over channels need at most _WINOGRAD_CHUNKS exact float32
-    chunks; None elsewhere. Its filter is 4x the exact one, so every product is an integer."""
+    and outputs) and a block of tiles too large for one exact float32 product needs at most
+    _WINOGRAD_CHUNKS of them (_winograd_starts); None elsewhere. Its filter is 4x the exact
+    one, so every product is an integer."""
     if w.ndim != 4 or w.shape[2:] != (3, 3) or group != 1 or min(w.shape[:2]) < MIN_CHANNELS:
         return None
     if x.ndim != 4 or x.shape[1] != w.shape[1]:
@@ -212,37 +242,61 @@ def _winograd_conv(x, x_zero, w, w_zero, B, auto_pad, dilations, group, pads, st
     tiles = x.shape[0] * ((out_shape[0] + 1) // 2) * ((out_shape[1] + 1) // 2)
     if min(begin + end) < 0 or out_shape[0] * out_shape[1] < MIN_OUTPUTS or tiles < FEW_TILES:
         return None
-    xz = int8.scalar(x_zero)
-    x_span = _span(x.dtype, xz)
-    u4, u_squares, starts = memo_with(
-        w, w_zero, ("winograd", x_span), lambda: _winograd_plan(w, w_zero, x_span)
-    )
+    u4, u_squares = memo_with(w, w_zero, "winograd", lambda: _winograd_filter(w, w_zero))
     if u4 is None:
         return None
+    xz = int8.scalar(x_zero)
+    x_span = _span(x.dtype, xz)
     b = None if B is None else B.reshape(-1).astype(np.float64)
+    if memo(u4, ("fits any input", x_span), lambda: _fits_any_input(u4, x_span)):
+        u_squares = None  # no block needs checking
+    starts = partial(_winograd_starts, u4, x_span)
     return integer_conv3x3(int8.centered(x, xz), u4, u_squares, starts, b, begin, out_shape)
 
 
-def _winograd_plan(w, w_zero, x_span):
+def _winograd_filter(w, w_zero):
     """(transformed filter, the largest squared norm of its columns at each of the 16 tap
-    pairs, chunk starts over channels), or (None, None, ()) where the filter would pass
-    _WINOGRAD_BYTES or more than _WINOGRAD_CHUNKS chunks would be needed: the transformed
-    tiles reach further than the input (integer_spans), so their products need chunks
-    sooner (unless the actual tiles are small enough: winograd.integer_conv3x3)."""
+    pairs), or (None, None) where the filter would pass _WINOGRAD_BYTES."""
     if w.size * 16 // 9 * 4 > _WINOGRAD_BYTES:
-        return None, None, ()
-    wc = _centered_weights(w, w_zero)
-    u4 = integer_filter(wc)
+        return None, None
+    u4 = integer_filter(_centered_weights(w, w_zero))
+    # float32 sums of squares: fits_float32's margin allows for their rounding too
+    u_squares = np.einsum("pck,pck->pk", u4, u4).max(axis=1)
+    return u4, u_squares
+
+
+def _fits_any_input(u4, x_span) -> bool:
+    """Whether every partial sum of the products stays below 2^24 for any input in
+    ``x_span``: the largest reach of a column of u4 (as _plan_chunks bounds it, with the
+    transformed tiles' spans) over all channels at once."""
+    middle, others = integer_spans(*x_span)
+    positive, negative = _row_sums(u4.transpose(0, 2, 1), INTEGER_FILTER_BOUND)  # (16, K)
+    for taps, (below, above) in ((slice(5, 6), middle), (np.arange(16) != 5, others)):
+        p, n = positive[taps], negative[taps]
+        reach = np.maximum(above * p + below * n, below * p + above * n)
+        if reach.max(initial=0) >= int8.FLOAT32_EXACT:
+            return False
+    return True
+
+
+def _winograd_starts(u4, x_span) -> tuple[int, ...] | None:
+    """Chunk starts over channels that keep every partial sum of the products exact for
+    any input in ``x_span``, or None where more than _WINOGRAD_CHUNKS would be needed (the
+    layer then convolves otherwise). The transformed tiles reach further than the input
+    (integer_spans), so they need chunks sooner. Planned only when a block of actual tiles
+    does not fit in one product (winograd.integer_conv3x3): ResNet-18's never do, and its
+    first run no longer takes the 75 ms this plan costs over its 3x3 layers."""
+    return memo(u4, ("chunk starts", x_span), lambda: _plan_winograd_chunks(u4, x_span))
+
+
+def _plan_winograd_chunks(u4, x_span) -> tuple[int, ...] | None:
     middle, others = integer_spans(*x_span)
     c = u4.shape[1]
     rest = np.delete(u4, 5, axis=0).transpose(0, 2, 1).reshape(-1, c)
     starts = sorted(
         {*_plan_chunks(rest, others)[0], *_plan_chunks(np.ascontiguousarray(u4[5].T), middle)[0]}
     )
-    if len(starts) > _WINOGRAD_CHUNKS:
-        return None, None, ()
-    u_squares = np.einsum("pck,pck->pk", u4, u4, dtype=np.float64).max(axis=1)
-    return u4, u_squares, tuple(starts)
+    return tuple(starts) if len(starts) <= _WINOGRAD_CHUNKS else None
 
 
 def _fold_terms(key, wc, x_zero, x_dtype, bias) -> tuple[np.ndarray, float]:
@@ -479,8 +533,8 @@ def uncentered_conv(
     m = w.shape[0]
     low, high = int8.int_range(x.dtype)
     span = (max(0, -low), max(0, high))
-    starts, reach = _chunk_plan(w, lambda: _centered_weights(w, w_zero).reshape(m, -1), span)
-    if len(starts) > 1:
+    reach = _weight_reach(w, lambda: _centered_weights(w, w_zero).reshape(m, -1), span)
+    if reach >= int8.FLOAT32_EXACT:
         return None
     if w.size <= _KEPT_WEIGHTS:
         ws = memo_with(w, w_zero, "centered", lambda: _centered_weights(w, w_zero))

@@ -129,6 +129,11 @@ def _conv4x4(x, u, b, begin, out_shape, clip=None):
     return _channels_first(y.reshape(n, 4 * th, 4 * tw, k)[:, : out_shape[0], : out_shape[1]])
 
 
+# the largest |entry| of integer_filter for centered 8-bit weights (|w| <= 255): a row of
+# 2G sums to at most 3 in magnitude
+INTEGER_FILTER_BOUND = 9 * 255
+
+
 def integer_filter(w: np.ndarray) -> np.ndarray:
     """winograd_filter times 4 for integer-valued weights: (2G) g (2G)^T has integer
     coefficients, so the transformed filter is exact integers (|u| <= 9 * max |w|)."""
@@ -148,32 +153,42 @@ def integer_spans(below: int, above: int) -> tuple[tuple[int, int], tuple[int, i
 def integer_conv3x3(x, u4, u_squares, starts, b, begin, out_shape):
     """The convolution of integer-valued float32 ``x`` (N, C, H, W) with the weights whose
     integer_filter is ``u4``, plus integer bias ``b`` (float64, or None), exact up to its
-    final rounding to float32 (as onnxruntime converts its int32 accumulator). The products
-    over channels run in float32 between the chunk ``starts`` (where every partial sum
-    stays below 2^24 whatever the input) and are summed in float64; the output transform
-    runs in float64 unless float32 is exact. ``u_squares`` (16,), the largest squared norm
-    of a column of u4 at each tap pair, lets a block whose actual tiles keep every sum
-    below 2^24 (int8.fits_float32) take one float32 product instead of the chunks: with
-    ResNet-18's activations every block does, and its 128- and 256-channel layers ran
-    25-30 % faster."""
+    final rounding to float32 (as onnxruntime converts its int32 accumulator). A block of
+    tiles whose actual values keep every partial sum below 2^24 (int8.fits_float32, from
+    ``u_squares`` (16,), the largest squared norm of a column of u4 at each tap pair) takes
+    one float32 product over the channels: with ResNet-18's activations every block does
+    (``u_squares`` None: every block fits whatever the input, unchecked).
+    Any other block runs in float32 between the chunk starts that ``starts()`` plans for
+    the worst input, summed in float64; where it gives None (too many chunks to gain on
+    im2col) this returns None. The output transform runs in float64 unless float32 is
+    exact."""
     n, (c, k) = x.shape[0], u4.shape[1:]
     th, tw = (out_shape[0] + 1) // 2, (out_shape[1] + 1) // 2
     xq = _parity_padded(x, begin, th, tw)
     y = np.empty((n, th, 2, tw, 2, k), dtype=np.float32)
     b4 = None if b is None else 4 * b  # joins the products, which are 4x the sums
     b4_bound = 0.0 if b4 is None else float(np.abs(b4).max(initial=0))
-    chunks = tuple(zip(starts, (*starts[1:], c), strict=True))
     for v, place in _tile_blocks(xq, (c, k), y):
-        if len(chunks) == 1 or _tiles_fit(v, u_squares):
+        if u_squares is None or _tiles_fit(v, u_squares):
             m = np.matmul(v, u4)
         else:
-            m = np.matmul(v[:, :, : chunks[0][1]], u4[:, : chunks[0][1]])
-            for i, (lo, hi) in enumerate(chunks[1:]):
-                part = np.matmul(v[:, :, lo:hi], u4[:, lo:hi])
-                m = np.add(m, part, dtype=np.float64, out=None if i == 0 else m)
+            chunk_starts = starts()
+            if chunk_starts is None:
+                return None
+            m = _chunked_products(v, u4, chunk_starts)
         dtype = _transform_dtype(m, b4_bound)
         _exact_output_tiles(m.reshape(4, 4, -1, tw, k), place, b4, dtype)
     return _channels_first(y.reshape(n, 2 * th, 2 * tw, k)[:, : out_shape[0], : out_shape[1]])
+
+
+def _chunked_products(v, u4, starts):
+    """v @ u4 as float32 products between the channel ``starts``, summed in float64."""
+    ends = (*starts[1:], u4.shape[1])
+    m = np.matmul(v[:, :, : ends[0]], u4[:, : ends[0]])
+    for i, (lo, hi) in enumerate(zip(starts[1:], ends[1:], strict=True)):
+        part = np.matmul(v[:, :, lo:hi], u4[:, lo:hi])
+        m = np.add(m, part, dtype=np.float64, out=None if i == 0 else m)
+    return m
 
 
 def _tiles_fit(v, u_squares) -> bool:

@@ -271,6 +271,20 @@ def test_chunk_plan_matches_a_column_scan(seed):
     assert starts == _chunk_starts_by_scan(w, span)
 
 
+@pytest.mark.parametrize("k", [9, 4608, 70000])  # 70000 x 255 passes 2^24: float64 sums
+@pytest.mark.parametrize("span", [(0, 255), (128, 127)])
+def test_weight_reach_is_the_whole_row_bound(k, span):
+    w = rng.integers(-255, 256, (3, k)).astype(np.float32)
+    w[0] = np.abs(w[0])  # one-signed
+    p, n = (
+        np.maximum(w, 0).sum(axis=1, dtype=np.int64),
+        np.maximum(-w, 0).sum(axis=1, dtype=np.int64),
+    )
+    below, above = span
+    want = int(np.maximum(above * p + below * n, below * p + above * n).max())
+    assert qlinear._weight_reach(np.empty(1), lambda: w, span) == want
+
+
 def _exact_conv3x3(x, x_zero, w, w_zero, pads):
     """The convolution in int64, tap by tap: the definition, for the fast paths to meet."""
     xs = x.astype(np.int64) - int(x_zero)
@@ -305,8 +319,9 @@ def test_winograd_qlinear_conv_is_exact(dtype, weights, channels_last, bias_bits
     x_zero = np.array(info.max // 2, dtype)
     b = rng.integers(-(1 << bias_bits), 1 << bias_bits, 40).astype(np.int32)
     pads = [1, 0, 1, 1]
-    u4, _, starts = qlinear._winograd_plan(w, w_zero, qlinear._span(x.dtype, int(x_zero)))
-    assert u4 is not None and (len(starts) > 1) == (weights == "extreme")
+    u4, _ = qlinear._winograd_filter(w, w_zero)
+    starts = qlinear._winograd_starts(u4, qlinear._span(x.dtype, int(x_zero)))
+    assert starts is not None and (len(starts) > 1) == (weights == "extreme")
     got = qlinear._winograd_conv(x, x_zero, w, w_zero, b, "NOTSET", None, 1, pads, None)
     want = _exact_conv3x3(x, x_zero, w, w_zero, pads) + b.reshape(-1, 1, 1)
     # exact up to the one rounding to float32 that onnxruntime's int32 accumulator takes
@@ -360,10 +375,54 @@ def test_winograd_takes_one_product_where_the_actual_tiles_fit(monkeypatch):
     w[:, ::2] = -128
     w_zero, x_zero = np.zeros(40, np.int8), np.array(0, np.int8)
     b = rng.integers(-(1 << 20), 1 << 20, 40).astype(np.int32)
-    assert len(qlinear._winograd_plan(w, w_zero, qlinear._span(x.dtype, 0))[2]) > 1
+    starts = qlinear._winograd_starts(qlinear._winograd_filter(w, w_zero)[0], (128, 127))
+    assert starts is not None and len(starts) > 1
     fits = _recorded(monkeypatch, "_tiles_fit")
     _assert_winograd_exact(x, x_zero, w, w_zero, b)
     assert fits == [True, False]
+
+
+def test_winograd_plans_chunks_only_for_a_block_that_does_not_fit(monkeypatch):
+    # weights at the extreme need chunks for the worst input, but inputs near their zero
+    # point fit every block in one product: the worst-case plan is never made
+    x = rng.integers(-3, 3, (1, 48, 12, 12), endpoint=True).astype(np.int8)
+    w = np.full((40, 48, 3, 3), 127, np.int8)
+    w_zero, x_zero = np.zeros(40, np.int8), np.array(0, np.int8)
+    b = rng.integers(-(1 << 20), 1 << 20, 40).astype(np.int32)
+
+    def no_plan(*args):
+        raise AssertionError("the worst-case chunk plan was made")
+
+    monkeypatch.setattr(qlinear, "_plan_winograd_chunks", no_plan)
+    _assert_winograd_exact(x, x_zero, w, w_zero, b)
+
+
+def test_winograd_declines_a_layer_needing_too_many_chunks(monkeypatch):
+    # the largest inputs need chunks; more than _WINOGRAD_CHUNKS and the layer goes to
+    # im2col instead, still exact
+    x = np.full((1, 48, 12, 12), 127, np.int8)
+    w = np.full((40, 48, 3, 3), 127, np.int8)
+    w_zero, x_zero = np.zeros(40, np.int8), np.array(0, np.int8)
+    b = rng.integers(-(1 << 20), 1 << 20, 40).astype(np.int32)
+    monkeypatch.setattr(qlinear, "_WINOGRAD_CHUNKS", 1)
+    args = (x, x_zero, w, w_zero, b, "NOTSET", None, 1, [1, 1, 1, 1], None)
+    assert qlinear._winograd_conv(*args) is None
+    got = qlinear._biased_conv(*args[:6], None, 1, [3, 3], [1, 1, 1, 1], None)
+    want = _exact_conv3x3(x, x_zero, w, w_zero, [1, 1, 1, 1]) + b.reshape(-1, 1, 1)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("weights", ["random", "small", "extreme"])
+@pytest.mark.parametrize("x_span", [(0, 255), (128, 127), (0, 127)])
+def test_winograd_fits_any_input_where_one_chunk_is_planned(weights, x_span):
+    w = {
+        "random": rng.integers(-128, 127, (40, 48, 3, 3), endpoint=True),
+        "small": rng.integers(-8, 8, (40, 48, 3, 3), endpoint=True),
+        "extreme": np.full((40, 48, 3, 3), -128),
+    }[weights].astype(np.int8)
+    u4, _ = qlinear._winograd_filter(w, None)
+    one_chunk = qlinear._plan_winograd_chunks(u4, x_span) == (0,)
+    assert qlinear._fits_any_input(u4, x_span) == one_chunk
 
 
 def test_float32_fits_up_to_two_to_the_24():
@@ -380,9 +439,9 @@ def test_float32_fits_up_to_two_to_the_24():
 def test_winograd_keeps_to_its_memory_cap(monkeypatch):
     # the float32 filter is 28x the int8 weights: past the cap the layer stays im2col
     w = rng.integers(-3, 3, (64, 64, 3, 3), endpoint=True).astype(np.int8)
-    assert qlinear._winograd_plan(w, None, (0, 255))[0] is not None
+    assert qlinear._winograd_filter(w, None)[0] is not None
     monkeypatch.setattr(qlinear, "_WINOGRAD_BYTES", w.size * 16 // 9 * 4 - 1)
-    assert qlinear._winograd_plan(w, None, (0, 255)) == (None, None, ())
+    assert qlinear._winograd_filter(w, None) == (None, None)
 
 
 @pytest.mark.parametrize("dtype", [np.int8, np.uint8])
