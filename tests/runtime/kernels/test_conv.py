@@ -142,6 +142,18 @@ def test_conv_channels_last_input(monkeypatch, group, shape, column_bytes):
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("kernel", [(3,), (3, 2), (2, 3, 1)])
+@pytest.mark.parametrize("bias", [False, True])
+def test_columns_weights_are_taps_then_channels(kernel, bias):
+    # row (taps, channel) of the channels-last columns meets weight w[:, channel, *taps]
+    w = rng.standard_normal((5, 4, *kernel)).astype(np.float32)
+    b = rng.standard_normal(5).astype(np.float32) if bias else None
+    want = np.moveaxis(w, 1, -1).reshape(5, -1).T
+    if bias:
+        want = np.vstack([want, b[None]])
+    np.testing.assert_array_equal(conv._columns_weights(w, b), want)
+
+
 @pytest.mark.parametrize(("xs", "ws", "attrs"), CONV_CASES)
 def test_conv(xs, ws, attrs):
     x = rng.standard_normal(xs).astype(np.float32)
