@@ -31,6 +31,7 @@ from edgerun.runtime.graph import (
     SparseTensor,
     subgraphs,
 )
+from edgerun.runtime.kernels.shape import constant_of_shape_view
 from edgerun.runtime.passes.clip_into_depthwise import clip_into_depthwise
 from edgerun.runtime.passes.fold_batchnorm import fold_batch_norm
 from edgerun.runtime.passes.fuse_activation import DOMAIN as ACTIVATION_DOMAIN
@@ -123,7 +124,8 @@ class Plan:
         steps = winograd_convs(steps, self.constants, set(self.output_names), shapes)
         steps = fuse_swish(steps, set(self.output_names))
         self.free_names = sorted(_free_names(self.graph))  # outer values it reads
-        _aligned(self.constants, {n for s in steps for n in (*s.inputs, *s.scope)})
+        read = {n for s in steps for n in (*s.inputs, *s.scope)} | set(self.output_names)
+        _aligned(self.constants, read)
         self.steps = _with_last_use(steps, set(self.output_names), set(self.constants))
 
     # -- building -------------------------------------------------------------------------
@@ -277,6 +279,9 @@ def _fold_within_cap(step: Step, constants: Mapping[str, Any]) -> tuple | None:
             budget.check_bytes(nbytes, what)
         if nbytes > MAX_FOLDED_BYTES:
             return None
+    as_view = _FOLDED_AS_VIEWS.get(step.node.op_type)
+    if as_view is not None and step.node.domain in ("", "ai.onnx"):
+        step = replace(step, kernel=replace(step.kernel, fn=as_view))
     try:
         with budget.limited(MAX_FOLDED_BYTES):
             return Plan._execute(step, constants)
@@ -285,6 +290,9 @@ def _fold_within_cap(step: Step, constants: Mapping[str, Any]) -> tuple | None:
             return None
         raise
 
+
+# ops folded at load into a read-only view that takes no memory until a step reads it
+_FOLDED_AS_VIEWS = {"ConstantOfShape": constant_of_shape_view}
 
 _RETURNS_LIST = {
     "SequenceConstruct",
@@ -382,14 +390,15 @@ def _aligned(constants: dict[str, Any], used: set[str]) -> None:
     """Replace the misaligned arrays among the ``used`` constants by aligned read-only
     copies, all in one block: numpy runs misaligned arrays through its slower unaligned
     loops (an elementwise multiply 2x slower here), and protobuf puts raw_data at any
-    offset. One block: where the system has transparent huge pages, numpy asks for them on
-    large arrays, and 90 MB then faulted in 6x faster than 4 KB pages (MiniLM's weights);
-    the copies live as long as the plan's constants anyway."""
+    offset. Broadcast views (folded ConstantOfShape) are laid out there too: BLAS takes no
+    zero strides. One block: where the system has transparent huge pages, numpy asks for
+    them on large arrays, and 90 MB then faulted in 6x faster than 4 KB pages (MiniLM's
+    weights); the copies live as long as the plan's constants anyway."""
     names = sorted(
         n
         for n in used
         if isinstance(constants.get(n), np.ndarray)
-        and not constants[n].flags.aligned
+        and (not constants[n].flags.aligned or _broadcast(constants[n]))
         and constants[n].dtype != object
     )
     if not names:
@@ -408,6 +417,11 @@ def _aligned(constants: dict[str, Any], used: set[str]) -> None:
 
 
 _ALIGN = 64  # bytes between the copies in _aligned's block: every dtype's alignment
+
+
+def _broadcast(array: np.ndarray) -> bool:
+    """Whether some elements of ``array`` share memory (a zero stride on a longer axis)."""
+    return any(s == 0 and d > 1 for s, d in zip(array.strides, array.shape, strict=True))
 
 
 def _with_last_use(steps: list[Step], keep: set[str], constants: set[str]) -> list[Step]:

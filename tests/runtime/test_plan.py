@@ -84,3 +84,39 @@ def test_misaligned_weights_are_copied_aligned_in_their_own_layout():
     assert plan.constants["vt"].flags.f_contiguous  # still v's memory order, as transposed
     x = np.random.default_rng(1).standard_normal((2, 6)).astype(np.float32)
     np.testing.assert_allclose(plan.run({"x": x})[0], x @ w + x @ v.T, rtol=1e-5, atol=1e-5)
+
+
+def test_constant_of_shape_takes_memory_only_where_a_step_reads_it():
+    # folded as a broadcast of its one value; the plan lays it out once where a step reads
+    # it (BLAS takes no zero strides) or the graph returns it, and leaves it alone where a
+    # load-time pass (BatchNormalization folding) has used it up
+    shape = helper.make_tensor("s", TensorProto.INT64, [4], [4, 3, 3, 3])
+    graph = helper.make_graph(
+        [
+            helper.make_node("Constant", [], ["shape"], value=shape),
+            helper.make_node("ConstantOfShape", ["shape"], ["w"], value=_half()),
+            helper.make_node("ConstantOfShape", ["shape"], ["unread"], value=_half()),
+            helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1]),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 5, 5])],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+            helper.make_tensor_value_info("w", TensorProto.FLOAT, None),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    parsed = parse_model(memoryview(model.SerializeToString()), None)
+    plan = Plan(parsed.graph, parsed.opset_imports)
+    assert not plan_module._broadcast(plan.constants["w"])  # read by the Conv, returned
+    assert plan_module._broadcast(plan.constants["unread"])  # no memory
+    x = np.random.default_rng(0).standard_normal((1, 3, 5, 5)).astype(np.float32)
+    y, w = plan.run({"x": x})
+    np.testing.assert_array_equal(w, np.full((4, 3, 3, 3), 0.5, np.float32))
+    ort = pytest.importorskip("onnxruntime")
+    want = ort.InferenceSession(model.SerializeToString()).run(["y"], {"x": x})[0]
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
+
+
+def _half():
+    return numpy_helper.from_array(np.array([0.5], np.float32), "value")

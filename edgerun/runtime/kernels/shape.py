@@ -347,13 +347,28 @@ def constant_12(
 
 @kernel("ConstantOfShape", since=9)
 def constant_of_shape_9(input, *, value=None):
+    dims = _constant_dims(input, value)
+    if value is None:
+        return np.zeros(dims, dtype=np.float32)
+    return np.full(dims, value.reshape(-1)[0], dtype=value.dtype)
+
+
+def constant_of_shape_view(input, *, value=None) -> np.ndarray:
+    """ConstantOfShape's result as a read-only broadcast of its one value, for the plan to
+    fold at load: no memory until a step reads it, when the plan lays it out once
+    (plan._aligned). onnx's light_* models make every weight so, and BatchNormalization
+    folding then wrote each a second time."""
+    dims = _constant_dims(input, value)
+    one = np.zeros((), np.float32) if value is None else value.reshape(-1)[:1].reshape(())
+    return np.broadcast_to(one, dims)
+
+
+def _constant_dims(input, value) -> list[int]:
     dims = _ints(input)
     if any(d < 0 for d in dims):
         raise ValueError(f"ConstantOfShape: negative dimension in {dims}")
     budget.check(dims, np.float32 if value is None else value.dtype, "ConstantOfShape output")
-    if value is None:
-        return np.zeros(dims, dtype=np.float32)
-    return np.full(dims, value.reshape(-1)[0], dtype=value.dtype)
+    return dims
 
 
 def _range(start, limit, delta, stash):

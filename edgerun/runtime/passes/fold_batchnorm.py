@@ -84,7 +84,13 @@ def _folded(conv: Step, bn: Step, constants: dict[str, np.ndarray]):
     scale, shift, mean, var = (np.asarray(p, dtype=np.float64) for p in params)
     factor = scale / np.sqrt(var + float(bn.attributes.get("epsilon", 1e-5)))
     # the product in float64, rounded once into the weights' type block by block as numpy's
-    # ufunc buffers go: no float64 copy of the weights
-    weight = np.multiply(w, factor.reshape(m, *(1,) * (w.ndim - 1)), out=np.empty_like(w))
-    bias = ((0.0 if b is None else b.astype(np.float64)) - mean) * factor + shift
-    return weight, bias.astype(w.dtype)
+    # ufunc buffers go: no float64 copy of the weights. A broadcast weight (a folded
+    # ConstantOfShape) is multiplied once per output channel and stays a broadcast, laid out
+    # only if a step reads it as it is (plan._aligned)
+    compact = w[tuple(slice(0, 1) if st == 0 else slice(None) for st in w.strides)]
+    factor = factor.reshape(m, *(1,) * (w.ndim - 1))
+    shape = np.broadcast_shapes(compact.shape, factor.shape)
+    out = np.empty_like(w) if shape == w.shape else np.empty(shape, w.dtype)
+    weight = np.multiply(compact, factor, out=out)
+    bias = ((0.0 if b is None else b.astype(np.float64)) - mean) * factor.reshape(m) + shift
+    return np.broadcast_to(weight, w.shape) if shape != w.shape else weight, bias.astype(w.dtype)

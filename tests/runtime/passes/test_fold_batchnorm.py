@@ -123,3 +123,20 @@ def test_folding_takes_no_float64_copy_of_the_weights():
     assert weight.dtype == np.float32
     np.testing.assert_array_equal(weight, np.float32(0.5 / np.sqrt(0.5 + 1e-5)))
     assert peak < 1.5 * w.nbytes
+
+
+def test_a_broadcast_weight_folds_into_a_broadcast():
+    # a folded ConstantOfShape (onnx's light_* models' weights) is one value: the folded
+    # weight is one per output channel, kept broadcast instead of written out
+    w = np.broadcast_to(np.float32(0.02), (256, 64, 3, 3))
+    params = ["scale", "shift", "mean", "var"]
+    constants = {"w": w} | {p: rng.uniform(0.5, 2, 256).astype(np.float32) for p in params}
+    conv = Step(Node("Conv", ["x", "w"], ["c"]), None, ("x", "w"), ("c",), {}, (), ())
+    bn = Step(
+        Node("BatchNormalization", ["c", *params], ["n"]), None, ("c", *params), ("n",), {}, (), ()
+    )
+    weight, bias = _folded(conv, bn, constants)
+    assert weight.shape == w.shape and weight.strides[1:] == (0, 0, 0)
+    want_weight, want_bias = _folded(conv, bn, constants | {"w": np.ascontiguousarray(w)})
+    np.testing.assert_array_equal(weight, want_weight)
+    np.testing.assert_array_equal(bias, want_bias)
