@@ -120,6 +120,12 @@ def multiply_by_quantized_multiplier(x, m, shift, offset=None) -> np.ndarray:
     return _double_rounding(m, shift, offset)(x)
 
 
+def quantized_multiplier(m, shift) -> Callable[[np.ndarray], np.ndarray]:
+    """multiply_by_quantized_multiplier with ``m`` and ``shift`` fixed, for a kernel to keep
+    (its constants cost more than the multiply on a small tensor)."""
+    return _double_rounding(m, shift)
+
+
 def _double_rounding(m, shift, offset=None) -> Callable[[np.ndarray], np.ndarray]:
     """MultiplyByQuantizedMultiplier with its constants worked out once, for many blocks.
 

@@ -40,3 +40,21 @@ def test_table_matches_integer_kernel(op: str, dtype: type, zeros, act: str) -> 
     assert len(derived._MEMO) == tables
     del quant
     assert len(derived._MEMO) < tables  # its table (and what hung on its params) went
+
+
+@pytest.mark.parametrize("op", list(EXACT))
+def test_small_tensors_work_out_their_multipliers_once_per_node(op: str, monkeypatch) -> None:
+    # below the table's size each call runs the integer kernel; its fixed-point multipliers
+    # come from the node's scales, so only the first call works them out
+    rng = np.random.default_rng(2)
+    x, y = (rng.integers(-128, 128, (1, 4, 4, 8)).astype(np.int8) for _ in range(2))
+    quant = _quant(np.int8, (-3, 10, 2))
+    kernel = getattr(tflite_math, op.lower())
+    calls = []
+    real = tflite_math.quantize_multiplier
+    monkeypatch.setattr(tflite_math, "quantize_multiplier", lambda r: calls.append(r) or real(r))
+    first = kernel(x, y, quant=quant)
+    made = len(calls)
+    assert made and np.array_equal(kernel(x, y, quant=quant), first)
+    assert len(calls) == made
+    np.testing.assert_array_equal(first, EXACT[op](x, y, _quant(np.int8, (-3, 10, 2)), "NONE"))
