@@ -102,9 +102,14 @@ def _weight_reach(key: np.ndarray, rows: Callable[[], np.ndarray], x_span: tuple
     each row's positive and negative weights (worked out once per weight tensor ``key``,
     and shared by the spans a layer is tried with: uncentered, then centered)."""
     positive, negative = memo(key, "row sums", lambda: _row_sums(rows()))
+    return int(_reach(positive, negative, x_span).max(initial=0))
+
+
+def _reach(positive: np.ndarray, negative: np.ndarray, x_span: tuple[int, int]) -> np.ndarray:
+    """The largest |partial sum| of dot products with weights whose positive and negative
+    parts sum to ``positive`` and ``negative``, for inputs in [-below, above]."""
     below, above = x_span
-    reach = np.maximum(above * positive + below * negative, below * positive + above * negative)
-    return int(reach.max(initial=0))
+    return np.maximum(above * positive + below * negative, below * positive + above * negative)
 
 
 def _row_sums(rows: np.ndarray, largest: int = 255) -> tuple[np.ndarray, np.ndarray]:
@@ -122,7 +127,6 @@ def _row_sums(rows: np.ndarray, largest: int = 255) -> tuple[np.ndarray, np.ndar
 
 def _plan_chunks(w: np.ndarray, x_span: tuple[int, int]) -> tuple[tuple[int, ...], int]:
     k = w.shape[-1]
-    below, above = x_span
     # prefix sums of the positive and negative parts at every _PLAN_BLOCK-th column, from
     # block totals (a cumulative sum along rows runs an element at a time, so it is taken
     # only inside the block that matters); the negative part is the positive part less w,
@@ -139,9 +143,6 @@ def _plan_chunks(w: np.ndarray, x_span: tuple[int, int]) -> tuple[tuple[int, ...
     np.cumsum(pos_at, axis=1, out=pos_at)
     np.cumsum(neg_at, axis=1, out=neg_at)
 
-    def reach(p: np.ndarray, n: np.ndarray) -> np.ndarray:
-        return np.maximum(above * p + below * n, below * p + above * n)
-
     def at(column: int, rows: np.ndarray | slice) -> tuple[np.ndarray, np.ndarray]:
         # the positive and negative sums of ``rows`` before ``column``
         block = column // _PLAN_BLOCK
@@ -153,7 +154,9 @@ def _plan_chunks(w: np.ndarray, x_span: tuple[int, int]) -> tuple[tuple[int, ...
         # the first column whose sum from column s no longer fits (the sums grow along K)
         block = s // _PLAN_BLOCK
         p0, n0 = at(s, slice(None))
-        ends = reach(pos_at[:, block + 1 :] - p0[:, None], neg_at[:, block + 1 :] - n0[:, None])
+        ends = _reach(
+            pos_at[:, block + 1 :] - p0[:, None], neg_at[:, block + 1 :] - n0[:, None], x_span
+        )
         over = np.flatnonzero(ends.max(axis=0) >= int8.FLOAT32_EXACT)
         if not over.size:
             return k
@@ -165,10 +168,11 @@ def _plan_chunks(w: np.ndarray, x_span: tuple[int, int]) -> tuple[tuple[int, ...
         p1, n1 = at(lo, rows)
         pos = np.cumsum(np.maximum(w[rows, lo:hi], 0), axis=1)
         neg = pos - np.cumsum(w[rows, lo:hi], axis=1)
-        grown = reach((p1 - p0[rows])[:, None] + pos, (n1 - n0[rows])[:, None] + neg).max(axis=0)
+        grown = _reach((p1 - p0[rows])[:, None] + pos, (n1 - n0[rows])[:, None] + neg, x_span)
+        grown = grown.max(axis=0)
         return max(s + 1, lo + int(np.flatnonzero(grown >= int8.FLOAT32_EXACT)[0]))
 
-    total = int(reach(pos_at[:, -1], neg_at[:, -1]).max(initial=0))
+    total = int(_reach(pos_at[:, -1], neg_at[:, -1], x_span).max(initial=0))
     starts = [0]
     while total >= int8.FLOAT32_EXACT and (end := first_over(starts[-1])) < k:
         starts.append(end)
@@ -271,10 +275,8 @@ def _fits_any_input(u4, x_span) -> bool:
     transformed tiles' spans) over all channels at once."""
     middle, others = integer_spans(*x_span)
     positive, negative = _row_sums(u4.transpose(0, 2, 1), INTEGER_FILTER_BOUND)  # (16, K)
-    for taps, (below, above) in ((slice(5, 6), middle), (np.arange(16) != 5, others)):
-        p, n = positive[taps], negative[taps]
-        reach = np.maximum(above * p + below * n, below * p + above * n)
-        if reach.max(initial=0) >= int8.FLOAT32_EXACT:
+    for taps, span in ((slice(5, 6), middle), (np.arange(16) != 5, others)):
+        if _reach(positive[taps], negative[taps], span).max(initial=0) >= int8.FLOAT32_EXACT:
             return False
     return True
 
