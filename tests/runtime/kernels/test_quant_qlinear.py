@@ -69,6 +69,43 @@ def test_qlinear_conv_past_float32_exact_range(dtype):
     np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_chunked_conv_widens_its_weights_a_chunk_at_a_time(monkeypatch, per_channel):
+    # a 512-channel 3x3 layer's float32 copy is 9.4 MB: neither the row sums nor the
+    # chunks may make one of the whole layer (the most int8 ResNet-18's first run held)
+    def whole_layer(*args):
+        raise AssertionError("the whole layer was widened to float32")
+
+    monkeypatch.setattr(qlinear, "_centered_weights", whole_layer)
+    monkeypatch.setattr(qlinear, "_PLAN_ELEMENTS", 1 << 10)  # row sums in many blocks
+    x = rng.integers(0, 255, (1, 192, 5, 5), endpoint=True).astype(np.uint8)
+    w = np.where(rng.random((8, 192, 3, 3)) < 0.5, -127, 127).astype(np.int8)
+    wz = rng.integers(-3, 4, 8).astype(np.int8) if per_channel else np.array(2, np.int8)
+    xz = np.array(128, np.uint8)
+    acc, _ = qlinear.integer_conv(x, xz, w, wz, "NOTSET", None, 1, [3, 3], [1, 1, 1, 1], None)
+    assert acc.dtype == np.float64  # chunked
+    np.testing.assert_array_equal(acc, _exact_conv3x3(x, xz, w, wz, [1, 1, 1, 1]))
+
+
+@pytest.mark.parametrize("shape", [(37, 300), (3, 37, 300)])  # 3-D: Winograd's (16, K, C)
+@pytest.mark.parametrize("zero", ["none", "one", "per row"])
+def test_row_sums_in_blocks_of_centered_weights(monkeypatch, shape, zero):
+    monkeypatch.setattr(qlinear, "_PLAN_ELEMENTS", 1 << 10)  # a few rows a block
+    raw = rng.integers(-128, 128, shape).astype(np.int8)
+    zeros = {"none": None, "one": np.array(5), "per row": rng.integers(-9, 9, shape[-2])}[zero]
+    centered = raw.astype(np.float64) - (0 if zeros is None else zeros.reshape(-1, 1))
+    want = np.maximum(centered, 0).sum(axis=-1), np.maximum(-centered, 0).sum(axis=-1)
+    if len(shape) == 2:
+        rows = qlinear._CenteredRows(raw, zeros)
+        np.testing.assert_array_equal(rows[3:9], centered[3:9])
+        np.testing.assert_array_equal(rows[np.array([4, 1]), 7:20], centered[[4, 1], 7:20])
+    else:  # a strided view, as Winograd's filter is read
+        rows = np.ascontiguousarray(centered.swapaxes(1, 2), np.float32).swapaxes(1, 2)
+    got = qlinear._row_sums(rows)
+    for g, wanted in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, wanted)
+
+
 def test_integer_matmul_chunks_are_exact():
     a = np.full((2, 3000), 255.0, np.float32)
     b = np.full((3000, 2), -128.0, np.float32)
