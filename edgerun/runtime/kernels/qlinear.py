@@ -75,6 +75,9 @@ def _centered_weights(w, w_zero):
 
 _PLAN_BLOCK = 64  # columns summed at once while looking for where a chunk must end
 _PLAN_ELEMENTS = 1 << 18  # weights taken at once while summing blocks (1 MB of float32)
+# weights folded_matmul widens at once (4 MB of float32): fewer, and MiniLM's 1536 x 384
+# product split into three of 128 columns ran 25 % slower
+_WIDENED_ELEMENTS = 1 << 20
 # more chunks than this, and the float64 sums of Winograd's products cost more than it saves
 _WINOGRAD_CHUNKS = 5
 # a layer's float32 Winograd filter at most this (28x its int8 weights): a 384-channel layer
@@ -153,12 +156,19 @@ class _CenteredRows:
 
     def __getitem__(self, index):
         part = self.w[index]
+        return self.into(index, np.empty(part.shape, f32))
+
+    def into(self, index, out: np.ndarray) -> np.ndarray:
+        """The centered ``w[index]`` written into ``out`` (float32, of its shape)."""
+        part = self.w[index]
         if self.zero is None:
-            return part.astype(f32)
-        if self.zero.size == 1:
-            return np.subtract(part, self.zero[0], dtype=f32)
-        rows = index[0] if isinstance(index, tuple) else index
-        return np.subtract(part, self.zero[rows].reshape(-1, 1), dtype=f32)
+            np.copyto(out, part, casting="unsafe")
+        elif self.zero.size == 1:
+            np.subtract(part, self.zero[0], out=out)
+        else:
+            rows = index[0] if isinstance(index, tuple) else index
+            np.subtract(part, self.zero[rows].reshape(-1, 1), out=out)
+        return out
 
 
 def _plan_chunks(w: np.ndarray, x_span: tuple[int, int]) -> tuple[tuple[int, ...], int]:
@@ -343,20 +353,22 @@ def _plan_winograd_chunks(u4, x_span) -> tuple[int, ...] | None:
 
 def _fold_terms(key, wc, x_zero, x_dtype, bias) -> tuple[np.ndarray, float]:
     """The extra weight column of a product on the uncentered input: bias - zx * (row sums
-    of the centered weights ``wc``, one row per output), and a bound on every partial sum of
-    a dot product with it (the largest |x| times the row's absolute sum, plus |column|).
-    Derived once per weight tensor (``key``, the weights as stored), bias and zero point."""
+    of the centered weights ``wc``, one row per output: an array or _CenteredRows), and a
+    bound on every partial sum of a dot product with it (the largest |x| times the row's
+    absolute sum, plus |column|). Derived once per weight tensor (``key``, the weights as
+    stored), bias and zero point."""
     return memo_with(
         key, bias, ("folded", x_zero, x_dtype), lambda: _folded_terms(wc, x_zero, x_dtype, bias)
     )
 
 
 def _folded_terms(wc, x_zero, x_dtype, bias) -> tuple[np.ndarray, float]:
-    column = -x_zero * wc.sum(axis=1, dtype=np.float64)
+    positive, negative = _row_sums(wc)
+    column = -x_zero * (positive - negative)
     if bias is not None:
         column += bias.reshape(-1).astype(np.float64)
     low, high = int8.int_range(x_dtype)
-    reach = max(-low, high) * np.abs(wc).sum(axis=1, dtype=np.float64) + np.abs(column)
+    reach = max(-low, high) * (positive + negative) + np.abs(column)
     return column, float(reach.max(initial=0))
 
 
@@ -629,25 +641,36 @@ def folded_matmul(a, a_zero_point, b, b_zero_point, bias=None, key=None):
     float32 matmul on the uncentered ``a`` next to a column of ones, the bias less za times
     the column sums of b - zb riding in an extra row of b: no centering pass over ``a`` and
     no bias pass over the result. None where a per-row za or some partial sum past 2^24
-    needs centered_matmul's general path. ``key`` (default ``b``): the weights as stored."""
+    needs centered_matmul's general path. ``key`` (default ``b``): the weights as stored.
+    The int8 weights are widened up to _WIDENED_ELEMENTS at a time, each block of output
+    columns multiplied as it is widened, so that a large classifier (VGG-16's 25088 x 4096:
+    411 MB in float32) takes a bounded temporary."""
     if b.ndim != 2 or a.ndim < 1 or (a_zero_point is not None and np.size(a_zero_point) != 1):
         return None
     k, n = b.shape
-    # laid out as b is stored (a transposed b, as Gemm's transB gives, copies row by row)
-    wb = np.empty((n, k + 1), f32).T if b.T.flags.c_contiguous else np.empty((k + 1, n), f32)
-    if b_zero_point is None or not np.any(b_zero_point):
-        np.copyto(wb[:k], b, casting="unsafe")
-    else:
-        np.subtract(b, np.asarray(b_zero_point, f32), out=wb[:k])
+    key = b if key is None else key
     za = float(int8.scalar(a_zero_point))
-    column, bound = _fold_terms(b if key is None else key, wb[:k].T, za, a.dtype, bias)
+    zb = None if b_zero_point is None or not np.any(b_zero_point) else b_zero_point
+    columns = _CenteredRows(b.T, zb)  # one row per output column
+    column, bound = _fold_terms(key, columns, za, a.dtype, bias)
     if bound >= int8.FLOAT32_EXACT:
         return None
-    wb[k] = column
     rows = np.empty((*a.shape[:-1], k + 1), f32)
     np.copyto(rows[..., :k], a, casting="unsafe")
     rows[..., k] = 1
-    return np.matmul(rows, wb)
+    out = np.empty((*a.shape[:-1], n), f32)
+    blocks = max(1, -(-(k + 1) * n // _WIDENED_ELEMENTS))
+    step = -(-n // blocks)
+    # laid out as b is stored (a transposed b, as Gemm's transB gives, copies row by row)
+    by_rows = b.T.flags.c_contiguous
+    scratch = np.empty((step, k + 1) if by_rows else (k + 1, step), f32)
+    for lo in range(0, n, step):
+        hi = min(n, lo + step)
+        wb = scratch[: hi - lo].T if by_rows else scratch[:, : hi - lo]
+        columns.into(slice(lo, hi), wb[:k].T)
+        wb[k] = column[lo:hi]
+        np.matmul(rows, wb, out=out[..., lo:hi])
+    return out
 
 
 @kernel("MatMulInteger", since=10)

@@ -194,12 +194,19 @@ def test_pointwise_qlinear_conv_folds_bias_and_zero_point_exactly(
 
 @pytest.mark.parametrize("a_type", [np.int8, np.uint8])
 @pytest.mark.parametrize("big", [False, True])
-def test_folded_matmul_equals_the_centered_product_plus_bias(a_type, big):
+@pytest.mark.parametrize("widened", [1 << 20, 100])  # 100: the weights widened 2 columns a time
+@pytest.mark.parametrize("stored_transposed", [False, True])  # Gemm's transB
+def test_folded_matmul_equals_the_centered_product_plus_bias(
+    monkeypatch, a_type, big, widened, stored_transposed
+):
     # the uncentered product with za and the bias folded into an extra row of the weights
     # is the exact (a - za) @ (b - zb) + bias; past 2^24 it declines (None)
+    monkeypatch.setattr(qlinear, "_WIDENED_ELEMENTS", widened)
     info = np.iinfo(a_type)
     a = rng.integers(info.min, info.max, (3, 7, 40), endpoint=True).astype(a_type)
     b = rng.integers(-128, 127, (40, 9), endpoint=True).astype(np.int8)
+    if stored_transposed:
+        b = np.ascontiguousarray(b.T).T
     bias = rng.integers(-(1 << 25) if big else -9000, 1 << 25 if big else 9000, 9)
     za, zb = np.array(info.max // 4, a_type), (np.arange(9) - 3).astype(np.int8)
     got = qlinear.folded_matmul(a, za, b, zb, bias.astype(np.int32))
