@@ -66,11 +66,8 @@ def _bound(dtype: np.dtype, zero: float | np.ndarray) -> int:
 
 
 def _centered_weights(w, w_zero):
-    if w_zero is None or not np.any(w_zero):
-        return w.astype(f32)
-    wz = np.asarray(w_zero).reshape(-1)
-    shift = wz.astype(f32).reshape((-1,) + (1,) * (w.ndim - 1)) if wz.size > 1 else f32(wz[0])
-    return np.subtract(w, shift, dtype=f32)
+    """``w`` less its zero point (one, or one per output channel), in float32."""
+    return _CenteredRows(w.reshape(w.shape[0], -1), w_zero)[:].reshape(w.shape)
 
 
 _PLAN_BLOCK = 64  # columns summed at once while looking for where a chunk must end
@@ -155,12 +152,12 @@ class _CenteredRows:
         self.zero = None if zero is None or not np.any(zero) else np.asarray(zero, f32).ravel()
 
     def __getitem__(self, index):
-        part = self.w[index]
-        return self.into(index, np.empty(part.shape, f32))
+        return self.into(index)
 
-    def into(self, index, out: np.ndarray) -> np.ndarray:
-        """The centered ``w[index]`` written into ``out`` (float32, of its shape)."""
+    def into(self, index, out: np.ndarray | None = None) -> np.ndarray:
+        """The centered ``w[index]`` in float32, written into ``out`` where given."""
         part = self.w[index]
+        out = np.empty(part.shape, f32) if out is None else out
         if self.zero is None:
             np.copyto(out, part, casting="unsafe")
         elif self.zero.size == 1:
@@ -257,8 +254,8 @@ def integer_conv(x, x_zero, w, w_zero, auto_pad, dilations, group, kernel_shape,
     k = w[0].size
     if c != w.shape[1] * group or m % group:
         raise ValueError(f"x {x.shape} and w {w.shape} do not match group={group}")
-    rows = partial(_CenteredRows, w.reshape(m, k), w_zero)
-    starts, bound = _chunk_plan(w, rows, _span(x.dtype, xz))
+    centered = _CenteredRows(w.reshape(m, k), w_zero)
+    starts, bound = _chunk_plan(w, lambda: centered, _span(x.dtype, xz))
     # padding the shifted input with 0 is padding the raw input with its zero point
     if len(starts) == 1:
         ws = _centered_weights(w, w_zero)
@@ -270,7 +267,6 @@ def integer_conv(x, x_zero, w, w_zero, auto_pad, dilations, group, kernel_shape,
     cols = im2col(_pad(xs, begin, end), kernel_shape, strides, dilations, out_shape)
     cols = cols.reshape(n, group, k, math.prod(out_shape))
     acc = np.zeros((n, group, m // group, cols.shape[-1]), np.float64)
-    centered = rows()
     for lo, hi in zip(starts, (*starts[1:], k), strict=True):
         chunk = centered[:, lo:hi].reshape(group, m // group, hi - lo)
         acc += np.matmul(chunk, cols[:, :, lo:hi])
@@ -650,8 +646,7 @@ def folded_matmul(a, a_zero_point, b, b_zero_point, bias=None, key=None):
     k, n = b.shape
     key = b if key is None else key
     za = float(int8.scalar(a_zero_point))
-    zb = None if b_zero_point is None or not np.any(b_zero_point) else b_zero_point
-    columns = _CenteredRows(b.T, zb)  # one row per output column
+    columns = _CenteredRows(b.T, b_zero_point)  # one row per output column
     column, bound = _fold_terms(key, columns, za, a.dtype, bias)
     if bound >= int8.FLOAT32_EXACT:
         return None
