@@ -194,7 +194,7 @@ def test_pointwise_qlinear_conv_folds_bias_and_zero_point_exactly(
 
 @pytest.mark.parametrize("a_type", [np.int8, np.uint8])
 @pytest.mark.parametrize("big", [False, True])
-@pytest.mark.parametrize("widened", [1 << 20, 100])  # 100: the weights widened 2 columns a time
+@pytest.mark.parametrize("widened", [1 << 20, 100])  # 100: 41 x 9 weights, 3 columns a time
 @pytest.mark.parametrize("stored_transposed", [False, True])  # Gemm's transB
 def test_folded_matmul_equals_the_centered_product_plus_bias(
     monkeypatch, a_type, big, widened, stored_transposed
