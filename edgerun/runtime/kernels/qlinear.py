@@ -70,7 +70,9 @@ def _centered_weights(w, w_zero):
     return _CenteredRows(w.reshape(w.shape[0], -1), w_zero)[:].reshape(w.shape)
 
 
-_PLAN_BLOCK = 64  # columns summed at once while looking for where a chunk must end
+# columns summed at once while looking for where a chunk must end: by BLAS, as _row_sums
+# sums (numpy's reduceat over 64 columns took 6-7 ms of a 512-channel 3x3 layer's plan)
+_PLAN_BLOCK = 256
 _PLAN_ELEMENTS = 1 << 18  # weights taken at once while summing blocks (1 MB of float32)
 # weights folded_matmul widens at once (4 MB of float32): fewer, and MiniLM's 1536 x 384
 # product split into three of 128 columns ran 25 % slower
@@ -90,19 +92,32 @@ def _chunk_plan(
     max(above * P + below * N, below * P + above * N), P and N the chunk's positive and
     negative weight sums (so nonnegative activations, as after ReLU, need half the room).
     Planned once per weight tensor (``key``) and span, where the whole K could pass 2^24
-    (_weight_reach): it takes several passes over the weights."""
+    (_weight_reach), from the block sums that bound took."""
     reach = _weight_reach(key, rows, x_span)
     if reach < int8.FLOAT32_EXACT:
         return (0,), reach
-    return memo(key, ("chunk plan", x_span), lambda: _plan_chunks(rows(), x_span))
+    blocks = memo(key, "block sums", lambda: _block_sums(rows()))
+    return memo(key, ("chunk plan", x_span), lambda: _plan_chunks(rows(), x_span, blocks))
 
 
 def _weight_reach(key: np.ndarray, rows: Callable[[], np.ndarray], x_span: tuple[int, int]) -> int:
     """The bound _chunk_plan puts on every partial sum over the whole K, from the sums of
     each row's positive and negative weights (worked out once per weight tensor ``key``,
-    and shared by the spans a layer is tried with: uncentered, then centered)."""
-    positive, negative = memo(key, "row sums", lambda: _row_sums(rows()))
-    return int(_reach(positive, negative, x_span).max(initial=0))
+    by blocks of columns that a chunk plan reuses, and shared by the spans a layer is tried
+    with: uncentered, then centered)."""
+    positive, negative = memo(key, "block sums", lambda: _block_sums(rows()))
+    return int(_reach(positive.sum(axis=1), negative.sum(axis=1), x_span).max(initial=0))
+
+
+def _block_sums(rows, largest: int = 255) -> tuple[np.ndarray, np.ndarray]:
+    """_row_sums of every _PLAN_BLOCK columns of 2-D ``rows``: (rows, blocks) in float64,
+    whose sums along rows are exact."""
+    k = rows.shape[-1]
+    edges = range(0, k, _PLAN_BLOCK)
+    positive, negative = np.empty((2, rows.shape[0], len(edges)))
+    for j, lo in enumerate(edges):
+        positive[:, j], negative[:, j] = _row_sums(rows[:, lo : lo + _PLAN_BLOCK], largest)
+    return positive, negative
 
 
 def _reach(positive: np.ndarray, negative: np.ndarray, x_span: tuple[int, int]) -> np.ndarray:
@@ -168,23 +183,17 @@ class _CenteredRows:
         return out
 
 
-def _plan_chunks(w: np.ndarray, x_span: tuple[int, int]) -> tuple[tuple[int, ...], int]:
+def _plan_chunks(w, x_span: tuple[int, int], blocks=None, largest: int = 255):
+    """_chunk_plan's starts and bound, from ``blocks`` (_block_sums of ``w``, taken here
+    where not given). The chunks are as long as they can be: scanned block by block, then
+    column by column inside the block where a bound is crossed."""
     k = w.shape[-1]
-    # prefix sums of the positive and negative parts at every _PLAN_BLOCK-th column, from
-    # block totals (a cumulative sum along rows runs an element at a time, so it is taken
-    # only inside the block that matters); the negative part is the positive part less w,
-    # and every sum is of integers below 2^24, exact
-    edges = np.arange(0, k, _PLAN_BLOCK)
-    pos_at = np.zeros((w.shape[0], len(edges) + 1), np.float32)
+    positive, negative = _block_sums(w, largest) if blocks is None else blocks
+    # the positive and negative sums before every _PLAN_BLOCK-th column (exact in float64)
+    pos_at = np.zeros((positive.shape[0], positive.shape[1] + 1))
     neg_at = np.zeros_like(pos_at)
-    rows = max(1, _PLAN_ELEMENTS // k)  # a few rows at a time: no weight-sized temporaries
-    for r in range(0, w.shape[0], rows):
-        part = w[r : r + rows]
-        pos_at[r : r + rows, 1:] = np.add.reduceat(np.maximum(part, 0), edges, axis=1)
-        neg_at[r : r + rows, 1:] = np.add.reduceat(part, edges, axis=1)
-    np.subtract(pos_at, neg_at, out=neg_at)
-    np.cumsum(pos_at, axis=1, out=pos_at)
-    np.cumsum(neg_at, axis=1, out=neg_at)
+    np.cumsum(positive, axis=1, out=pos_at[:, 1:])
+    np.cumsum(negative, axis=1, out=neg_at[:, 1:])
 
     def at(column: int, rows: np.ndarray | slice) -> tuple[np.ndarray, np.ndarray]:
         # the positive and negative sums of ``rows`` before ``column``
@@ -209,8 +218,9 @@ def _plan_chunks(w: np.ndarray, x_span: tuple[int, int]) -> tuple[tuple[int, ...
         # by column sums run over those alone (a Winograd plan has 15 K rows)
         rows = np.flatnonzero(ends[:, over[0]] >= int8.FLOAT32_EXACT)
         p1, n1 = at(lo, rows)
-        pos = np.cumsum(np.maximum(w[rows, lo:hi], 0), axis=1)
-        neg = pos - np.cumsum(w[rows, lo:hi], axis=1)
+        part = w[rows, lo:hi]
+        pos = np.cumsum(np.maximum(part, 0), axis=1)
+        neg = pos - np.cumsum(part, axis=1)
         grown = _reach((p1 - p0[rows])[:, None] + pos, (n1 - n0[rows])[:, None] + neg, x_span)
         grown = grown.max(axis=0)
         return max(s + 1, lo + int(np.flatnonzero(grown >= int8.FLOAT32_EXACT)[0]))
@@ -342,7 +352,10 @@ def _plan_winograd_chunks(u4, x_span) -> tuple[int, ...] | None:
     c = u4.shape[1]
     rest = np.delete(u4, 5, axis=0).transpose(0, 2, 1).reshape(-1, c)
     starts = sorted(
-        {*_plan_chunks(rest, others)[0], *_plan_chunks(np.ascontiguousarray(u4[5].T), middle)[0]}
+        {
+            *_plan_chunks(rest, others, largest=INTEGER_FILTER_BOUND)[0],
+            *_plan_chunks(np.ascontiguousarray(u4[5].T), middle, largest=INTEGER_FILTER_BOUND)[0],
+        }
     )
     return tuple(starts) if len(starts) <= _WINOGRAD_CHUNKS else None
 

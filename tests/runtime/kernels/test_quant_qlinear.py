@@ -87,6 +87,34 @@ def test_chunked_conv_widens_its_weights_a_chunk_at_a_time(monkeypatch, per_chan
     np.testing.assert_array_equal(acc, _exact_conv3x3(x, xz, w, wz, [1, 1, 1, 1]))
 
 
+def test_chunked_conv_reads_its_weights_once_to_plan(monkeypatch):
+    # the bound over the whole K and the chunk plan come from one set of block sums: a
+    # first run reads the weights once for those (and a few blocks again around where a
+    # chunk ends) and once more to multiply them, where it used to read them three times
+    reads = []
+    into = qlinear._CenteredRows.into
+
+    def counted(self, index, out=None):
+        part = into(self, index, out)
+        reads.append(part.size)
+        return part
+
+    monkeypatch.setattr(qlinear._CenteredRows, "into", counted)
+    x = rng.integers(0, 255, (1, 512, 5, 5), endpoint=True).astype(np.uint8)
+    w = np.where(rng.random((8, 512, 3, 3)) < 0.5, -127, 127).astype(np.int8)
+    xz, wz = np.array(128, np.uint8), np.array(2, np.int8)
+    args = ("NOTSET", None, 1, [3, 3], [1, 1, 1, 1], None)
+    acc, _ = qlinear.integer_conv(x, xz, w, wz, *args)
+    starts, _ = qlinear._chunk_plan(
+        w, lambda: qlinear._CenteredRows(w.reshape(8, -1), wz), (128, 127)
+    )
+    assert len(starts) > 2  # chunked, at a block's middle at least once
+    # at most three blocks' worth per chunk: where it starts, and twice where it ends
+    ends = 3 * len(starts) * 8 * qlinear._PLAN_BLOCK
+    assert w.size * 2 <= sum(reads) <= w.size * 2 + ends
+    np.testing.assert_array_equal(acc, _exact_conv3x3(x, xz, w, wz, [1, 1, 1, 1]))
+
+
 @pytest.mark.parametrize("shape", [(37, 300), (3, 37, 300)])  # 3-D: Winograd's (16, K, C)
 @pytest.mark.parametrize("zero", ["none", "one", "per row"])
 def test_row_sums_in_blocks_of_centered_weights(monkeypatch, shape, zero):
