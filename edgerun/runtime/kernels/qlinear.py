@@ -330,11 +330,24 @@ def _fits_any_input(u4, x_span) -> bool:
     ``x_span``: the largest reach of a column of u4 (as _plan_chunks bounds it, with the
     transformed tiles' spans) over all channels at once."""
     middle, others = integer_spans(*x_span)
-    positive, negative = _row_sums(u4.transpose(0, 2, 1), INTEGER_FILTER_BOUND)  # (16, K)
+    positive, negative = memo(u4, "column sums", lambda: _column_sums(u4))
     for taps, span in ((slice(5, 6), middle), (np.arange(16) != 5, others)):
         if _reach(positive[taps], negative[taps], span).max(initial=0) >= int8.FLOAT32_EXACT:
             return False
     return True
+
+
+def _column_sums(u4) -> tuple[np.ndarray, np.ndarray]:
+    """The sums of the positive and of minus the negative entries down each column of
+    every tap pair's (C, K) plane of u4, (16, K) each: BLAS down the contiguous planes
+    (ones @ plane), where _row_sums across a transposed view of them took 12 ms over int8
+    ResNet-18's ten Winograd layers."""
+    c = u4.shape[1]
+    dtype = np.float32 if c * INTEGER_FILTER_BOUND < int8.FLOAT32_EXACT else np.float64
+    ones = np.ones(c, dtype)
+    sums = np.stack([ones @ plane.astype(dtype, copy=False) for plane in u4])
+    magnitudes = np.stack([ones @ np.abs(plane).astype(dtype, copy=False) for plane in u4])
+    return (magnitudes + sums) / 2, (magnitudes - sums) / 2
 
 
 def _winograd_starts(u4, x_span) -> tuple[int, ...] | None:

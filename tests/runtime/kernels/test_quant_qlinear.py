@@ -497,6 +497,17 @@ def test_winograd_fits_any_input_where_one_chunk_is_planned(weights, x_span):
     assert qlinear._fits_any_input(u4, x_span) == one_chunk
 
 
+@pytest.mark.parametrize("channels", [48, 7400])  # 7400 x 9 x 255 passes 2^24: float64 sums
+def test_winograd_column_sums_are_the_definition(channels):
+    # down each (C, K) plane's columns, as _fits_any_input bounds every channel at once
+    u4 = rng.integers(-2295, 2296, (16, channels, 3)).astype(np.float32)
+    u4[:, :, 0] = np.abs(u4[:, :, 0])  # one-signed columns
+    positive, negative = qlinear._column_sums(u4)
+    exact = u4.astype(np.int64)
+    np.testing.assert_array_equal(positive, np.maximum(exact, 0).sum(axis=1))
+    np.testing.assert_array_equal(negative, np.maximum(-exact, 0).sum(axis=1))
+
+
 def test_float32_fits_up_to_two_to_the_24():
     # Cauchy-Schwarz: |a . b| <= ||a|| ||b||, and float32 is exact below 2^24
     assert int8.fits_float32(np.array([4095.0**2]), np.array([4096.0**2]), 1)
