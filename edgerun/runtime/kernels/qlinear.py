@@ -134,6 +134,10 @@ def _row_sums(rows, largest: int = 255) -> tuple[np.ndarray, np.ndarray]:
     numpy reduces rows (in float32 while K * largest is exact in it), _PLAN_ELEMENTS at a
     time, so that no weight-sized temporary is made (a 512-channel 3x3 layer's were two
     of 9.4 MB, the most int8 ResNet-18's first run held at once)."""
+    stored = rows.w if isinstance(rows, _CenteredRows) else rows
+    if stored.ndim == 2 and not stored.flags.c_contiguous and stored.T.flags.c_contiguous:
+        # rows stored as columns (a MatMul's weights, one row per output column)
+        return _sums_down(stored.T, getattr(rows, "zero", None), largest)
     k = rows.shape[-1]
     dtype: type = np.float32 if k * largest < int8.FLOAT32_EXACT else np.float64
     ones: np.ndarray = np.ones(k, dtype)
@@ -153,6 +157,30 @@ def _row_sums(rows, largest: int = 255) -> tuple[np.ndarray, np.ndarray]:
             at += count
     positive = ((magnitudes + sums) / 2).reshape(lead)
     return positive, ((magnitudes - sums) / 2).reshape(lead)
+
+
+def _sums_down(matrix, zero=None, largest: int = 255) -> tuple[np.ndarray, np.ndarray]:
+    """_row_sums of the columns of (K, N) ``matrix`` less ``zero`` (None, one, or one per
+    column): BLAS down blocks of its contiguous rows (ones @ block), each block's sums
+    exact in float32 and added in float64. Read across, as rows of its transpose, the
+    strided widening of dynamic MiniLM's 36 weight matrices took 18 ms of its first run."""
+    k, n = matrix.shape
+    step = max(1, min(_PLAN_ELEMENTS // max(n, 1), (int8.FLOAT32_EXACT - 1) // largest))
+    scratch = np.empty((min(step, k), n), f32)
+    sums, magnitudes = np.zeros(n), np.zeros(n)
+    for r in range(0, k, step):
+        part = matrix[r : r + step]
+        block = scratch[: len(part)]
+        if zero is not None:
+            np.subtract(part, zero, out=block, dtype=f32)
+        elif part.dtype != f32:
+            np.copyto(block, part, casting="unsafe")
+        else:
+            block = part  # summed as it is; its magnitudes go to the scratch
+        ones = np.ones(len(part), f32)
+        sums += ones @ block
+        magnitudes += ones @ np.abs(block, out=scratch[: len(part)])
+    return (magnitudes + sums) / 2, (magnitudes - sums) / 2
 
 
 class _CenteredRows:
@@ -338,16 +366,11 @@ def _fits_any_input(u4, x_span) -> bool:
 
 
 def _column_sums(u4) -> tuple[np.ndarray, np.ndarray]:
-    """The sums of the positive and of minus the negative entries down each column of
-    every tap pair's (C, K) plane of u4, (16, K) each: BLAS down the contiguous planes
-    (ones @ plane), where _row_sums across a transposed view of them took 12 ms over int8
-    ResNet-18's ten Winograd layers."""
-    c = u4.shape[1]
-    dtype = np.float32 if c * INTEGER_FILTER_BOUND < int8.FLOAT32_EXACT else np.float64
-    ones = np.ones(c, dtype)
-    sums = np.stack([ones @ plane.astype(dtype, copy=False) for plane in u4])
-    magnitudes = np.stack([ones @ np.abs(plane).astype(dtype, copy=False) for plane in u4])
-    return (magnitudes + sums) / 2, (magnitudes - sums) / 2
+    """_sums_down each tap pair's (C, K) plane of u4: (16, K) each, BLAS down the
+    contiguous planes, where _row_sums across a transposed view of them took 12 ms over
+    int8 ResNet-18's ten Winograd layers."""
+    planes = [_sums_down(plane, None, INTEGER_FILTER_BOUND) for plane in u4]
+    return np.stack([p for p, _ in planes]), np.stack([n for _, n in planes])
 
 
 def _winograd_starts(u4, x_span) -> tuple[int, ...] | None:

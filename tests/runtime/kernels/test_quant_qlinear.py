@@ -115,11 +115,15 @@ def test_chunked_conv_reads_its_weights_once_to_plan(monkeypatch):
     np.testing.assert_array_equal(acc, _exact_conv3x3(x, xz, w, wz, [1, 1, 1, 1]))
 
 
-@pytest.mark.parametrize("shape", [(37, 300), (3, 37, 300)])  # 3-D: Winograd's (16, K, C)
+@pytest.mark.parametrize(
+    ("shape", "order"),
+    # 3-D: Winograd's (16, K, C); "F": a MatMul's weights, one row per output column
+    [((37, 300), "C"), ((37, 300), "F"), ((3, 37, 300), "C")],
+)
 @pytest.mark.parametrize("zero", ["none", "one", "per row"])
-def test_row_sums_in_blocks_of_centered_weights(monkeypatch, shape, zero):
+def test_row_sums_in_blocks_of_centered_weights(monkeypatch, shape, order, zero):
     monkeypatch.setattr(qlinear, "_PLAN_ELEMENTS", 1 << 10)  # a few rows a block
-    raw = rng.integers(-128, 128, shape).astype(np.int8)
+    raw = np.asarray(rng.integers(-128, 128, shape).astype(np.int8), order=order)
     zeros = {"none": None, "one": np.array(5), "per row": rng.integers(-9, 9, shape[-2])}[zero]
     centered = raw.astype(np.float64) - (0 if zeros is None else zeros.reshape(-1, 1))
     want = np.maximum(centered, 0).sum(axis=-1), np.maximum(-centered, 0).sum(axis=-1)
