@@ -128,35 +128,27 @@ def _reach(positive: np.ndarray, negative: np.ndarray, x_span: tuple[int, int]) 
 
 
 def _row_sums(rows, largest: int = 255) -> tuple[np.ndarray, np.ndarray]:
-    """(sum of the positive entries, sum of minus the negative ones) along the last axis of
+    """(sum of the positive entries, sum of minus the negative ones) along each row of 2-D
     integer-valued ``rows`` (|w| <= ``largest``: 255 for centered 8-bit weights; an array
     or _CenteredRows): as products with a column of ones, which BLAS streams 4-6x faster than
     numpy reduces rows (in float32 while K * largest is exact in it), _PLAN_ELEMENTS at a
     time, so that no weight-sized temporary is made (a 512-channel 3x3 layer's were two
     of 9.4 MB, the most int8 ResNet-18's first run held at once)."""
     stored = rows.w if isinstance(rows, _CenteredRows) else rows
-    if stored.ndim == 2 and not stored.flags.c_contiguous and stored.T.flags.c_contiguous:
+    if not stored.flags.c_contiguous and stored.T.flags.c_contiguous:
         # rows stored as columns (a MatMul's weights, one row per output column)
         return _sums_down(stored.T, getattr(rows, "zero", None), largest)
-    k = rows.shape[-1]
+    count, k = rows.shape
     dtype: type = np.float32 if k * largest < int8.FLOAT32_EXACT else np.float64
     ones: np.ndarray = np.ones(k, dtype)
-    lead = rows.shape[:-1]
-    planes = [rows] if len(lead) == 1 else [rows[i] for i in np.ndindex(*lead[:-1])]
     step = max(1, _PLAN_ELEMENTS // k)
-    scratch = np.empty((min(step, lead[-1]), k), dtype)
-    sums, magnitudes = np.empty(math.prod(lead)), np.empty(math.prod(lead))
-    at = 0
-    for plane in planes:
-        for r in range(0, lead[-1], step):
-            block = np.asarray(plane[r : r + step], dtype)  # a view where it is dtype already
-            count = block.shape[0]
-            sums[at : at + count] = np.matmul(block, ones)
-            magnitude = np.abs(block, out=scratch[:count])
-            magnitudes[at : at + count] = np.matmul(magnitude, ones)
-            at += count
-    positive = ((magnitudes + sums) / 2).reshape(lead)
-    return positive, ((magnitudes - sums) / 2).reshape(lead)
+    scratch = np.empty((min(step, count), k), dtype)
+    sums, magnitudes = np.empty(count), np.empty(count)
+    for r in range(0, count, step):
+        block = np.asarray(rows[r : r + step], dtype)  # a view where it is dtype already
+        sums[r : r + step] = np.matmul(block, ones)
+        magnitudes[r : r + step] = np.matmul(np.abs(block, out=scratch[: len(block)]), ones)
+    return (magnitudes + sums) / 2, (magnitudes - sums) / 2
 
 
 def _sums_down(matrix, zero=None, largest: int = 255) -> tuple[np.ndarray, np.ndarray]:
