@@ -105,8 +105,13 @@ def _weight_reach(key: np.ndarray, rows: Callable[[], np.ndarray], x_span: tuple
     each row's positive and negative weights (worked out once per weight tensor ``key``,
     by blocks of columns that a chunk plan reuses, and shared by the spans a layer is tried
     with: uncentered, then centered)."""
-    positive, negative = memo(key, "block sums", lambda: _block_sums(rows()))
-    return int(_reach(positive.sum(axis=1), negative.sum(axis=1), x_span).max(initial=0))
+
+    def whole() -> tuple[np.ndarray, np.ndarray]:
+        blocks = memo(key, "block sums", lambda: _block_sums(rows()))
+        return blocks[0].sum(axis=1), blocks[1].sum(axis=1)
+
+    positive, negative = memo(key, "row sums", whole)
+    return int(_reach(positive, negative, x_span).max(initial=0))
 
 
 def _block_sums(rows, largest: int = 255) -> tuple[np.ndarray, np.ndarray]:
