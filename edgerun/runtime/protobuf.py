@@ -86,7 +86,7 @@ class WireReader:
 
     def text(self, a: int, b: int) -> str:
         try:
-            return bytes(self.buf[a:b]).decode("utf-8")
+            return str(self.buf[a:b], "utf-8")  # decoded from the buffer, no bytes copy
         except UnicodeDecodeError:
             raise self.fail("a string field is not valid UTF-8") from None
 
@@ -126,6 +126,8 @@ def decode_varints(data: np.ndarray) -> np.ndarray:
     """Decode a packed run of varints (uint8 array) into uint64, whole-array."""
     if data.size == 0:
         return np.zeros(0, dtype=np.uint64)
+    if data.max() < 0x80:  # one byte each (small values, zero points): the bytes themselves
+        return data.astype(np.uint64)
     ends = data < 0x80
     if not ends[-1]:
         raise ModelFormatError("truncated packed varint field")
