@@ -387,7 +387,7 @@ def _plan_winograd_chunks(u4, x_span) -> tuple[int, ...] | None:
     starts = sorted(
         {
             *_plan_chunks(rest, others, largest=INTEGER_FILTER_BOUND)[0],
-            *_plan_chunks(np.ascontiguousarray(u4[5].T), middle, largest=INTEGER_FILTER_BOUND)[0],
+            *_plan_chunks(u4[5].T, middle, largest=INTEGER_FILTER_BOUND)[0],  # summed down u4[5]
         }
     )
     return tuple(starts) if len(starts) <= _WINOGRAD_CHUNKS else None
