@@ -36,6 +36,7 @@ from edgerun.runtime.passes.clip_into_depthwise import clip_into_depthwise
 from edgerun.runtime.passes.fold_batchnorm import fold_batch_norm
 from edgerun.runtime.passes.fuse_activation import DOMAIN as ACTIVATION_DOMAIN
 from edgerun.runtime.passes.fuse_activation import fuse_activation
+from edgerun.runtime.passes.fuse_softmax import fuse_softmax
 from edgerun.runtime.passes.fuse_swish import fuse_swish
 from edgerun.runtime.passes.inline_functions import inline_functions
 from edgerun.runtime.passes.qdq_fusion import DOMAIN as QDQ_DOMAIN
@@ -123,6 +124,7 @@ class Plan:
         steps = expand_depthwise(steps, self.constants, set(self.output_names))
         steps = winograd_convs(steps, self.constants, set(self.output_names), shapes)
         steps = fuse_swish(steps, set(self.output_names))
+        steps = fuse_softmax(steps, self.constants, set(self.output_names))
         self.free_names = sorted(_free_names(self.graph))  # outer values it reads
         read = {n for s in steps for n in (*s.inputs, *s.scope)} | set(self.output_names)
         _aligned(self.constants, read)

@@ -7,6 +7,7 @@ import pytest
 from onnx import TensorProto, helper
 from onnx.reference import ReferenceEvaluator
 
+from edgerun.runtime.kernels.attention import mat_mul_softmax_1
 from edgerun.runtime.registry import resolve
 
 rng = np.random.default_rng(0)
@@ -135,3 +136,45 @@ def test_qk_output_mode_0_is_the_raw_product_even_with_softcap():
     q, k, v = randn(1, 2, 3, 4), randn(1, 2, 5, 4), randn(1, 2, 5, 4)
     *_, qk = ours("Attention", [q, k, v], {"softcap": 0.5}, 23)
     np.testing.assert_allclose(qk, q @ k.transpose(0, 1, 3, 2) / 2, rtol=1e-6, atol=1e-6)
+
+
+def _scores_softmax(a, b, mask, scale, divide):
+    """MatMulSoftmax's definition, in float64."""
+    s = np.matmul(a.astype(np.float64), b.astype(np.float64))
+    s = s / scale if divide else s * scale
+    if mask is not None:
+        s = s + mask
+    e = np.exp(s - s.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+MATMUL_SOFTMAX = {
+    "heads, key mask": ((1, 4, 6, 5), (1, 4, 5, 7), (1, 1, 1, 7), np.float32),
+    "heads, square mask": ((2, 3, 7, 5), (2, 3, 5, 7), (1, 1, 7, 7), np.float32),
+    "full-size mask": ((2, 3, 6, 5), (2, 3, 5, 7), (2, 3, 6, 7), np.float32),
+    "1-D mask": ((3, 6, 5), (3, 5, 7), (7,), np.float32),
+    "0-D mask": ((6, 5), (5, 7), (), np.float32),
+    "no mask": ((6, 5), (5, 7), None, np.float32),
+    "broadcast batch": ((2, 1, 6, 5), (1, 3, 5, 7), (1, 1, 6, 7), np.float32),
+    "float64": ((2, 6, 5), (2, 5, 7), (1, 6, 7), np.float64),
+    "float16 (unfused)": ((2, 6, 5), (2, 5, 7), (1, 6, 7), np.float16),
+    "mask widens (unfused)": ((1, 3, 6, 5), (1, 3, 5, 7), (2, 3, 6, 7), np.float32),
+    "vector times matrix (unfused)": ((5,), (2, 5, 7), (7,), np.float32),
+}
+
+
+@pytest.mark.parametrize("divide", [0, 1])
+@pytest.mark.parametrize("case", MATMUL_SOFTMAX.values(), ids=MATMUL_SOFTMAX.keys())
+def test_mat_mul_softmax_is_the_scaled_masked_softmax(case, divide):
+    a_shape, b_shape, mask_shape, dtype = case
+    a = rng.standard_normal(a_shape).astype(dtype)
+    b = rng.standard_normal(b_shape).astype(dtype)
+    mask = None if mask_shape is None else (rng.standard_normal(mask_shape) * 2).astype(dtype)
+    kept = [x.copy() for x in (a, b) + (() if mask is None else (mask,))]
+    got = mat_mul_softmax_1(a, b, mask, scale=0.4, divide=divide)
+    want = _scores_softmax(a, b, mask, np.float64(dtype(0.4)), divide)
+    assert got.dtype == dtype and got.shape == want.shape
+    tol = 2e-3 if dtype == np.float16 else 1e-6
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+    for x, before in zip((a, b, mask), kept, strict=False):
+        np.testing.assert_array_equal(x, before)  # inputs untouched
