@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgerun.runtime.kernels.linalg import last_axis_sums
 from edgerun.runtime.registry import kernel
 
 # -- helpers --------------------------------------------------------------------------------
@@ -362,7 +363,10 @@ def tanh_1(x, *, consumed_inputs=None):
 def _softmax(f, axis):
     out = np.subtract(f, np.max(f, axis=axis, keepdims=True))
     np.exp(out, out=out)
-    out /= np.sum(out, axis=axis, keepdims=True)
+    if axis in (-1, f.ndim - 1) and f.dtype in (np.float32, np.float64):
+        out /= last_axis_sums(out)[..., None]
+    else:
+        out /= np.sum(out, axis=axis, keepdims=True)
     return out
 
 

@@ -6,7 +6,7 @@ import numpy as np
 
 from edgerun.runtime.dtypes import runtime_dtype
 from edgerun.runtime.kernels.activation import softmax_13
-from edgerun.runtime.kernels.linalg import mat_mul_1
+from edgerun.runtime.kernels.linalg import mat_mul_1, ones
 from edgerun.runtime.registry import kernel
 
 # -- helpers --------------------------------------------------------------------------------
@@ -509,5 +509,5 @@ def mat_mul_softmax_1(A, B, mask=None, *, scale=1.0, divide=0):
         st += np.ascontiguousarray(swapped) if swapped.size < st.size else swapped
     st -= np.max(st, axis=-2, keepdims=True)
     np.exp(st, out=st)
-    st /= np.matmul(np.ones((1, st.shape[-2]), A.dtype), st)
+    st /= np.matmul(ones(st.shape[-2], A.dtype), st)[..., None, :]
     return np.swapaxes(st, -1, -2)

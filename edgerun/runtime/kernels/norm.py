@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
 
+from edgerun.runtime.kernels.linalg import last_axis_sums
 from edgerun.runtime.registry import kernel
 
 
@@ -100,7 +100,7 @@ def _standardize(x, start, epsilon):
     n = math.prod(shape[start:])
     rows = x.reshape(math.prod(shape[:start]), n)
     dtype = x.dtype.type
-    mean = np.matmul(rows, _ones(n, x.dtype))
+    mean = last_axis_sums(rows)
     mean /= dtype(n)
     diff = np.subtract(rows, mean[:, None])
     var = np.einsum("ij,ij->i", diff, diff)
@@ -111,13 +111,6 @@ def _standardize(x, start, epsilon):
     diff *= inv_std[:, None]
     kept = shape[:start] + (1,) * (len(shape) - start)
     return diff.reshape(shape), mean.reshape(kept), inv_std.reshape(kept)
-
-
-@functools.lru_cache(maxsize=64)
-def _ones(n: int, dtype: np.dtype) -> np.ndarray:
-    ones = np.ones(n, dtype)
-    ones.flags.writeable = False  # shared by every call
-    return ones
 
 
 def _instance_norm(X, scale, B, epsilon):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from onnx import helper
 
+from edgerun.runtime.kernels.linalg import last_axis_sums, ones
 from edgerun.runtime.registry import resolve
 
 rng = np.random.default_rng(0)
@@ -65,3 +66,13 @@ def test_qlinear_matmul_against_onnxruntime(k, dtype):
     got = resolve("", "QLinearMatMul", 21).fn(*inputs)
     assert got.dtype == expected.dtype
     np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("shape", [(7,), (3, 128), (2, 12, 5, 33), (4, 0)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_last_axis_sums_are_the_rows_sums(shape, dtype):
+    x = np.random.default_rng(1).standard_normal(shape).astype(dtype)
+    got = last_axis_sums(x)
+    assert got.dtype == dtype and got.shape == shape[:-1]
+    np.testing.assert_allclose(got, x.sum(axis=-1), rtol=1e-5, atol=1e-5)
+    assert not ones(5, np.dtype(dtype)).flags.writeable  # shared: nobody may write it
