@@ -275,6 +275,9 @@ def _op(
         compute_ms = PASSES[kind] * elements / (elementwise_gelems(perf) * 1e6)
     if winograd is not None:  # the products, then the transforms' passes
         compute_ms += winograd[1] / (elementwise_gelems(perf) * 1e6)
+    if known and (node.domain, node.op_type) == MATMUL_SOFTMAX:  # the product, then its passes
+        elements = _elements(shapes.get(node.outputs[0]))
+        compute_ms += MATMUL_SOFTMAX_PASSES * elements / (elementwise_gelems(perf) * 1e6)
     bandwidth_gbs = perf.memory_bandwidth_gbs
     memory_ms = size / (bandwidth_gbs * 1e6)
     scratch = SCRATCH[kind](node, shapes, sizes) if known and kind in SCRATCH else 0
@@ -341,6 +344,11 @@ def _winograd(node: Node, shapes: Mapping[str, Any]) -> tuple[int, int] | None:
 # clip_into_depthwise.py, and tflite_expand_depthwise.py for TFLite's 1x1 expansions):
 # the first product at the BLAS rate, the depthwise one at the depthwise rate; the tensor
 # between them is never stored apart
+# edgerun's own op for attention's scores (runtime/passes/fuse_softmax.py): the MatMul, one
+# BLAS product per matrix, then numpy passes over the scores (kernels/attention.py): the
+# scale, the mask, the max, its subtraction, exp and the division (the sum is a product)
+MATMUL_SOFTMAX = ("com.microsoft", "MatMulSoftmax")
+MATMUL_SOFTMAX_PASSES = 6
 EXPAND_DEPTHWISE = ("com.microsoft", "ExpandDepthwiseConv")
 TFLITE_EXPAND_DEPTHWISE = ("tflite", "EXPAND_DEPTHWISE_CONV_2D")
 TFLITE_DEPTHWISE = ("tflite", "DEPTHWISE_CONV_2D")

@@ -473,6 +473,29 @@ def test_a_convolution_fused_with_its_depthwise_one_prices_both(
     assert op.compute_ms == pytest.approx(want)
 
 
+def test_attention_scores_fused_with_their_softmax_price_the_product_and_passes(
+    tmp_path: Path,
+) -> None:
+    # MatMul -> Mul -> Add -> Softmax, which the plan runs as one MatMulSoftmax: two heads'
+    # (8, 4) @ (4, 8) products at the BLAS rate of one of them, then six passes over the scores
+    from tests.runtime.passes.test_fuse_softmax import _model
+
+    heads, seq, size = 3, 10, 8  # test_fuse_softmax's
+    path = tmp_path / "scores.onnx"
+    model = _model(mask=(seq,))
+    del model.graph.node[-1]  # keep the softmax's output as the graph's
+    model.graph.output[0].name = "p"
+    onnx.save(model, path)
+    board = synthetic(100.0, 100.0, 1000.0, elementwise=2.0)
+    result = estimate(path, board)
+    (op,) = result.ops
+    assert op.op_type == "MatMulSoftmax" and not result.unknown
+    assert op.flops == 2 * heads * seq * seq * size
+    want = op.flops / (blas_gflops(board.perf, op.flops / heads) * 1e6)
+    want += 6 * heads * seq * seq / (elementwise_gelems(board.perf) * 1e6)
+    assert op.compute_ms == pytest.approx(want)
+
+
 def _tflite_block(tmp_path: Path, also_read: bool = False) -> Path:
     """TFLite's 1x1 CONV_2D -> DEPTHWISE_CONV_2D (8 -> 48 channels of 16x16), converted;
     ``also_read``: the expansion is an output too, so the plan keeps two steps."""

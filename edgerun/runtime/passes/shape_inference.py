@@ -79,6 +79,7 @@ def _known(array: np.ndarray) -> Known:
 ALIASES = {
     ("com.microsoft", "FusedConv"): "Conv",
     ("com.microsoft", "ClippedInputConv"): "Conv",
+    ("com.microsoft", "MatMulSoftmax"): "MatMul",  # passes/fuse_softmax.py: the same shape
 }
 
 
