@@ -4,7 +4,8 @@ scores of attention as exporters write it (BERT, MiniLM: Q @ K^T, scaled, plus t
 Four steps become one (kernels/attention.py), which computes the scores transposed so that
 the Softmax's row reductions run across rows instead of along them: numpy reduces 128
 short rows far slower than it combines them element by element (MiniLM's 12 heads of
-128x128: 678 -> 545 us for the four steps and the product with V, 1 thread). Only a chain
+128x128: 678 -> 545 us for the four steps and the product with V, 1 thread, alone; in the
+whole model, whose inputs arrive from memory rather than cache, 42.6 -> 42.3 ms). Only a chain
 whose intermediate values have that one reader and are not graph outputs is rewritten,
 with the Softmax over the last axis (opset 13 and later: earlier Softmax flattens) and a
 scale that is a single float constant; the fused step takes the Softmax's place and output.
