@@ -340,15 +340,17 @@ def _winograd(node: Node, shapes: Mapping[str, Any]) -> tuple[int, int] | None:
     return 16 * tiles * c * k, passes
 
 
-# edgerun's own ops for a convolution feeding a depthwise one (runtime/passes/
-# clip_into_depthwise.py, and tflite_expand_depthwise.py for TFLite's 1x1 expansions):
-# the first product at the BLAS rate, the depthwise one at the depthwise rate; the tensor
-# between them is never stored apart
 # edgerun's own op for attention's scores (runtime/passes/fuse_softmax.py): the MatMul, one
 # BLAS product per matrix, then numpy passes over the scores (kernels/attention.py): the
 # scale, the mask, the max, its subtraction, exp and the division (the sum is a product)
 MATMUL_SOFTMAX = ("com.microsoft", "MatMulSoftmax")
 MATMUL_SOFTMAX_PASSES = 6
+
+
+# edgerun's own ops for a convolution feeding a depthwise one (runtime/passes/
+# clip_into_depthwise.py, and tflite_expand_depthwise.py for TFLite's 1x1 expansions):
+# the first product at the BLAS rate, the depthwise one at the depthwise rate; the tensor
+# between them is never stored apart
 EXPAND_DEPTHWISE = ("com.microsoft", "ExpandDepthwiseConv")
 TFLITE_EXPAND_DEPTHWISE = ("tflite", "EXPAND_DEPTHWISE_CONV_2D")
 TFLITE_DEPTHWISE = ("tflite", "DEPTHWISE_CONV_2D")
