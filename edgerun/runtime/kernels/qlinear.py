@@ -38,6 +38,7 @@ from edgerun.runtime.kernels.conv import (
     im2col,
 )
 from edgerun.runtime.kernels.derived import memo, memo_with, tiled
+from edgerun.runtime.kernels.linalg import ones
 from edgerun.runtime.kernels.winograd import (
     FEW_TILES,
     INTEGER_FILTER_BOUND,
@@ -145,14 +146,14 @@ def _row_sums(rows, largest: int = 255) -> tuple[np.ndarray, np.ndarray]:
         return _sums_down(stored.T, getattr(rows, "zero", None), largest)
     count, k = rows.shape
     dtype: type = np.float32 if k * largest < int8.FLOAT32_EXACT else np.float64
-    ones: np.ndarray = np.ones(k, dtype)
+    column = ones(k, np.dtype(dtype))
     step = max(1, _PLAN_ELEMENTS // k)
     scratch = np.empty((min(step, count), k), dtype)
     sums, magnitudes = np.empty(count), np.empty(count)
     for r in range(0, count, step):
         block = np.asarray(rows[r : r + step], dtype)  # a view where it is dtype already
-        sums[r : r + step] = np.matmul(block, ones)
-        magnitudes[r : r + step] = np.matmul(np.abs(block, out=scratch[: len(block)]), ones)
+        sums[r : r + step] = np.matmul(block, column)
+        magnitudes[r : r + step] = np.matmul(np.abs(block, out=scratch[: len(block)]), column)
     return (magnitudes + sums) / 2, (magnitudes - sums) / 2
 
 
@@ -174,9 +175,9 @@ def _sums_down(matrix, zero=None, largest: int = 255) -> tuple[np.ndarray, np.nd
             np.copyto(block, part, casting="unsafe")
         else:
             block = part  # summed as it is; its magnitudes go to the scratch
-        ones = np.ones(len(part), f32)
-        sums += ones @ block
-        magnitudes += ones @ np.abs(block, out=scratch[: len(part)])
+        row = ones(len(part), np.dtype(f32))
+        sums += row @ block
+        magnitudes += row @ np.abs(block, out=scratch[: len(part)])
     return (magnitudes + sums) / 2, (magnitudes - sums) / 2
 
 
