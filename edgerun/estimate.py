@@ -236,7 +236,11 @@ def _op(
     perf: Perf,
 ) -> OpEstimate:
     winograd = _winograd(node, shapes) if (node.domain, node.op_type) == WINOGRAD else None
-    fused = (node.domain, node.op_type) in (EXPAND_DEPTHWISE, TFLITE_EXPAND_DEPTHWISE)
+    fused = (node.domain, node.op_type) in (
+        EXPAND_DEPTHWISE,
+        TFLITE_EXPAND_DEPTHWISE,
+        QLINEAR_EXPAND_DEPTHWISE,
+    )
     parts = _expand_depthwise(node, shapes) if fused else None
     macs = node_macs(node, shapes) if winograd is None else winograd[0]
     if fused:
@@ -266,7 +270,8 @@ def _op(
     else:
         rate = perf.peak_gflops_fp32
     compute_ms = flops / (rate * 1e6)
-    if parts is not None:  # the first product at the BLAS rate, the depthwise one at its own
+    if parts is not None and not integer:  # the first product at the BLAS rate, the
+        # depthwise one at its own
         first, depthwise = (2 * n for n in parts)
         compute_ms = first / (blas_gflops(perf, first) * 1e6)
         compute_ms += depthwise / (depthwise_gflops(perf) * 1e6)
@@ -353,18 +358,26 @@ MATMUL_SOFTMAX_PASSES = 6
 # between them is never stored apart
 EXPAND_DEPTHWISE = ("com.microsoft", "ExpandDepthwiseConv")
 TFLITE_EXPAND_DEPTHWISE = ("tflite", "EXPAND_DEPTHWISE_CONV_2D")
+# and the int8 pair (runtime/passes/qlinear_expand_depthwise.py): both products at the int8
+# rate, as QLinearConv's are priced
+QLINEAR_EXPAND_DEPTHWISE = ("com.microsoft", "QLinearExpandDepthwiseConv")
 TFLITE_DEPTHWISE = ("tflite", "DEPTHWISE_CONV_2D")
 
 
 def _expand_depthwise(node: Node, shapes: Mapping[str, Any]) -> tuple[int, int] | None:
     """(multiply-adds of the first convolution, of the depthwise one) of an
-    ExpandDepthwiseConv or an EXPAND_DEPTHWISE_CONV_2D, or None where a shape is unknown."""
-    known = [shapes.get(n) for n in (*node.inputs[:2], node.inputs[3], node.outputs[0])]
+    ExpandDepthwiseConv, an EXPAND_DEPTHWISE_CONV_2D or a QLinearExpandDepthwiseConv, or
+    None where a shape is unknown."""
+    integer = (node.domain, node.op_type) == QLINEAR_EXPAND_DEPTHWISE
+    operands = (0, 3, 9) if integer else (0, 1, 3)  # x, the 1x1 weights, the depthwise ones
+    known = [shapes.get(node.inputs[k]) for k in operands] + [shapes.get(node.outputs[0])]
     if any(s is None or not all(isinstance(d, int) for d in s) for s in known):
         return None
     x, w, wd, y = (tuple(s) for s in known if s is not None)
     if (node.domain, node.op_type) == TFLITE_EXPAND_DEPTHWISE:  # NHWC, a 1x1 OHWI filter
         return math.prod(x[:-1]) * w[0] * w[-1], math.prod(y) * wd[1] * wd[2]
+    if integer:  # NCHW, a 1x1 filter
+        return math.prod(x[2:]) * x[0] * w[0] * w[1], math.prod(y) * math.prod(wd[1:])
     first = conv_geometry(
         x, w, "NOTSET", None, node.attr("expand_kernel_shape"), node.attr("expand_pads"),
         node.attr("expand_strides"),

@@ -473,6 +473,23 @@ def test_a_convolution_fused_with_its_depthwise_one_prices_both(
     assert op.compute_ms == pytest.approx(want)
 
 
+def test_an_int8_expansion_fused_with_its_depthwise_one_prices_both_as_integer(
+    tmp_path: Path,
+) -> None:
+    # 1x1 QLinearConv (8 -> 24 channels of 10x12) -> depthwise QLinearConv, which the plan
+    # runs as one QLinearExpandDepthwiseConv: both products at the int8 rate
+    from tests.runtime.passes.test_qlinear_expand_depthwise import _model
+
+    path = tmp_path / "qblock.onnx"
+    onnx.save(_model(), path)
+    result = estimate(path, synthetic(100.0, 40.0, 1000.0, depthwise=3.0))
+    (op,) = result.ops
+    assert op.op_type == "QLinearExpandDepthwiseConv" and op.integer and not result.unknown
+    macs = 10 * 12 * 8 * 24 + 10 * 12 * 24 * 9
+    assert op.flops == 2 * macs
+    assert op.compute_ms == pytest.approx(2 * macs / 40e9 * 1e3)
+
+
 def test_attention_scores_fused_with_their_softmax_price_the_product_and_passes(
     tmp_path: Path,
 ) -> None:

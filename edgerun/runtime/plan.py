@@ -41,6 +41,7 @@ from edgerun.runtime.passes.fuse_swish import fuse_swish
 from edgerun.runtime.passes.inline_functions import inline_functions
 from edgerun.runtime.passes.qdq_fusion import DOMAIN as QDQ_DOMAIN
 from edgerun.runtime.passes.qdq_fusion import fuse_qdq
+from edgerun.runtime.passes.qlinear_expand_depthwise import qlinear_expand_depthwise
 from edgerun.runtime.passes.shape_inference import infer_shapes, output_shapes
 from edgerun.runtime.passes.tflite_expand_depthwise import expand_depthwise
 from edgerun.runtime.passes.winograd import winograd_convs
@@ -121,6 +122,7 @@ class Plan:
         steps = fold_batch_norm(steps, self.constants, set(self.output_names))
         steps = self._fused_activations(steps, shapes, visible)
         steps = clip_into_depthwise(steps, self.constants, set(self.output_names))
+        steps = qlinear_expand_depthwise(steps, self.constants, set(self.output_names))
         steps = expand_depthwise(steps, self.constants, set(self.output_names))
         steps = winograd_convs(steps, self.constants, set(self.output_names), shapes)
         steps = fuse_swish(steps, set(self.output_names))

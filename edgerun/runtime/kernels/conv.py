@@ -900,35 +900,64 @@ def expand_depthwise_conv_1(
         y = _conv_as(X, W, B, *first)
         depthwise = (auto_pad, dilations, group, kernel_shape, pads, strides)
         return _conv_as(y, W_depthwise, B_depthwise, *depthwise, clip=clip, input_clip=bounds)
+    geometry = (kernel_shape, strides, dilations, begin, tuple(spatial), out_shape)
+    if pointwise:
+        y = pointwise_into_depthwise(
+            xl[0],
+            m,
+            B is not None,
+            lambda rows, slab: _expand_into(rows, W, B, slab, bounds),
+            W_depthwise,
+            B_depthwise,
+            geometry,
+            clip,
+        )
+        return _channels_first(y)
+    size = _padded_size(spatial, begin, kernel_shape, strides, dilations, out_shape)
+    xp = np.empty((1, *size, m), dtype=X.dtype)
+    slab = xp[:, begin[0] : begin[0] + spatial[0]]
+    padded = _pad(X, first_begin, first_end)
+    _image_conv_rows(padded, W, B, first_kernel, first_strides, spatial, bounds, slab, begin[1])
+    fill_borders(xp, begin, spatial)
+    y = _depthwise_padded(
+        xp, W_depthwise, B_depthwise, kernel_shape, strides, dilations, out_shape, clip
+    )
+    return _channels_first(y)
+
+
+def pointwise_into_depthwise(
+    xl, m, ones, expand, w_depthwise, b_depthwise, geometry, clip=None, dtype=None
+):
+    """The depthwise product (1, *out, M), channels-last, of a 1x1 expansion to ``m``
+    channels of the image ``xl`` (H, W, C) that ``expand(rows, slab)`` writes straight into
+    the product's zero-padded buffer: ``rows`` are xl's pixels laid out as the buffer's
+    whole rows (_padded_rows, or _split_rows where the columns are stored by parity; a
+    channel of ones for a bias where ``ones``; zero rows where the padding is), ``slab``
+    the buffer's rows they fill. ``geometry``: the depthwise layer's (kernel_shape,
+    strides, dilations, pads_begin, spatial input shape, out_shape); ``dtype``: the
+    buffer's (xl's)."""
+    kernel_shape, strides, dilations, begin, spatial, out_shape = geometry
+    dtype = xl.dtype if dtype is None else np.dtype(dtype)
     inside = slice(begin[0], begin[0] + spatial[0])
     if _splits_columns(m, strides, dilations):  # the expansion written parity-split
         rows_size, half = _split_size(spatial, begin, kernel_shape, strides, dilations, out_shape)
-        xs = np.empty((1, rows_size, 2, half, m), dtype=X.dtype)
-        rows = _split_rows(xl[0], B is not None, begin[1], half)
-        _expand_into(rows, W, B, xs[0, inside], bounds)
+        xs = np.empty((1, rows_size, 2, half, m), dtype=dtype)
+        expand(_split_rows(xl, ones, begin[1], half, dtype), xs[0, inside])
         fill_borders(xs, begin[:-1], spatial[:-1])  # the rows above and below
         for parity in (0, 1):  # the columns' zeros
             _, at = _parity_span(begin[1], spatial[1], half, parity)
             xs[:, inside, parity, : at.start] = 0
             xs[:, inside, parity, at.stop :] = 0
-        y = _split_product(xs, W_depthwise, kernel_shape, strides, dilations, out_shape)
-        _add_clip_rows(y, B_depthwise, clip, out_shape[-1])
-        return _channels_first(y)
+        y = _split_product(xs, w_depthwise, kernel_shape, strides, dilations, out_shape)
+        _add_clip_rows(y, b_depthwise, clip, out_shape[-1])
+        return y
     size = _padded_size(spatial, begin, kernel_shape, strides, dilations, out_shape)
-    xp = np.empty((1, *size, m), dtype=X.dtype)
-    if pointwise:
-        rows = _padded_rows(xl[0], B is not None, begin[1], size[1])
-        _expand_into(rows, W, B, xp[0, inside], bounds)
-        fill_borders(xp, begin, spatial)  # the rows above and below, the columns' zeros
-    else:
-        slab = xp[:, begin[0] : begin[0] + spatial[0]]
-        padded = _pad(X, first_begin, first_end)
-        _image_conv_rows(padded, W, B, first_kernel, first_strides, spatial, bounds, slab, begin[1])
-        fill_borders(xp, begin, spatial)
-    y = _depthwise_padded(
-        xp, W_depthwise, B_depthwise, kernel_shape, strides, dilations, out_shape, clip
+    xp = np.empty((1, *size, m), dtype=dtype)
+    expand(_padded_rows(xl, ones, begin[1], size[1], dtype), xp[0, inside])
+    fill_borders(xp, begin, spatial)  # the rows above and below, the columns' zeros
+    return _depthwise_padded(
+        xp, w_depthwise, b_depthwise, kernel_shape, strides, dilations, out_shape, clip
     )
-    return _channels_first(y)
 
 
 def _expand_into(rows, w, b, slab, bounds):
@@ -943,11 +972,12 @@ def _expand_into(rows, w, b, slab, bounds):
     np.clip(flat, bounds[0], bounds[1], out=flat)
 
 
-def _padded_rows(xl, ones, left, width):
+def _padded_rows(xl, ones, left, width, dtype=None):
     """Channels-last ``xl`` (H, W, C) at the padded ``width``, the image ``left`` columns
-    in, zeros around it; with a channel of ones (for a bias) where ``ones``."""
+    in, zeros around it; with a channel of ones (for a bias) where ``ones``; in ``dtype``
+    (xl's)."""
     h, w, c = xl.shape
-    rows = np.empty((h, width, c + ones), dtype=xl.dtype)
+    rows = np.empty((h, width, c + ones), dtype=xl.dtype if dtype is None else dtype)
     rows[:, :left] = 0
     rows[:, left + w :] = 0
     rows[:, left : left + w, :c] = xl
@@ -956,11 +986,11 @@ def _padded_rows(xl, ones, left, width):
     return rows
 
 
-def _split_rows(xl, ones, left, half):
+def _split_rows(xl, ones, left, half, dtype=None):
     """_padded_rows with the columns stored by parity, as _split_columns stores them:
     (H, 2, half, C [+ 1])."""
     h, w, c = xl.shape
-    rows = np.zeros((h, 2, half, c + ones), dtype=xl.dtype)
+    rows = np.zeros((h, 2, half, c + ones), dtype=xl.dtype if dtype is None else dtype)
     for parity in (0, 1):
         taken, at = _parity_span(left, w, half, parity)
         rows[:, parity, at, :c] = xl[:, taken]

@@ -539,8 +539,14 @@ def qlinear_conv_10(
             pads,
             strides,
         )
-    tail = (1,) * (acc.ndim - 2)
-    multiplier = _conv_multiplier(x_scale, w_scale, y_scale, len(tail))
+    return requantized(acc, x_scale, w_scale, y_scale, y_zero_point)
+
+
+def requantized(acc, x_scale, w_scale, y_scale, y_zero_point):
+    """A convolution's exact accumulator (N, M, ...) requantized as onnxruntime does: times
+    x_scale * w_scale / y_scale per output channel, rounded, the zero point added,
+    saturated; a float32 ``acc`` is overwritten."""
+    multiplier = _conv_multiplier(x_scale, w_scale, y_scale, acc.ndim - 2)
     out = np.dtype(y_zero_point.dtype) if y_zero_point is not None else np.dtype(np.uint8)
     y = acc if acc.dtype == f32 else acc.astype(f32)  # in the accumulator's layout
     _scale_channels(y, multiplier)
