@@ -36,7 +36,8 @@ def q_linear_add_1(A, A_scale, A_zero_point, B, B_scale, B_zero_point, C_scale, 
     a *= f32(int8.scalar(A_scale))
     b = int8.centered(B, _zero(B_zero_point))
     b *= f32(int8.scalar(B_scale))
-    c = np.add(a, b, out=a) if a.shape == np.broadcast_shapes(a.shape, b.shape) else a + b
+    same = a.shape == b.shape or a.shape == np.broadcast_shapes(a.shape, b.shape)
+    c = np.add(a, b, out=a) if same else a + b
     c /= f32(int8.scalar(C_scale))
     c += f32(_zero(C_zero_point))
     return int8.round_saturate(c, 0, _out_type(C_zero_point, A))

@@ -37,10 +37,10 @@ def scalar(v: np.ndarray | float | int | None, default: float = 0) -> float:
     """The one value of a per-tensor scale or zero point (shape () or [1])."""
     if v is None:
         return default
-    a = np.asarray(v)
+    a = v if isinstance(v, np.ndarray) else np.asarray(v)
     if a.size != 1:
         raise ValueError(f"expected a per-tensor (one-value) parameter, got shape {a.shape}")
-    return a.reshape(-1)[0].item()
+    return a.item()  # any rank: a kernel reads these several times a call
 
 
 def centered(x: np.ndarray, zero_point: float, dtype: type = np.float32) -> np.ndarray:
