@@ -513,16 +513,29 @@ def test_attention_scores_fused_with_their_softmax_price_the_product_and_passes(
     assert op.compute_ms == pytest.approx(want)
 
 
-def _tflite_block(tmp_path: Path, also_read: bool = False) -> Path:
-    """TFLite's 1x1 CONV_2D -> DEPTHWISE_CONV_2D (8 -> 48 channels of 16x16), converted;
-    ``also_read``: the expansion is an output too, so the plan keeps two steps."""
+def _tflite_block(tmp_path: Path, also_read: bool = False, mode: str = "float") -> Path:
+    """TFLite's 1x1 CONV_2D -> DEPTHWISE_CONV_2D (8 -> 48 channels of 16x16), converted
+    (``mode`` as test_tflite_ops.convert takes it); ``also_read``: the expansion is an
+    output too, so the plan keeps two steps."""
     pytest.importorskip("tensorflow")
     from tests.runtime.kernels.test_tflite_ops import convert
     from tests.runtime.passes.test_tflite_expand_depthwise import _block
 
     path = tmp_path / "block.tflite"
-    path.write_bytes(convert(_block(48, 1, "SAME", also_read), [(1, 16, 16, 8)]))
+    path.write_bytes(convert(_block(48, 1, "SAME", also_read), [(1, 16, 16, 8)], mode=mode))
     return path
+
+
+def test_an_int8_tflite_expansion_fused_with_its_depthwise_one_prices_both_as_integer(
+    tmp_path: Path,
+) -> None:
+    board = synthetic(100.0, 40.0, 1000.0, depthwise=3.0)
+    result = estimate(_tflite_block(tmp_path, mode="int8"), board)
+    fused = [op for op in result.ops if op.op_type == "EXPAND_DEPTHWISE_CONV_2D"]
+    assert len(fused) == 1 and fused[0].integer and not result.unknown
+    macs = 16 * 16 * 8 * 48 + 16 * 16 * 48 * 9
+    assert fused[0].flops == 2 * macs
+    assert fused[0].compute_ms == pytest.approx(2 * macs / 40e9 * 1e3)
 
 
 def test_tflite_expansion_fused_with_its_depthwise_one_prices_both(tmp_path: Path) -> None:

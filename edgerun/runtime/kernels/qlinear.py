@@ -472,6 +472,21 @@ def pointwise_conv(x, x_zero, w, w_zero, bias):
     return np.matmul(wb, cols).reshape(n, m, h, width)
 
 
+def folded_pointwise_weights(w, w_zero, bias, x_zero: float, x_dtype):
+    """A 1x1 layer's weights (M outputs of C weights, any layout that reshapes to (M, C))
+    as (C + 1, M) float32 for rows of uncentered input values and a one: the weights less
+    their zero points, channels in rows, and a last row of the bias less x_zero times each
+    filter's sum (_fold_terms); with a bound on every partial sum of those products."""
+    m = w.shape[0]
+    c = w.size // m
+    centered = _CenteredRows(w.reshape(m, c), w_zero)
+    column, bound = _fold_terms(w, centered, x_zero, x_dtype, bias)
+    wb = np.empty((c + 1, m), f32)
+    wb[:c] = centered[:].T
+    wb[c] = column
+    return wb, bound
+
+
 def _shifted_bias(ws, bias, xz):
     """(bias - xz * each filter's sum, in float32, or None; a bound on its magnitude)."""
     if bias is None and not xz:

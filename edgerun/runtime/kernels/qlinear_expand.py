@@ -18,9 +18,8 @@ from edgerun.runtime.kernels.conv import conv_geometry, pointwise_into_depthwise
 from edgerun.runtime.kernels.derived import memo, memo_with, tiled
 from edgerun.runtime.kernels.qlinear import (
     _centered_weights,
-    _CenteredRows,
     _conv_multiplier,
-    _fold_terms,
+    folded_pointwise_weights,
     qlinear_conv_10,
     requantized,
 )
@@ -130,24 +129,12 @@ def _fused_terms(x, x_zero_point, w, w_zero_point, B, w_depthwise, depthwise):
     wb, bound = memo_with(
         w,
         B,
-        ("expansion rows", xz, x.dtype),
-        lambda: _expansion_weights(w, w_zero_point, B, xz, x.dtype),
+        ("expansion rows", xz, x.dtype.str),
+        lambda: folded_pointwise_weights(w, w_zero_point, B, xz, x.dtype),
     )
     if bound >= int8.FLOAT32_EXACT:
         return None
     return wb, (kernel_shape, strides, dilations, begin, tuple(x.shape[2:]), out_shape)
-
-
-def _expansion_weights(w, w_zero_point, B, xz, x_dtype):
-    """(C + 1, M): the centered 1x1 weights, channels in rows, and a last row of the bias
-    less xz times each filter's sum (_fold_terms), with its bound on the partial sums."""
-    m, c = w.shape[:2]
-    centered = _CenteredRows(w.reshape(m, c), w_zero_point)
-    column, bound = _fold_terms(w, centered, xz, x_dtype, B)
-    wb = np.empty((c + 1, m), f32)
-    wb[:c] = centered[:].T
-    wb[c] = column
-    return wb, bound
 
 
 def _depthwise_terms(w_depthwise, w_zero_point, B, mid_zero_point):

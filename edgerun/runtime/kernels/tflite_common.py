@@ -288,6 +288,7 @@ def _float_scaler(m, shift, bias, single: bool, bound: int):
     if np.max(gap + err) > 0.1:
         return None
     s32, c32 = step.astype(np.float32), offset.astype(np.float32)
+    offsets = bool(np.any(c32))  # a bias taken in the sums already: no pass to add zeros
     # |w - round(w)| from this up: redo exactly (lowered past float32's rounding of it)
     limit = (0.5 - gap - err - 2.0**-23).astype(np.float32)
     b = np.zeros((), np.int64) if bias is None else np.asarray(bias, np.int64)
@@ -303,7 +304,8 @@ def _float_scaler(m, shift, bias, single: bool, bound: int):
             tiled(v, n // v.size) if 1 < v.size < n else v for v in (s32, c32, limit)
         )
         w = np.multiply(x, scale)
-        w += offset
+        if offsets:
+            w += offset
         z = np.rint(w)
         w -= z
         np.abs(w, out=w)
@@ -365,6 +367,34 @@ def requantize(
     if zero and small:
         out += out.dtype.type(zero)
     return out
+
+
+def centered_requantizer(
+    m, shift, q: QuantParams, act: str, owner, bound: int
+) -> Callable[[np.ndarray], None] | None:
+    """``requantize`` for float32 accumulators (exact integers, |acc| <= ``bound``, the bias
+    already in them) that stay in their buffer: a function that overwrites rows of
+    accumulators (whole lines of a channels-last tensor, C-contiguous) with the outputs
+    less their zero point, as floats, where the next kernel wants them centered; None where
+    the float32 scaling (_float_scaler) is not exact enough to take."""
+    fast = _memo_scaler(_float_scaler, m, shift, None, False, owner, bound)
+    if fast is None:
+        return None
+    approx, redo = fast
+    lo, hi = activation_range(act, q)
+    zero = int(q.zero_point[0])
+    lo, hi = lo - zero, hi - zero
+
+    def apply(rows: np.ndarray) -> None:
+        for a in _blocks(rows, rows, _BLOCK_F32)[0]:
+            z, near = approx(a)
+            flat = a.reshape(-1)
+            exact = redo(flat[near], near) if near.size else None  # before a is overwritten
+            np.clip(z, lo, hi, out=a)
+            if exact is not None:
+                flat[near] = np.clip(exact, lo, hi)
+
+    return apply
 
 
 def _blocks(acc: np.ndarray, out: np.ndarray, size: int) -> tuple[list, list]:

@@ -12,14 +12,27 @@ from collections.abc import Callable
 import numpy as np
 
 from edgerun.runtime import budget
-from edgerun.runtime.kernels.conv import _conv, _integer_conv, expand_depthwise_conv_1
+from edgerun.runtime.kernels.conv import (
+    _conv,
+    _integer_conv,
+    conv_geometry,
+    expand_depthwise_conv_1,
+    pointwise_into_depthwise,
+)
 from edgerun.runtime.kernels.derived import memo, memo_with
+from edgerun.runtime.kernels.int8 import FLOAT32_EXACT
 from edgerun.runtime.kernels.linalg import _integer_matmul
 from edgerun.runtime.kernels.pool import _average_pool, _max_pool, _sum_pool, _window_count
-from edgerun.runtime.kernels.qlinear import integer_conv, uncentered_conv
+from edgerun.runtime.kernels.qlinear import (
+    _centered_weights,
+    folded_pointwise_weights,
+    integer_conv,
+    uncentered_conv,
+)
 from edgerun.runtime.kernels.resize import _resize
 from edgerun.runtime.kernels.tflite_common import (
     activation_range,
+    centered_requantizer,
     dequantize,
     fused,
     is_quantized,
@@ -254,16 +267,40 @@ def expand_depthwise_conv_2d(
     fused_activation_function="NONE",
     dilation_w_factor=1,
     dilation_h_factor=1,
+    expand_quant=None,
+    quant=None,
 ):
     """edgerun's own op (TFLite has none by this name), made by
-    passes/tflite_expand_depthwise.py from a float 1x1 CONV_2D (``filter``, ``bias``, its
-    fused activation ``expand_activation``) and the DEPTHWISE_CONV_2D that alone reads its
-    output (the rest): run as ONNX's ExpandDepthwiseConv (kernels/conv.py), which writes
-    the expansion straight into the depthwise product's padded buffer instead of storing it
-    and copying it padded (MobileNetV2's blocks of 16 -> 64 channels of 112x112, stride 2:
-    1.87 -> 1.45 ms; 24 -> 96 of 56x56: 1.01 -> 0.95)."""
+    passes/tflite_expand_depthwise.py from a 1x1 CONV_2D (``filter``, ``bias``, its fused
+    activation ``expand_activation``, its ``quant`` as ``expand_quant``) and the
+    DEPTHWISE_CONV_2D that alone reads its output (the rest). Float pairs run as ONNX's
+    ExpandDepthwiseConv (kernels/conv.py), which writes the expansion straight into the
+    depthwise product's padded buffer instead of storing it and copying it padded
+    (MobileNetV2's blocks of 16 -> 64 channels of 112x112, stride 2: 1.87 -> 1.45 ms; 24 ->
+    96 of 56x56: 1.01 -> 0.95). Quantized pairs requantize the expansion into that buffer,
+    less its zero point (_quantized_pair)."""
     if depthwise_filter.shape[3] != filter.shape[0] or depth_multiplier != 1:
         raise ValueError(f"depthwise filter {depthwise_filter.shape} does not fit {filter.shape}")
+    depthwise = {
+        "padding": padding,
+        "stride_w": stride_w,
+        "stride_h": stride_h,
+        "fused_activation_function": fused_activation_function,
+        "dilation_w_factor": dilation_w_factor,
+        "dilation_h_factor": dilation_h_factor,
+    }
+    if quant is not None:
+        y = _quantized_pair(
+            input, filter, bias, depthwise_filter, depthwise_bias, expand_activation,
+            expand_quant, depthwise, quant,
+        )  # fmt: skip
+        if y is not None:
+            return y
+        mid = conv_2d(
+            input, filter, bias, padding="VALID", fused_activation_function=expand_activation,
+            quant=expand_quant,
+        )  # fmt: skip
+        return depthwise_conv_2d(mid, depthwise_filter, depthwise_bias, quant=quant, **depthwise)
     w = _oihw(filter, None, lambda f: f.transpose(0, 3, 1, 2))  # OHWI -> OIHW
     wd = _oihw(depthwise_filter, None, lambda f: f[0].transpose(2, 0, 1)[:, None])
     clip = _CLIPS.get(fused_activation_function)
@@ -286,6 +323,66 @@ def expand_depthwise_conv_2d(
         strides=[stride_h, stride_w],
     )
     return fused(np.ascontiguousarray(nhwc(y)), "NONE" if clip else fused_activation_function)
+
+
+def _quantized_pair(
+    x, filter, bias, depthwise_filter, depthwise_bias, expand_activation, expand_quant,
+    depthwise, quant,
+):  # fmt: skip
+    """EXPAND_DEPTHWISE_CONV_2D of 8-bit tensors, bit for bit the two steps: the exact sums
+    of the expansion (its bias and the input's zero point taken in the product, through a
+    channel of ones) requantized with TFLite's multipliers straight into the depthwise
+    product's padded float32 buffer, less the zero point, which is the centered input the
+    depthwise sums want; its 8-bit tensor is never stored, read back and copied padded.
+    None where a sum could pass 2^24, the float32 scaling is not exact enough to take
+    (tflite_common.centered_requantizer), or the input is not one image."""
+    qx, qw, qm = quant_of(expand_quant, 0), quant_of(expand_quant, 1), quant_of(quant, 0)
+    qd, qy = quant_of(quant, 1), quant_of(quant, 0, output=True)
+    if x.shape[0] != 1 or not is_quantized(x, qx) or None in (qw, qm, qd, qy):
+        return None
+    if depthwise["dilation_w_factor"] != 1 or depthwise["dilation_h_factor"] != 1:
+        return None
+    m, c = filter.shape[0], filter.shape[3]
+    xz = float(qx.zero_point[0])
+    wb, reach = memo_with(
+        expand_quant,
+        filter,
+        ("expansion rows", xz, x.dtype.str),
+        lambda: folded_pointwise_weights(filter, _weight_zero(qw), bias, xz, x.dtype),
+    )
+    scale_e = centered_requantizer(
+        *_multipliers(qx, qw, qm, expand_quant), qm, expand_activation, expand_quant, reach
+    )
+    if scale_e is None or reach >= FLOAT32_EXACT:
+        return None
+    wd = _oihw(depthwise_filter, quant, lambda f: f[0].transpose(2, 0, 1)[:, None])
+    ws, largest = memo_with(quant, wd, "centered taps", lambda: _centered_taps(wd, qd))
+    lo, hi = activation_range(expand_activation, qm)
+    zero = int(qm.zero_point[0])
+    bound = max(zero - lo, hi - zero) * largest
+    strides = (depthwise["stride_h"], depthwise["stride_w"])
+    kernel_shape, strides, dilations, begin, _, out_shape = conv_geometry(
+        (1, m, *x.shape[1:3]), wd.shape, same_pad(depthwise["padding"]), None, None, None, strides
+    )
+    if bound >= FLOAT32_EXACT or min(begin) < 0:
+        return None
+
+    def expand(rows, slab):
+        np.matmul(rows.reshape(-1, c + 1), wb, out=slab.reshape(-1, m))
+        scale_e(slab.reshape(slab.shape[0], -1))
+
+    geometry = (kernel_shape, strides, dilations, begin, tuple(x.shape[1:3]), out_shape)
+    y = pointwise_into_depthwise(x[0], m, True, expand, ws, None, geometry, dtype=np.float32)
+    multiplier, shift = _multipliers(qm, qd, qy, quant)
+    act = depthwise["fused_activation_function"]
+    return requantize(y, multiplier, shift, qy, act, bias=depthwise_bias, owner=quant, bound=bound)
+
+
+def _centered_taps(wd, qd):
+    """The depthwise filter (M, 1, kh, kw) less its zero points, in float32, and the largest
+    sum of |taps| over one channel."""
+    ws = _centered_weights(wd, _weight_zero(qd))
+    return ws, int(np.abs(ws).reshape(len(ws), -1).sum(axis=1).max(initial=0))
 
 
 def _tap_range(tap, pad, stride, in_size, out_size):

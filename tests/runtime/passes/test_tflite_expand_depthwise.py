@@ -14,6 +14,7 @@ from tests.runtime.kernels.test_tflite_ops import (
     feeds_for,
     interpreter_run,
     ours_run,
+    quantize_feeds,
 )
 
 tf = pytest.importorskip("tensorflow")
@@ -62,7 +63,38 @@ def test_an_expansion_another_step_reads_is_left_alone() -> None:
     assert_float_close(sorted(got, key=np.size), sorted(want, key=np.size))
 
 
-def test_quantized_pairs_are_left_alone() -> None:
-    model = convert(_block(48, 2, "SAME"), [(1, 16, 16, 8)], mode="int8")
-    ops = _ops(model)
-    assert "EXPAND_DEPTHWISE_CONV_2D" not in ops and "DEPTHWISE_CONV_2D" in ops
+@pytest.mark.parametrize("m", [48, 8])
+@pytest.mark.parametrize(("strides", "padding"), [(1, "SAME"), (2, "SAME"), (2, "VALID")])
+def test_quantized_pairs_run_as_one_step_bit_for_bit(
+    monkeypatch, m: int, strides: int, padding: str
+) -> None:
+    # TFLite's reference kernels are the oracle: edgerun follows their integer arithmetic;
+    # the pair runs fused, not as the two kernels it falls back to
+    from edgerun.runtime.kernels import tflite_nn
+
+    def unfused(*args, **kwargs):
+        raise AssertionError("the pair ran as two steps")
+
+    monkeypatch.setattr(tflite_nn, "conv_2d", unfused)
+    shape = (1, 17, 16, 8)
+    model = convert(_block(m, strides, padding), [shape], mode="int8")
+    assert _ops(model) == ["EXPAND_DEPTHWISE_CONV_2D"]
+    feeds = quantize_feeds(model, feeds_for([shape], positive=False, seed=6))
+    want_all = interpreter_run(model, feeds, "BUILTIN_REF")
+    for got, want in zip(ours_run(model, feeds), want_all, strict=True):
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+
+
+def test_a_quantized_pair_falls_back_to_the_two_steps(monkeypatch) -> None:
+    # a scaling the float32 path cannot take exactly: the two kernels run, with the same result
+    from edgerun.runtime.kernels import tflite_nn
+
+    monkeypatch.setattr(tflite_nn, "centered_requantizer", lambda *args: None)
+    shape = (1, 16, 16, 8)
+    model = convert(_block(48, 2, "SAME"), [shape], mode="int8")
+    assert _ops(model) == ["EXPAND_DEPTHWISE_CONV_2D"]
+    feeds = quantize_feeds(model, feeds_for([shape], positive=False, seed=7))
+    want_all = interpreter_run(model, feeds, "BUILTIN_REF")
+    for got, want in zip(ours_run(model, feeds), want_all, strict=True):
+        np.testing.assert_array_equal(got, want)
