@@ -14,6 +14,7 @@ from edgerun.runtime.kernels.tflite_common import (
     _float_scaler,
     _single_elements,
     activation_range,
+    centered_requantizer,
     multiply_by_quantized_multiplier,
     multiply_single_rounding,
     quantize_multiplier,
@@ -114,6 +115,34 @@ def test_float32_scaling_matches_integer_steps(single: bool) -> None:
         want = requantize(acc, m, shift, q, act, single=single, bias=bias)
         got = requantize(acc, m, shift, q, act, single=single, bias=bias, bound=1 << 19)
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("act", ["NONE", "RELU6"])
+def test_centered_requantizer_is_requantize_less_the_zero_point(act: str) -> None:
+    # in place over whole lines of a channels-last buffer (more than one block), ties at
+    # 2^-7 included, which the float32 scaling must hand to the exact integer steps
+    rng = np.random.default_rng(9)
+    channels = 16
+    real = rng.uniform(2e-4, 0.05, channels)
+    real[:2] = [2.0**-7, 2.0**-6]
+    m, shift = quantize_multiplier(real)
+    acc = rng.integers(-(1 << 19), 1 << 19, (60, 200, channels))
+    acc[:5] = (rng.integers(-300, 300, (5, 200, channels)) * 2 + 1) << 6
+    acc = acc.astype(np.float32)
+    q = QuantParams(np.array([0.05], np.float32), np.array([-7]), 0, np.dtype(np.int8))
+    want = requantize(acc, m, shift, q, act).astype(np.float32) + 7
+    scale = centered_requantizer(m, shift, q, act, None, 1 << 19)
+    assert scale is not None and acc.size > _BLOCK_F32
+    lines = acc.reshape(60, -1)
+    scale(lines)  # in place
+    np.testing.assert_array_equal(acc, want)
+
+
+def test_centered_requantizer_declines_what_float32_cannot_scale() -> None:
+    # multipliers near 1 on sums up to 2^23: float32's error could reach a tenth of a step
+    m, shift = quantize_multiplier(np.array([0.6, 0.7]))
+    q = QuantParams(np.array([0.05], np.float32), np.array([0]), 0, np.dtype(np.int8))
+    assert centered_requantizer(m, shift, q, "NONE", None, 1 << 23) is None
 
 
 @pytest.mark.parametrize("single", [False, True])
