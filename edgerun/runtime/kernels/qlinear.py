@@ -487,6 +487,14 @@ def folded_pointwise_weights(w, w_zero, bias, x_zero: float, x_dtype):
     return wb, bound
 
 
+def largest_filter_sum(ws) -> int:
+    """The largest sum of |weights| over one output channel of integer-valued float32
+    weights ``ws`` (exact), worked out once per array: a bound on a depthwise layer's sums."""
+    return memo(
+        ws, "largest row sum", lambda: int(np.abs(ws).reshape(len(ws), -1).sum(axis=1).max())
+    )
+
+
 def _shifted_bias(ws, bias, xz):
     """(bias - xz * each filter's sum, in float32, or None; a bound on its magnitude)."""
     if bias is None and not xz:

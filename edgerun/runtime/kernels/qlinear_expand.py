@@ -20,6 +20,7 @@ from edgerun.runtime.kernels.qlinear import (
     _centered_weights,
     _conv_multiplier,
     folded_pointwise_weights,
+    largest_filter_sum,
     qlinear_conv_10,
     requantized,
 )
@@ -145,7 +146,7 @@ def _depthwise_terms(w_depthwise, w_zero_point, B, mid_zero_point):
     )
     low, high = int8.int_range(mid_zero_point.dtype)
     zero = int(int8.scalar(mid_zero_point))
-    reach = max(zero - low, high - zero) * _largest_row_sum(ws)
+    reach = max(zero - low, high - zero) * largest_filter_sum(ws)
     b = None
     if B is not None:
         b, largest = memo(B, "float32 and largest", lambda: _float_bias(B))
@@ -156,10 +157,3 @@ def _depthwise_terms(w_depthwise, w_zero_point, B, mid_zero_point):
 def _float_bias(B):
     """The int32 bias in float32 (exact where it is used: below 2^24) and its largest |b|."""
     return B.reshape(-1).astype(f32), int(np.abs(B.astype(np.int64)).max(initial=0))
-
-
-def _largest_row_sum(ws):
-    """The largest sum of |weights| over one depthwise filter (exact: integer float32)."""
-    return memo(
-        ws, "largest row sum", lambda: int(np.abs(ws).reshape(len(ws), -1).sum(axis=1).max())
-    )

@@ -27,6 +27,7 @@ from edgerun.runtime.kernels.qlinear import (
     _centered_weights,
     folded_pointwise_weights,
     integer_conv,
+    largest_filter_sum,
     uncentered_conv,
 )
 from edgerun.runtime.kernels.resize import _resize
@@ -350,13 +351,16 @@ def _quantized_pair(
         ("expansion rows", xz, x.dtype.str),
         lambda: folded_pointwise_weights(filter, _weight_zero(qw), bias, xz, x.dtype),
     )
+    if reach >= FLOAT32_EXACT:
+        return None
     scale_e = centered_requantizer(
         *_multipliers(qx, qw, qm, expand_quant), qm, expand_activation, expand_quant, reach
     )
-    if scale_e is None or reach >= FLOAT32_EXACT:
+    if scale_e is None:
         return None
     wd = _oihw(depthwise_filter, quant, lambda f: f[0].transpose(2, 0, 1)[:, None])
-    ws, largest = memo_with(quant, wd, "centered taps", lambda: _centered_taps(wd, qd))
+    ws = memo_with(quant, wd, "centered taps", lambda: _centered_weights(wd, _weight_zero(qd)))
+    largest = largest_filter_sum(ws)
     lo, hi = activation_range(expand_activation, qm)
     zero = int(qm.zero_point[0])
     bound = max(zero - lo, hi - zero) * largest
@@ -376,13 +380,6 @@ def _quantized_pair(
     multiplier, shift = _multipliers(qm, qd, qy, quant)
     act = depthwise["fused_activation_function"]
     return requantize(y, multiplier, shift, qy, act, bias=depthwise_bias, owner=quant, bound=bound)
-
-
-def _centered_taps(wd, qd):
-    """The depthwise filter (M, 1, kh, kw) less its zero points, in float32, and the largest
-    sum of |taps| over one channel."""
-    ws = _centered_weights(wd, _weight_zero(qd))
-    return ws, int(np.abs(ws).reshape(len(ws), -1).sum(axis=1).max(initial=0))
 
 
 def _tap_range(tap, pad, stride, in_size, out_size):

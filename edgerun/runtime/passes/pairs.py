@@ -29,6 +29,23 @@ def fusable_pairs(
     return pairs
 
 
+def fused_pairs(
+    steps: list[Step],
+    pairs: list[tuple[int, int]],
+    fuse: Callable[[Step, Step], Step | None],
+) -> list[Step]:
+    """``steps`` with each pair (j, i) of fusable_pairs run as the one step ``fuse(steps[j],
+    steps[i])`` makes, in the second's place; a pair ``fuse`` declines (None) stays."""
+    out = list(steps)
+    dropped: set[int] = set()
+    for j, i in pairs:
+        fused = fuse(steps[j], steps[i])
+        if fused is not None:
+            out[i] = fused
+            dropped.add(j)
+    return [s for k, s in enumerate(out) if k not in dropped]
+
+
 def joined_inputs(first: Step, second: Step) -> tuple[str, ...]:
     """The inputs of a fused pair's step: the first step's three (x, weights, bias; "" for
     an absent bias), then the second's after the one the first fed."""

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgerun.runtime import registry
-from edgerun.runtime.passes.pairs import fusable_pairs
+from edgerun.runtime.passes.pairs import fusable_pairs, fused_pairs
 
 if TYPE_CHECKING:
     from edgerun.runtime.plan import Step
@@ -37,23 +37,21 @@ def qlinear_expand_depthwise(
     info = registry.resolve(DOMAIN, "QLinearExpandDepthwiseConv", 1)
     if info is None:
         return steps
-    out = list(steps)
-    dropped: set[int] = set()
     pairs = fusable_pairs(
         steps, lambda s: _expansion(s, constants), lambda s: _depthwise(s, constants), keep
     )
-    for j, i in pairs:
-        first, step = steps[j], steps[i]
+
+    def fuse(first: Step, step: Step) -> Step | None:
         if not _joins(first, step, constants):
-            continue
+            return None
         bias = first.inputs[8] if len(first.inputs) > 8 else ""
         inputs = (*first.inputs[:8], bias, *step.inputs[3:6], *step.inputs[6:9])
         node = replace(
             step.node, op_type="QLinearExpandDepthwiseConv", domain=DOMAIN, inputs=list(inputs)
         )
-        out[i] = replace(step, node=node, kernel=info, inputs=inputs)
-        dropped.add(j)
-    return [s for k, s in enumerate(out) if k not in dropped]
+        return replace(step, node=node, kernel=info, inputs=inputs)
+
+    return fused_pairs(steps, pairs, fuse)
 
 
 def _constant_weights(step: Step, constants: dict[str, np.ndarray]) -> np.ndarray | None:

@@ -23,7 +23,7 @@ import numpy as np
 from edgerun.runtime import registry
 from edgerun.runtime.graph import ATTR_STRING, Attribute
 from edgerun.runtime.kernels.tflite_common import quant_of
-from edgerun.runtime.passes.pairs import fusable_pairs, joined_inputs
+from edgerun.runtime.passes.pairs import fusable_pairs, fused_pairs, joined_inputs
 
 if TYPE_CHECKING:
     from edgerun.runtime.plan import Step
@@ -35,21 +35,19 @@ _CLIPPED = ("RELU", "RELU6", "RELU_N1_TO_1")  # fused activations the expansion 
 def expand_depthwise(
     steps: list[Step], constants: dict[str, np.ndarray], keep: Collection[str]
 ) -> list[Step]:
-    """``steps`` with each float 1x1 CONV_2D -> DEPTHWISE_CONV_2D pair as one step."""
+    """``steps`` with each 1x1 CONV_2D -> DEPTHWISE_CONV_2D pair as one step."""
     info = registry.resolve(DOMAIN, "EXPAND_DEPTHWISE_CONV_2D", 1)
     if info is None:
         return steps
-    out = list(steps)
-    dropped: set[int] = set()
     pairs = fusable_pairs(
         steps, lambda s: _expansion(s, constants), lambda s: _depthwise(s, constants), keep
     )
-    for j, i in pairs:
-        step, first = steps[i], steps[j]
+
+    def fuse(first: Step, step: Step) -> Step | None:
         if constants[step.inputs[1]].shape[3] != constants[first.inputs[1]].shape[0]:
-            continue
+            return None
         if not _same_kind(first, step):
-            continue
+            return None
         inputs = joined_inputs(first, step)
         activation = first.attributes["fused_activation_function"]
         extra = {
@@ -67,9 +65,9 @@ def expand_depthwise(
             attributes={**step.node.attributes, **extra},
         )
         attributes = {**step.attributes, **values}
-        out[i] = replace(step, node=node, kernel=info, inputs=inputs, attributes=attributes)
-        dropped.add(j)
-    return [s for k, s in enumerate(out) if k not in dropped]
+        return replace(step, node=node, kernel=info, inputs=inputs, attributes=attributes)
+
+    return fused_pairs(steps, pairs, fuse)
 
 
 def _float_filter(step: Step, constants: dict[str, np.ndarray]) -> np.ndarray | None:
