@@ -119,6 +119,8 @@ def _fused_terms(x, x_zero_point, w, w_zero_point, B, w_depthwise, depthwise):
     values, padding that crops, or expansion sums that could pass 2^24."""
     if x.ndim != 4 or x.shape[0] != 1 or x.dtype not in (np.uint8, np.int8):
         return None
+    if w.ndim != 4 or w.shape[1:] != (x.shape[1], 1, 1):  # the two steps say what is wrong
+        return None
     m = w.shape[0]
     auto_pad, dilations, group, kernel_shape, pads, strides = depthwise
     kernel_shape, strides, dilations, begin, _, out_shape = conv_geometry(

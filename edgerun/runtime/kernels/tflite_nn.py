@@ -341,6 +341,8 @@ def _quantized_pair(
     qd, qy = quant_of(quant, 1), quant_of(quant, 0, output=True)
     if x.shape[0] != 1 or not is_quantized(x, qx) or None in (qw, qm, qd, qy):
         return None
+    if filter.shape[1:] != (1, 1, x.shape[3]):  # the two steps say what is wrong
+        return None
     if depthwise["dilation_w_factor"] != 1 or depthwise["dilation_h_factor"] != 1:
         return None
     m, c = filter.shape[0], filter.shape[3]

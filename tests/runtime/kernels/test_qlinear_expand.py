@@ -123,6 +123,17 @@ def test_falls_back_to_the_two_steps(monkeypatch, why):
     np.testing.assert_array_equal(got, _two_steps(x, expansion, depthwise, attrs))
 
 
+def test_mismatched_channels_fail_as_the_two_steps_do():
+    expansion, depthwise = _layers(5, np.uint8, 6, 12, False)
+    x = _image(5, np.uint8, 5, 8, 8, True)  # 5 channels for 6-channel weights
+    attrs = {"group": 12, "pads": [1, 1, 1, 1]}
+    with pytest.raises(ValueError) as fused_error:
+        fused(x, *expansion, *depthwise, **attrs)
+    with pytest.raises(ValueError) as two_steps_error:
+        _two_steps(x, expansion, depthwise, attrs)
+    assert str(fused_error.value) == str(two_steps_error.value)
+
+
 def _ort_pair(x, expansion, depthwise, attrs):
     names = ["xs", "xz", "w", "ws", "wz", "ms", "mz", "b", "wd", "wds", "wdz", "ys", "yz", "bd"]
     values = dict(zip(names, [*expansion, *depthwise], strict=True))
