@@ -35,8 +35,11 @@ def run_ort(op, inputs, attrs, out_type):
 
 
 @pytest.mark.parametrize("dtype", [np.int8, np.uint8])
-def test_conv_integer_past_float32_exact_range(dtype):
+@pytest.mark.parametrize("block", [None, 1])  # weights widened at once: all 8 rows, or 1
+def test_conv_integer_past_float32_exact_range(monkeypatch, dtype, block):
     # extreme weights: K * 255 * 128 is far past 2^24, so the sums are split into chunks
+    if block is not None:
+        monkeypatch.setattr(qlinear, "_WIDENED_BLOCK", block)
     info = np.iinfo(dtype)
     x = rng.integers(info.min, info.max, (1, 192, 5, 5), endpoint=True).astype(dtype)
     w = np.where(rng.random((8, 192, 3, 3)) < 0.5, info.min, info.max).astype(dtype)
