@@ -61,15 +61,15 @@ def q_linear_expand_depthwise_conv_1(
     float32's exact integers, or the shapes are not a single image's, it runs as the two
     steps."""
     depthwise = (auto_pad, dilations, group, kernel_shape, pads, strides)
+    low, high = int8.int_range(mid_zero_point.dtype)
+    zero = int(int8.scalar(mid_zero_point))
+    bounds = (low - zero, high - zero)  # saturated, less the zero point
     first = _fused_terms(x, x_zero_point, w, w_zero_point, B, w_depthwise, depthwise)
-    second = first and _depthwise_terms(
-        w_depthwise, w_depthwise_zero_point, B_depthwise, mid_zero_point
-    )
+    second = first and _depthwise_terms(w_depthwise, w_depthwise_zero_point, B_depthwise, bounds)
     if not first or not second:
         mid = qlinear_conv_10(
             x, x_scale, x_zero_point, w, w_scale, w_zero_point, mid_scale, mid_zero_point, B
         )
-        names = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
         return qlinear_conv_10(
             mid,
             mid_scale,
@@ -80,13 +80,15 @@ def q_linear_expand_depthwise_conv_1(
             y_scale,
             y_zero_point,
             B_depthwise,
-            **dict(zip(names, depthwise, strict=True)),
+            auto_pad=auto_pad,
+            dilations=dilations,
+            group=group,
+            kernel_shape=kernel_shape,
+            pads=pads,
+            strides=strides,
         )
     (wb, geometry), (ws, b) = first, second
     multiplier = _conv_multiplier(x_scale, w_scale, mid_scale, 0)
-    low, high = int8.int_range(mid_zero_point.dtype)
-    zero = int(int8.scalar(mid_zero_point))
-    bounds = (low - zero, high - zero)  # saturated, less the zero point
 
     def expand(rows, slab):
         _requantized_expansion(rows, wb, multiplier, bounds, slab)
@@ -140,15 +142,13 @@ def _fused_terms(x, x_zero_point, w, w_zero_point, B, w_depthwise, depthwise):
     return wb, (kernel_shape, strides, dilations, begin, tuple(x.shape[2:]), out_shape)
 
 
-def _depthwise_terms(w_depthwise, w_zero_point, B, mid_zero_point):
+def _depthwise_terms(w_depthwise, w_zero_point, B, bounds):
     """(centered float32 depthwise weights, their float32 bias), or None where a sum of
-    the centered input's products and the bias could pass 2^24."""
+    the centered input's products (within ``bounds``) and the bias could pass 2^24."""
     ws = memo_with(
         w_depthwise, w_zero_point, "centered", lambda: _centered_weights(w_depthwise, w_zero_point)
     )
-    low, high = int8.int_range(mid_zero_point.dtype)
-    zero = int(int8.scalar(mid_zero_point))
-    reach = max(zero - low, high - zero) * largest_filter_sum(ws)
+    reach = max(-bounds[0], bounds[1]) * largest_filter_sum(ws)
     b = None
     if B is not None:
         b, largest = memo(B, "float32 and largest", lambda: _float_bias(B))
