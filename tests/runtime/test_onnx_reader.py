@@ -328,3 +328,55 @@ def test_int_fields_match_onnx(count: int, tmp_path: Path) -> None:
     assert model.graph.nodes[0].attributes["pads"].value == values
     assert list(model.graph.initializers["w"].shape) == dims
     assert model.graph.initializers["ints"].tolist() == values
+
+
+def _annotated_chain() -> onnx.ModelProto:
+    """x -> Relu -> a -> Relu -> y, with a value_info annotation for ``a``."""
+    nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Relu", ["a"], ["y"])]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+        value_info=[helper.make_tensor_value_info("a", TensorProto.FLOAT, [2, "n"])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _parsed(data: bytes):
+    return parse_model(memoryview(data), None)
+
+
+def test_value_info_types_are_read_when_needed() -> None:
+    from edgerun.runtime.onnx_reader import DeferredValueInfo
+    from edgerun.runtime.plan import Plan
+
+    model = _parsed(_annotated_chain().SerializeToString())
+    (annotation,) = model.graph.value_info
+    Plan(model.graph, model.opset_imports)  # shape inference knows Relu: no annotation read
+    assert isinstance(annotation, DeferredValueInfo) and "_type" not in vars(annotation)
+    assert annotation.type is not None and annotation.type.shape == (2, "n")
+
+
+def _with_value_info(model: onnx.ModelProto, value_info: bytes) -> bytes:
+    """``model`` serialized with a raw ValueInfoProto appended to its graph (field 13)."""
+    graph = model.graph.SerializeToString() + b"\x6a" + bytes([len(value_info)]) + value_info
+    rest = onnx.ModelProto()
+    rest.CopyFrom(model)
+    rest.ClearField("graph")
+    return rest.SerializeToString() + b"\x3a" + _varint(len(graph)) + graph
+
+
+def _varint(n: int) -> bytes:
+    out = b""
+    while n >= 0x80:
+        out, n = out + bytes([n & 0x7F | 0x80]), n >> 7
+    return out + bytes([n])
+
+
+def test_a_malformed_value_info_type_fails_when_read() -> None:
+    # name "b", then a TypeProto whose tensor_type claims 5 bytes and holds 1
+    model = _parsed(_with_value_info(_annotated_chain(), b"\x0a\x01b\x12\x03\x0a\x05\x08"))
+    assert [v.name for v in model.graph.value_info] == ["a", "b"]
+    with pytest.raises(ModelFormatError, match="truncated"):
+        _ = model.graph.value_info[1].type

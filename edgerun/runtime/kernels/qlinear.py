@@ -155,7 +155,8 @@ def _row_sums(rows, largest: int = 255) -> tuple[np.ndarray, np.ndarray]:
     scratch = np.empty((min(step, count), k), dtype)
     sums, magnitudes = np.empty(count), np.empty(count)
     for r in range(0, count, step):
-        block = np.asarray(rows[r : r + step], dtype)  # a view where it is dtype already
+        # a view where it is dtype already
+        block: np.ndarray = np.asarray(rows[r : r + step], dtype)
         sums[r : r + step] = np.matmul(block, column)
         magnitudes[r : r + step] = np.matmul(np.abs(block, out=scratch[: len(block)]), column)
     return (magnitudes + sums) / 2, (magnitudes - sums) / 2

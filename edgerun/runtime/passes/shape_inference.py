@@ -14,7 +14,7 @@ from typing import cast
 
 import numpy as np
 
-from edgerun.runtime.graph import Graph, Node
+from edgerun.runtime.graph import Graph, Node, ValueInfo
 from edgerun.specs import Dim
 
 Shape = tuple[Dim, ...]
@@ -51,14 +51,25 @@ def infer_shapes(graph: Graph, inputs: dict[str, Shape] | None = None) -> dict[s
     for v in graph.real_inputs:
         shape = (inputs or {}).get(v.name, v.type.shape if v.type else None)
         known[v.name] = Known(shape)
-    annotated = {v.name: v.type.shape for v in graph.value_info + graph.outputs if v.type}
+    # the model's own annotations, read only where a rule leaves a shape unknown (a
+    # reader may parse their types on demand): the last one with a type, outputs last
+    annotated: dict[str, list[ValueInfo]] = {}
+    for v in (*graph.value_info, *graph.outputs):
+        annotated.setdefault(v.name, []).append(v)
     for node in graph.nodes:
         args = [known.get(name) if name else None for name in node.inputs]
         shapes, values = _apply(node, args)
         for i, out in enumerate(node.outputs):
             shape = shapes[i] if i < len(shapes) else None
-            known[out] = Known(shape if shape is not None else annotated.get(out), values.get(i))
+            if shape is None:
+                shape = _annotated_shape(annotated.get(out, ()))
+            known[out] = Known(shape, values.get(i))
     return {name: k.shape for name, k in known.items()}
+
+
+def _annotated_shape(infos) -> Shape | None:
+    typed = [v.type for v in infos if v.type]
+    return typed[-1].shape if typed else None
 
 
 def output_shapes(node: Node, inputs: list[np.ndarray | None]) -> list[Shape | None]:

@@ -68,7 +68,11 @@ def _plan_and_check(model):
     feeds = _feeds(model)
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     for got, want in zip(plan.run(feeds), sess.run(None, feeds), strict=True):
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        # unscaled scores reach about 50, where float32's spacing is 4e-6, and the two BLAS
+        # sum in different orders: the error follows the largest values the softmax
+        # weighs, not each output (a Zen 3 host: 0.19892 against 0.19893, a sum of values
+        # up to 9, one output of 240 out by 3.2e-6 with atol 1e-6)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * np.abs(want).max())
     return [s.node.op_type for s in plan.steps]
 
 

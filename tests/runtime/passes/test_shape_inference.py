@@ -141,3 +141,34 @@ def test_fused_conv_is_shaped_like_conv_and_unknown_stays_unknown() -> None:
     parsed = parse_model(memoryview(model.SerializeToString()), None).graph
     assert infer_shapes(parsed)["y"] == (1, 4, 8, 8)
     assert infer_shapes(parsed, {"x": None})["y"] is None  # type: ignore[dict-item]
+
+
+def test_values_without_a_rule_take_the_models_annotations() -> None:
+    # an op of an unknown domain: its outputs' shapes come from value_info, where a graph
+    # output's own annotation wins over an entry of value_info, and an untyped one counts
+    # for nothing
+    nodes = [
+        helper.make_node("Mystery", ["x"], ["a", "b", "c"], domain="org.example"),
+        helper.make_node("Relu", ["a"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "annotated",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, [9]),  # Relu's rule wins
+            helper.make_tensor_value_info("b", TensorProto.FLOAT, [4, 4]),
+            onnx.ValueInfoProto(name="c"),  # no type at all
+        ],
+        value_info=[
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, [3, "n"]),
+            helper.make_tensor_value_info("b", TensorProto.FLOAT, [4]),
+            helper.make_tensor_value_info("c", TensorProto.FLOAT, [5]),
+        ],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("org.example", 1)]
+    )
+    shapes = infer_shapes(parse_model(memoryview(model.SerializeToString()), None).graph)
+    found = (shapes["a"], shapes["b"], shapes["c"], shapes["y"])
+    assert found == ((3, "n"), (4, 4), (5,), (3, "n"))
