@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from edgerun.runtime.kernels.derived import _MEMO, memo, memo_with
+import numpy as np
+import pytest
+
+from edgerun.runtime.kernels.derived import _MEMO, memo, memo_with, tiled
 
 
 def test_memo_derives_once_per_owner_and_forgets_it() -> None:
@@ -33,3 +36,11 @@ def test_memo_with_keys_on_the_second_object_too() -> None:
     assert memo_with(owner, first, "t", make("again")) == "a"  # looked up
     assert memo_with(owner, second, "t", make("b")) == "b"  # another bias: its own value
     assert calls == ["a", "b"]
+
+
+@pytest.mark.parametrize("shape", [(5,), (5, 1, 1), (1,), ()])
+def test_tiled_repeats_the_values_along_one_row(shape: tuple[int, ...]) -> None:
+    values = np.arange(1, 1 + int(np.prod(shape)), dtype=np.float32).reshape(shape)
+    row = tiled(values, 3)
+    assert row.dtype == values.dtype and np.array_equal(row, np.tile(values.reshape(-1), 3))
+    assert tiled(values, 3) is row  # once per array
