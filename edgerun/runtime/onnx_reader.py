@@ -231,8 +231,8 @@ class DeferredValueInfo(ValueInfo):
     """A graph's value_info entry whose type is parsed when it is first read. Exporters
     annotate every intermediate value (a QDQ MobileNetV2 has 211, MiniLM 156) and a load
     reads few if any of them (shape inference falls back to them where it has no rule), so
-    parsing them all took 1.5-2.6 ms of each load. A malformed type raises
-    ModelFormatError when read, as it would have at load."""
+    parsing them all took 1.5-2.6 ms of each load. A malformed type raises the
+    ModelFormatError it raised at load when it is read instead."""
 
     def __init__(self, name: str, doc_string: str, parse: Callable[[], ValueType]) -> None:
         object.__setattr__(self, "name", name)
@@ -378,14 +378,14 @@ class _Parser:
         return ValueInfo(name, vtype, doc)
 
     def _type_at(self, depth: int, start: int, end: int) -> Callable[[], ValueType]:
-        """type_proto(start, end) later, checked against MAX_DEPTH as if parsed now."""
+        """type_proto(start, end) later, by a parser of its own (no state shared with this
+        one or another deferred read) that counts nesting from ``depth``, as this one would
+        have."""
 
         def parse() -> ValueType:
-            outer, self.depth = self.depth, depth
-            try:
-                return self.type_proto(start, end)
-            finally:
-                self.depth = outer
+            parser = _Parser(self.r, self.external)
+            parser.depth = depth
+            return parser.type_proto(start, end)
 
         return parse
 
