@@ -374,13 +374,13 @@ class _Parser:
             elif num == 3:
                 doc = self.r.text(a, b)
         if deferred and span is not None:
-            return DeferredValueInfo(name, doc, self._type_at(self.depth, *span))
+            return DeferredValueInfo(name, doc, self._type_at(*span))
         return ValueInfo(name, vtype, doc)
 
-    def _type_at(self, depth: int, start: int, end: int) -> Callable[[], ValueType]:
+    def _type_at(self, start: int, end: int) -> Callable[[], ValueType]:
         """type_proto(start, end) later, by a parser of its own (no state shared with this
-        one or another deferred read) that counts nesting from ``depth``, as this one would
-        have."""
+        one or another deferred read) that counts nesting from this one's depth now."""
+        depth = self.depth
 
         def parse() -> ValueType:
             parser = _Parser(self.r, self.external)

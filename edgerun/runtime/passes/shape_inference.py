@@ -8,7 +8,7 @@ outputs unknown (falling back to the model's own value_info) instead of guessing
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import cast
 
@@ -67,7 +67,7 @@ def infer_shapes(graph: Graph, inputs: dict[str, Shape] | None = None) -> dict[s
     return {name: k.shape for name, k in known.items()}
 
 
-def _annotated_shape(infos) -> Shape | None:
+def _annotated_shape(infos: Iterable[ValueInfo]) -> Shape | None:
     typed = [v.type for v in infos if v.type]
     return typed[-1].shape if typed else None
 
